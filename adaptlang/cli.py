@@ -1,0 +1,73 @@
+"""Command line: ``adaptlang run|eval|config|strategies``.
+
+User mistakes print one line (``adaptlang: error: ...``) and exit 2, without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from .errors import UserError  # noqa: E402
+
+USAGE = """adaptlang run [key=value ...]         run the experiment (default: strategy=af+replay)
+adaptlang run --config runs/X/config.yaml [key=value ...]   rerun a resolved config
+adaptlang eval MODEL_PATH [key=value ...]  benchmarks on a saved model -> MODEL_PATH-eval.json or --out
+adaptlang config [key=value ...]       print the resolved config
+adaptlang strategies                   list the registered strategies"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="adaptlang", usage=USAGE)
+    parser.add_argument("command", choices=["run", "eval", "config", "strategies"])
+    parser.add_argument("args", nargs="*", help="key=value overrides (eval: the model path first)")
+    parser.add_argument("--config", help="a resolved config.yaml to start from")
+    parser.add_argument("--out", help="eval: where to write the metrics JSON")
+    ns = parser.parse_args(argv)
+    try:
+        return _dispatch(ns)
+    except UserError as exc:
+        print(f"adaptlang: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("adaptlang: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(ns) -> int:
+    from .config import load_config, to_yaml
+
+    if ns.command == "strategies":
+        from .strategy import STRATEGIES, _load_plugins
+
+        _load_plugins()
+        for name in STRATEGIES:
+            cls = STRATEGIES.get(name)
+            doc = (cls.__doc__ or "").strip().splitlines()[0]
+            print(f"{name:10s} stages={','.join(cls.stages) or '-':12s} owns={','.join(sorted(cls.owns)) or '-':20s} {doc}")
+        return 0
+    if ns.command == "config":
+        print(to_yaml(load_config(ns.args, base=ns.config)), end="")
+        return 0
+    if ns.command == "run":
+        from .pipeline import run
+
+        path = run(load_config(ns.args, base=ns.config))
+        print(f"run complete: {path} (report: {path / 'report.md'})")
+        return 0
+    if ns.command == "eval":
+        if not ns.args or "=" in ns.args[0]:
+            raise UserError("eval needs a model path first: adaptlang eval PATH [key=value ...]")
+        from .evaluate import evaluate_path
+
+        out = evaluate_path(ns.args[0], load_config(ns.args[1:], base=ns.config), ns.out)
+        print(f"metrics written to {out}")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""Configuration: a base YAML, config groups, strategy composition, key=value overrides.
+
+    load_config(["strategy=af+replay", "strategy.af.every=200", "model=tiny", "seed=1"])
+
+Order of application (torchtune's habit, DESIGN.md section 3):
+  1. ``configs/base.yaml``;
+  2. group selections (``model=``, ``languages=``, ``experiment=``): the named file from
+     ``configs/<group>/`` (or a path to a YAML file) becomes that key's value;
+  3. ``strategy=a+b``: each name's defaults from ``configs/strategy/<name>.yaml`` go under
+     ``strategy.<name>``, in the composed order (see adaptlang.strategy.compose);
+  4. every other ``dotted.key=value`` override, checked against the keys that exist: a
+     typo is an error that suggests the nearest key, never a silent no-op.
+
+Values are parsed as YAML scalars/lists (never evaluated as code). The working directory
+is never changed.
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from .errors import UserError, listing, suggest
+
+CONFIG_ROOT = Path(str(resources.files("adaptlang") / "configs"))
+GROUPS = ("model", "languages", "experiment")
+# Mappings whose keys are the user's own (language codes, file names): any key is accepted.
+FREE_FORM = {"data.train_files", "data.eval_files"}
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_ROOT / group).glob("*.yaml"))
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_group(group: str, choice: str) -> dict:
+    path = Path(choice)
+    if choice.endswith((".yaml", ".yml")):
+        if not path.is_file():
+            raise UserError(f"{group}={choice}: file not found")
+        return _read_yaml(path)
+    path = CONFIG_ROOT / group / f"{choice}.yaml"
+    if not path.is_file():
+        options = group_options(group)
+        raise UserError(
+            f"unknown {group} '{choice}'.{suggest(choice, options)} Valid: {listing(options)} "
+            f"(or a path to a .yaml file)"
+        )
+    return _read_yaml(path)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise UserError(f"override '{text}' is not of the form key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise UserError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw  # not YAML: take the literal string
+    return key, value
+
+
+def strategy_names(spec: Any) -> list[str]:
+    if isinstance(spec, (dict, DictConfig)):
+        return list(spec.keys())
+    if spec is None or str(spec).strip() in ("", "none"):
+        return []
+    names = [n.strip() for n in str(spec).split("+")]
+    if any(not n for n in names):
+        raise UserError(f"strategy='{spec}': empty name in the composition (use a+b+c)")
+    return names
+
+
+def strategy_defaults(name: str) -> dict:
+    from .strategy import STRATEGIES, _load_plugins
+
+    _load_plugins()
+    cls = STRATEGIES.get(name)  # UserError listing valid names
+    path = CONFIG_ROOT / "strategy" / f"{name}.yaml"
+    options = _read_yaml(path) if path.is_file() else {}
+    options.setdefault("stages", list(cls.stages))
+    return options
+
+
+# Keys that take either a class name or a list of language codes.
+EITHER_STR_OR_LIST = ("languages", "benchmarks", "sources")
+
+
+def _check_type(key: str, old: Any, new: Any) -> None:
+    if old is None or new is None or key.rsplit(".", 1)[-1] in EITHER_STR_OR_LIST:
+        return
+    if isinstance(old, bool) != isinstance(new, bool):
+        raise UserError(f"{key}={new!r}: expected {type(old).__name__} (like {old!r}), got {type(new).__name__}")
+    if isinstance(old, (int, float)) and not isinstance(old, bool):
+        if not isinstance(new, (int, float)):
+            raise UserError(f"{key}={new!r}: expected a number (like {old!r})")
+        if isinstance(old, int) and isinstance(new, float) and not new.is_integer():
+            raise UserError(f"{key}={new!r}: expected an integer (like {old!r})")
+    elif isinstance(old, str) and isinstance(new, (list, dict)):
+        raise UserError(f"{key}={new!r}: expected a string (like {old!r})")
+    elif isinstance(old, (list, ListConfig)) and not isinstance(new, (list, ListConfig)):
+        raise UserError(f"{key}={new!r}: expected a list (like {list(old)!r})")
+
+
+def apply_override(cfg: DictConfig, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node: Any = cfg
+    for i, part in enumerate(parts):
+        here = ".".join(parts[:i])
+        if here in FREE_FORM:
+            OmegaConf.update(cfg, key, value, merge=False)
+            return
+        if isinstance(node, ListConfig):
+            if not part.isdigit() or int(part) >= len(node):
+                raise UserError(f"unknown key '{key}': '{here}' is a list of {len(node)} items")
+            child = node[int(part)]
+        elif isinstance(node, DictConfig):
+            if part not in node:
+                where = f" under '{here}'" if here else ""
+                valid = [str(k) for k in node.keys()]
+                if here == "strategy":
+                    raise UserError(
+                        f"unknown key '{key}': strategy '{part}' is not active.{suggest(part, valid)} "
+                        f"Active: {listing(valid)} (compose with strategy=a+b)"
+                    )
+                raise UserError(f"unknown key '{key}'{where}.{suggest(part, valid)} Valid: {listing(valid)}")
+            child = node[part]
+        else:
+            raise UserError(f"unknown key '{key}': '{here}' is a value ({node!r}), not a section")
+        node = child
+    old = OmegaConf.to_container(node) if isinstance(node, (DictConfig, ListConfig)) else node
+    if isinstance(node, DictConfig) and not isinstance(value, dict):
+        raise UserError(f"{key}={value!r}: '{key}' is a section; set one of its keys: {listing(node.keys())}")
+    _check_type(key, old, value)
+    OmegaConf.update(cfg, key, value, merge=False)
+
+
+def load_config(overrides: Iterable[str] = (), base: str | Path | None = None) -> DictConfig:
+    """Resolve a config from the base file (or a saved run's config.yaml) and overrides."""
+    pairs = [parse_override(o) for o in overrides]
+    if base is not None:
+        base_path = Path(base)
+        if not base_path.is_file():
+            raise UserError(f"config file {base} not found")
+        raw = _read_yaml(base_path)
+    else:
+        raw = _read_yaml(CONFIG_ROOT / "base.yaml")
+
+    selections = {k: v for k, v in pairs if k in GROUPS or k == "strategy"}
+    for group in GROUPS:
+        choice = selections.get(group, raw.get(group))
+        if isinstance(choice, str):
+            raw[group] = load_group(group, choice)
+        elif group in selections and not isinstance(choice, dict):
+            raise UserError(f"{group}={choice!r}: expected a name from {listing(group_options(group))}")
+
+    spec = selections.get("strategy", raw.get("strategy"))
+    if isinstance(spec, dict) and "strategy" not in selections:
+        resolved = {name: dict(opts or {}) for name, opts in spec.items()}
+        for name, opts in resolved.items():
+            defaults = strategy_defaults(name)
+            resolved[name] = {**defaults, **opts}
+    else:
+        resolved = {}
+        for name in strategy_names(spec):
+            if name in resolved:
+                raise UserError(f"strategy '{name}' appears twice in '{spec}'")
+            resolved[name] = strategy_defaults(name)
+    raw["strategy"] = resolved
+
+    cfg = OmegaConf.create(raw)
+    for key, value in pairs:
+        if key in GROUPS or key == "strategy":
+            continue
+        apply_override(cfg, key, value)
+
+    from .strategy import order_strategies  # validates names, order and conflicts
+
+    ordered = order_strategies(list(cfg.strategy.keys()))
+    cfg.strategy = OmegaConf.create({n: cfg.strategy[n] for n in ordered})
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: DictConfig) -> None:
+    stage_names = [s.name for s in cfg.experiment.stages]
+    if len(set(stage_names)) != len(stage_names):
+        raise UserError(f"experiment: duplicate stage names in {stage_names}")
+    for name, opts in cfg.strategy.items():
+        for stage in opts.stages:
+            if stage not in stage_names:
+                raise UserError(
+                    f"strategy.{name}.stages: unknown stage '{stage}'.{suggest(stage, stage_names)} "
+                    f"Stages of this experiment: {listing(stage_names)}"
+                )
+    if cfg.train.batch_size < 1:
+        raise UserError(f"train.batch_size={cfg.train.batch_size}: must be at least 1")
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg)

@@ -1,0 +1,191 @@
+"""Corpora, the fixed held-out split, tokenization into training examples, example streams.
+
+Which text serves what (corpora/SOURCES.md, "Which text for what"):
+  * language-model training text: NTREX-128 (a different source from FLORES);
+  * held-out evaluation text: FLORES-200 devtest lines 500-1011 (the *evaluation part*),
+    UDHR for languages FLORES lacks (se, co), never trained on;
+  * FLORES-200 devtest lines 0-499 (the *pool*) may serve as bitext for instructions and
+    few-shot examples, never for evaluation.
+This split is fixed by line number so that nothing evaluated is ever trained on.
+
+Reading goes through ``datasets`` (Arrow, memory-mapped); a language can be pointed at any
+local text/JSONL/CSV/Parquet file, a local dataset folder, or a hub dataset
+(``hub:wikimedia/wikipedia:20231101.fr``) with ``data.train_files.<code>=...``.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import datasets
+import torch
+
+from .errors import UserError
+from .languages import CORPORA, LanguageSet
+
+FLORES_POOL = range(0, 500)
+FLORES_EVAL = range(500, 1012)
+datasets.disable_progress_bars()
+datasets.logging.set_verbosity_error()
+
+
+def _builder_for(path: Path) -> str:
+    suffixes = [s for s in path.suffixes if s != ".gz"]
+    ext = suffixes[-1] if suffixes else ".txt"
+    return {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(ext, "text")
+
+
+def _text_column(ds, source: str) -> str:
+    names = list(ds.column_names or [])
+    if "text" in names:
+        return "text"
+    raise UserError(f"{source}: no 'text' column (columns: {', '.join(names) or 'none'})")
+
+
+def read_text(source: str, limit: int | None = None) -> list[str]:
+    """Non-empty, stripped lines/rows of text from a file, a dataset folder or ``hub:name[:config]``."""
+    try:
+        if source.startswith("hub:"):
+            name, _, config = source[4:].partition(":")
+            ds = datasets.load_dataset(name, config or None, split="train", streaming=True)
+        else:
+            path = Path(source)
+            if not path.exists():
+                raise UserError(f"text source '{source}' does not exist")
+            if path.is_dir():
+                ds = datasets.load_dataset(str(path), split="train", streaming=True)
+            else:
+                if path.stat().st_size == 0:
+                    raise UserError(f"text source '{source}' is empty")
+                ds = datasets.load_dataset(_builder_for(path), data_files=str(path), split="train")
+    except UserError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except Exception as exc:  # datasets raises many kinds; the user needs the one line
+        raise UserError(f"cannot read text from '{source}': {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    column = _text_column(ds, source)
+    out: list[str] = []
+    for row in ds:
+        text = (row[column] or "").strip()
+        if text:
+            out.append(text)
+            if limit is not None and len(out) >= limit:
+                break
+    if not out:
+        raise UserError(f"text source '{source}' has no non-empty text")
+    return out
+
+
+def flores_path(code: str) -> Path:
+    return CORPORA / "flores200" / "devtest" / f"{code}.devtest.gz"
+
+
+def flores_lines(flores_code: str, part: range) -> list[str]:
+    lines = read_text(str(flores_path(flores_code)))
+    if len(lines) != 1012:
+        raise UserError(f"FLORES file for {flores_code} has {len(lines)} lines, expected 1012")
+    return [lines[i] for i in part]
+
+
+def training_source(code: str, langs: LanguageSet, cfg: Any) -> tuple[str | None, str]:
+    """(source, description) for a language's training text, or (None, reason)."""
+    files = cfg.data.get("train_files") or {}
+    if code in files:
+        return str(files[code]), f"user file {files[code]}"
+    lang = langs.check(code)
+    if lang.ntrex:
+        return str(CORPORA / "ntrex128" / f"{lang.ntrex}.txt.gz"), "NTREX-128"
+    return None, "no training text vendored (NTREX-128 lacks it; UDHR is kept for evaluation only)"
+
+
+def heldout_texts(code: str, langs: LanguageSet, cfg: Any, limit: int | None) -> tuple[list[str] | None, str]:
+    """Held-out evaluation text: (texts, source) or (None, reason for skipping)."""
+    files = cfg.data.get("eval_files") or {}
+    if code in files:
+        return read_text(str(files[code]), limit), f"user file {files[code]}"
+    lang = langs.check(code)
+    if lang.flores:
+        texts = flores_lines(lang.flores, FLORES_EVAL)
+        return (texts[:limit] if limit else texts), "FLORES-200 devtest 500-1011"
+    if lang.udhr:
+        texts = read_text(str(CORPORA / "udhr" / f"{lang.udhr}.txt.gz"), limit)
+        return texts, "UDHR (no FLORES text)"
+    return None, "no held-out text (not in FLORES-200 or UDHR)"
+
+
+# --- examples -----------------------------------------------------------------------------
+
+def lm_examples(texts: Sequence[str], tokenizer, block_size: int) -> datasets.Dataset:
+    """Causal-LM blocks: texts tokenized, joined with EOS, cut into ``block_size`` tokens."""
+    eos = tokenizer.eos_token_id
+    ds = datasets.Dataset.from_dict({"text": list(texts)})
+
+    def tokenize(batch):
+        ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
+        return {"ids": [x + [eos] for x in ids]}
+
+    def group(batch):
+        flat = [t for ids in batch["ids"] for t in ids]
+        n = len(flat) // block_size * block_size
+        blocks = [flat[i : i + block_size] for i in range(0, n, block_size)]
+        return {"input_ids": blocks, "labels": blocks}
+
+    ds = ds.map(tokenize, batched=True, remove_columns=["text"], keep_in_memory=True)
+    return ds.map(group, batched=True, batch_size=1000, remove_columns=["ids"], keep_in_memory=True)
+
+
+class ExampleStream:
+    """Endless seeded pass over examples: reshuffled every epoch, position kept for resume."""
+
+    def __init__(self, examples, seed: int, name: str = "data"):
+        if len(examples) == 0:
+            raise UserError(f"{name}: no training examples (is the text shorter than one block?)")
+        self.examples = examples
+        self.seed = seed
+        self.name = name
+        self.epoch = 0
+        self.position = 0
+        self._order = self._permutation()
+
+    def _permutation(self) -> list[int]:
+        order = list(range(len(self.examples)))
+        random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
+        return order
+
+    def __iter__(self) -> Iterator[dict]:
+        return self
+
+    def __next__(self) -> dict:
+        if self.position >= len(self._order):
+            self.epoch += 1
+            self.position = 0
+            self._order = self._permutation()
+        example = self.examples[self._order[self.position]]
+        self.position += 1
+        return example
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position = state["epoch"], state["position"]
+        self._order = self._permutation()
+
+
+def collate(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest example; padded label positions are -100 (no loss)."""
+    width = max(len(e["input_ids"]) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e["input_ids"])
+        ids[i, :n] = torch.tensor(e["input_ids"])
+        labels[i, :n] = torch.tensor(e["labels"])
+        mask[i, :n] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}

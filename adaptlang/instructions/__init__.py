@@ -1,0 +1,67 @@
+"""Instruction data: sources registered by name, prompt templates as data files, encoding.
+
+A source is a function ``(languages, cfg, seed) -> list[dict]`` of examples with at least
+``prompt`` and ``target``; templates live in ``instructions/templates/*.yaml``.
+Encoding puts the loss on the target tokens only (the prompt is context), as in
+instruction tuning.
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from ..errors import UserError
+from ..registry import Registry
+
+SOURCES: Registry = Registry("instruction source")
+TEMPLATES = Path(str(resources.files("adaptlang") / "instructions" / "templates"))
+
+
+def register_source(name: str):
+    return SOURCES.register(name)
+
+
+def load_builtin() -> None:
+    from ..plugins import import_all
+
+    import_all("adaptlang.instructions")
+
+
+def load_templates(name: str) -> dict:
+    path = TEMPLATES / f"{name}.yaml"
+    if not path.is_file():
+        raise UserError(f"no template file {path.name} in {TEMPLATES}")
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def encode(example: dict, tokenizer, max_length: int) -> dict:
+    """[BOS] prompt target [EOS]; labels are -100 on BOS and the prompt."""
+    prompt = tokenizer(example["prompt"], add_special_tokens=False)["input_ids"]
+    target = tokenizer(example["target"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    budget = max_length - len(bos)
+    if len(prompt) + len(target) > budget:  # keep at least half the budget for the target
+        keep_target = min(len(target), max(budget // 2, budget - len(prompt)))
+        target = target[:keep_target]
+        prompt = prompt[-(budget - len(target)):] if budget - len(target) > 0 else []
+    ids = bos + prompt + target
+    labels = [-100] * (len(bos) + len(prompt)) + target
+    return {"input_ids": ids, "labels": labels}
+
+
+def encode_all(examples: list[dict], tokenizer, max_length: int):
+    import datasets
+
+    ds = datasets.Dataset.from_list([{"prompt": e["prompt"], "target": e["target"]} for e in examples])
+    return ds.map(lambda e: encode(e, tokenizer, max_length), remove_columns=["prompt", "target"],
+                  keep_in_memory=True)
+
+
+def build(source: str, languages: list[str], cfg, seed: int) -> list[dict]:
+    load_builtin()
+    examples = SOURCES.get(source)(languages, cfg, seed)
+    if not examples:
+        raise UserError(f"instruction source '{source}' produced no examples for {languages}")
+    return examples

@@ -1,0 +1,209 @@
+"""A pipeline of stages: each stage = data + the model + the strategies active in it.
+
+    from adaptlang import load_config, run
+    run(load_config(["strategy=af+replay", "train.max_steps=20"]))
+
+Everything that can be checked before training (strategies, keys, languages, data kinds)
+is checked before the run directory is created, so a user mistake leaves nothing behind.
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from . import __version__, instructions
+from .benchmarks import run_benchmarks
+from .config import to_yaml
+from .data import ExampleStream, lm_examples, read_text, training_source
+from .errors import UserError, listing, suggest
+from .languages import LanguageSet
+from .models import build_model, check_tokenizer_matches, count_parameters, load_pretrained, train_tokenizer
+from .report import write_report
+from .rundir import RunDir, write_json
+from .strategy import Composed, StageContext, compose
+from .train import train_stage
+
+log = logging.getLogger("adaptlang")
+DATA_KINDS = ("text", "instructions")
+STAGE_KEYS = ("name", "data", "steps", "train")
+
+
+def stage_train_config(cfg: DictConfig, stage: DictConfig) -> DictConfig:
+    own = stage.get("train") or {}
+    for key in own:
+        if key not in cfg.train:
+            raise UserError(f"experiment stage '{stage.name}': unknown train key '{key}'.{suggest(key, cfg.train)} "
+                            f"Valid: {listing(cfg.train)}")
+    return OmegaConf.merge(cfg.train, own)
+
+
+def stage_steps(cfg: DictConfig, stage: DictConfig) -> int:
+    steps = int(stage.steps)
+    cap = cfg.train.get("max_steps")
+    return min(steps, int(cap)) if cap else steps
+
+
+def check_experiment(cfg: DictConfig, languages: LanguageSet) -> None:
+    for stage in cfg.experiment.stages:
+        for key in stage:
+            if key not in STAGE_KEYS:
+                raise UserError(f"experiment stage '{stage.get('name')}': unknown key '{key}'."
+                                f"{suggest(key, STAGE_KEYS)} Valid: {listing(STAGE_KEYS)}")
+        kind = stage.data.get("kind")
+        if kind not in DATA_KINDS:
+            raise UserError(f"stage '{stage.name}': data.kind='{kind}'.{suggest(str(kind), DATA_KINDS)} "
+                            f"Valid: {listing(DATA_KINDS)}")
+        languages.resolve(stage.data.get("languages", "all"))
+        if kind == "instructions":
+            instructions.load_builtin()
+            for source in stage.data.get("sources", []):
+                instructions.SOURCES.get(source)
+        if int(stage.steps) < 1:
+            raise UserError(f"stage '{stage.name}': steps must be >= 1")
+        stage_train_config(cfg, stage)
+    for code in list(cfg.data.get("train_files") or {}) + list(cfg.data.get("eval_files") or {}):
+        languages.check(code, where="data.train_files/eval_files")
+
+
+def text_for(codes: list[str], languages: LanguageSet, cfg: DictConfig) -> tuple[dict[str, list[str]], dict[str, str]]:
+    texts, skipped = {}, {}
+    for code in codes:
+        source, why = training_source(code, languages, cfg)
+        if source is None:
+            skipped[code] = why
+            continue
+        texts[code] = read_text(source, int(cfg.data.max_lines_per_language))
+    if not texts:
+        raise UserError(f"no training text for any of {codes}: " + "; ".join(f"{c}: {w}" for c, w in skipped.items()))
+    return texts, skipped
+
+
+def stage_stream(stage: DictConfig, tcfg: DictConfig, tokenizer, languages: LanguageSet, cfg: DictConfig,
+                 ctx: StageContext) -> ExampleStream:
+    codes = languages.resolve(stage.data.get("languages", "all"))
+    if stage.data.kind == "text":
+        texts, skipped = text_for(codes, languages, cfg)
+        if skipped:
+            ctx.notes["skipped_languages"] = skipped
+            log.warning("stage %s: no training text for %s", stage.name, ", ".join(skipped))
+        ctx.notes["trained_languages"] = list(texts)
+        blocks = lm_examples([t for lang in texts.values() for t in lang], tokenizer, int(tcfg.block_size))
+        return ExampleStream(blocks, ctx.seed + ctx.index, name=f"stage {stage.name}")
+    examples = []
+    for source in stage.data.get("sources", []):
+        examples += instructions.build(source, codes, cfg, ctx.seed + ctx.index)
+    if not examples:
+        raise UserError(f"stage '{stage.name}': its instruction sources produced no examples")
+    ctx.notes["instruction_examples"] = len(examples)
+    encoded = instructions.encode_all(examples, tokenizer, int(tcfg.max_length))
+    return ExampleStream(encoded, ctx.seed + ctx.index, name=f"stage {stage.name}")
+
+
+def initial_model(cfg: DictConfig, languages: LanguageSet):
+    mcfg = cfg.model
+    if mcfg.get("name_or_path"):
+        return load_pretrained(str(mcfg.name_or_path), bool(mcfg.get("trust_remote_code", False)))
+    if "hidden_size" not in mcfg or "tokenizer" not in mcfg:
+        raise UserError("model: set model.name_or_path=PATH_OR_HUB_NAME, or choose a model config that builds "
+                        "one (model=tiny)")
+    codes = languages.resolve(mcfg.tokenizer.get("languages", "pretraining"))
+    texts, _ = text_for(codes, languages, cfg)
+    started = time.perf_counter()
+    tokenizer = train_tokenizer([t for lang in texts.values() for t in lang], mcfg.tokenizer, int(cfg.seed))
+    print(f"sentencepiece tokenizer: {len(tokenizer)} pieces in {time.perf_counter() - started:.1f}s")
+    return build_model(mcfg, tokenizer, int(cfg.seed)), tokenizer
+
+
+def environment() -> dict:
+    import accelerate
+    import datasets
+    import transformers
+
+    return {"adaptlang": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "accelerate": accelerate.__version__,
+            "datasets": datasets.__version__, "platform": platform.platform(),
+            "threads": torch.get_num_threads()}
+
+
+def _setup_logging(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
+def run(cfg: DictConfig, composed: Composed | None = None) -> Path:
+    """Run every stage of ``cfg.experiment`` and write the run directory; returns its path."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    composed = composed or compose(OmegaConf.to_container(cfg.strategy))
+    languages = LanguageSet.from_config(cfg.languages)
+    check_experiment(cfg, languages)
+    name = cfg.get("name") or f"{'+'.join(composed.names) or 'none'}-s{cfg.seed}"
+    RunDir.check_free(str(cfg.output_dir), str(name), bool(cfg.overwrite))
+    set_seed(int(cfg.seed))
+    started = time.perf_counter()
+    model, tokenizer = initial_model(cfg, languages)  # a bad model path fails before any output exists
+    rundir = RunDir.create(str(cfg.output_dir), str(name), bool(cfg.overwrite))
+    handler = _setup_logging(rundir.path / "train.log")
+    try:
+        (rundir.path / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+        accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=str(cfg.mixed_precision))
+        metrics: dict[str, Any] = {
+            "schema": "adaptlang.metrics/1", "run": str(name), "status": "running",
+            "strategies": composed.names, "seed": int(cfg.seed), "environment": environment(),
+            "model": {"source": cfg.model.get("name_or_path") or "built from config",
+                      "parameters": count_parameters(model), "vocab_size": len(tokenizer)},
+            "stages": {},
+        }
+        for index, stage in enumerate(cfg.experiment.stages):
+            tcfg = stage_train_config(cfg, stage)
+            ctx = StageContext(name=str(stage.name), index=index, config=cfg, stage=OmegaConf.create({**OmegaConf.to_container(stage), "train": OmegaConf.to_container(tcfg)}),
+                               languages=languages, seed=int(cfg.seed), tokenizer=tokenizer, model=model)
+            active = composed.active(ctx.name)
+            set_seed(int(cfg.seed) + index)
+            for strategy in active:
+                model, tokenizer = strategy.setup_model(model, tokenizer, ctx)
+                ctx.model, ctx.tokenizer = model, tokenizer
+            check_tokenizer_matches(model, tokenizer, f"stage {ctx.name}")
+            stream = stage_stream(stage, tcfg, tokenizer, languages, cfg, ctx)
+            for strategy in active:
+                stream = strategy.setup_data(stream, ctx)
+            log.info("stage %s: strategies [%s], %d steps", ctx.name, ", ".join(s.name for s in active), stage_steps(cfg, stage))
+            model, stats = train_stage(model, tokenizer, stream, active, tcfg, stage_steps(cfg, stage), accelerator, ctx)
+            for strategy in active:
+                strategy.on_stage_end(ctx)
+            model_dir = rundir.save_model(ctx.name, model, tokenizer)
+            eval_start = time.perf_counter()
+            results = run_benchmarks(list(cfg.eval.benchmarks), model, tokenizer, languages, cfg)
+            metrics["stages"][ctx.name] = {
+                "strategies": [s.name for s in active],
+                "train": stats,
+                "strategy_notes": ctx.notes,
+                "parameters": count_parameters(model),
+                "eval": results,
+                "eval_seconds": round(time.perf_counter() - eval_start, 3),
+                "model_dir": str(model_dir.relative_to(rundir.path)),
+            }
+            write_json(rundir.path / "metrics.json", metrics)
+        metrics["status"] = "complete"
+        metrics["seconds"] = round(time.perf_counter() - started, 2)
+        write_report(rundir.path / "report.md", metrics, cfg)
+        write_json(rundir.path / "metrics.json", metrics)
+        rundir.set_status("complete", seconds=metrics["seconds"])
+        log.info("run complete in %.1fs: %s", metrics["seconds"], rundir.path)
+        return rundir.path
+    except BaseException as exc:
+        rundir.set_status("failed", error=f"{type(exc).__name__}: {exc}"[:1000])
+        raise
+    finally:
+        log.removeHandler(handler)
+        handler.close()

@@ -1,0 +1,52 @@
+"""The human report of one run (Markdown)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import to_yaml
+from .rundir import write_atomic
+
+
+def _fmt(x) -> str:
+    return f"{x:.3f}" if isinstance(x, float) else str(x)
+
+
+def write_report(path: Path, metrics: dict, cfg) -> None:
+    lines = [f"# adaptlang run `{metrics['run']}`", "",
+             f"Strategies: {' + '.join(metrics['strategies']) or 'none'} | seed {metrics['seed']} | "
+             f"model: {metrics['model']['source']}, {metrics['model']['parameters']['total']:,} parameters, "
+             f"vocabulary {metrics['model']['vocab_size']:,} | {metrics.get('seconds', '?')} s in all", "",
+             "## Training", "",
+             "| stage | strategies | steps | tokens | seconds | tokens/s | first loss | final loss |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for name, st in metrics["stages"].items():
+        t = st["train"]
+        lines.append(f"| {name} | {', '.join(st['strategies']) or '-'} | {t['steps']} | {t['tokens']:,} | "
+                     f"{t['seconds']:.1f} | {t['tokens_per_second']:,.0f} | {t['first_loss']:.3f} | {t['final_loss']:.3f} |")
+    for name, st in metrics["stages"].items():
+        for key, value in st["strategy_notes"].items():
+            lines.append(f"- {name}: {key} = {value}")
+    ppl = {n: st["eval"].get("perplexity") for n, st in metrics["stages"].items() if "perplexity" in st["eval"]}
+    if ppl:
+        classes = list(next(iter(ppl.values()))["classes"])
+        lines += ["", "## Held-out perplexity by language class", "",
+                  "Per token (not comparable across tokenizers) and bits per character (comparable).", "",
+                  "| stage | " + " | ".join(f"{c} ppl/token | {c} bits/char" for c in classes) + " |",
+                  "|---|" + "---:|---:|" * len(classes)]
+        for stage, res in ppl.items():
+            cells = []
+            for c in classes:
+                v = res["classes"].get(c, {})
+                cells += [_fmt(v.get("ppl_token", "-")), _fmt(v.get("bits_per_char", "-"))]
+            lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+        last = list(ppl.values())[-1]
+        if last["skipped"]:
+            lines += ["", "Skipped languages: " + "; ".join(f"{c} ({why})" for c, why in last["skipped"].items())]
+        lines += ["", "### Per language (last stage)", "", "| language | class | ppl/token | bits/char | source |",
+                  "|---|---|---:|---:|---|"]
+        for code, v in last["languages"].items():
+            lines.append(f"| {code} | {v['class']} | {v['ppl_token']:.2f} | {v['bits_per_char']:.3f} | {v['source']} |")
+    env = metrics["environment"]
+    lines += ["", "## Environment", "", ", ".join(f"{k} {v}" for k, v in env.items()), "",
+              "## Resolved config", "", "```yaml", to_yaml(cfg).rstrip(), "```", ""]
+    write_atomic(path, "\n".join(lines))

@@ -1,0 +1,93 @@
+"""The run directory: one folder per run, written so that nothing half-done looks complete.
+
+    runs/<name>/
+      config.yaml          resolved config (rerun: adaptlang run --config runs/<name>/config.yaml)
+      status.json          {"status": "running" | "complete" | "failed", ...}
+      metrics.json         every metric, per stage (schema in docs/metrics.md)
+      report.md            the human report
+      train.log            the log
+      stages/<stage>/model transformers model + tokenizer (safetensors)
+
+JSON and text files are written to a temporary name and renamed (atomic on POSIX); a model
+folder is saved under a temporary name and renamed when complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from .errors import UserError
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+def read_status(path: Path) -> str:
+    try:
+        return json.loads((path / "status.json").read_text())["status"]
+    except (OSError, ValueError, KeyError):
+        return "unknown"
+
+
+class RunDir:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @staticmethod
+    def check_free(output_dir: str, name: str, overwrite: bool = False) -> Path:
+        if not name or "/" in name or name in (".", ".."):
+            raise UserError(f"name='{name}': a run name must be a plain folder name")
+        path = Path(output_dir) / name
+        if path.exists() and not overwrite:
+            raise UserError(
+                f"run directory {path} already exists (status: {read_status(path)}); "
+                f"pass overwrite=true to replace it, or choose another name=..."
+            )
+        return path
+
+    @classmethod
+    def create(cls, output_dir: str, name: str, overwrite: bool = False) -> "RunDir":
+        path = cls.check_free(output_dir, name, overwrite)
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+        run = cls(path)
+        run.set_status("running")
+        return run
+
+    def set_status(self, status: str, **extra) -> None:
+        write_json(self.path / "status.json", {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra})
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.path / "stages" / stage
+
+    def save_model(self, stage: str, model, tokenizer) -> Path:
+        final = self.stage_dir(stage) / "model"
+        tmp = final.with_name(".model.tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        return final

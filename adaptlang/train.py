@@ -1,0 +1,105 @@
+"""The training loop: the one place where strategy hooks fire. Reads top to bottom.
+
+AdamW with linear warmup and cosine decay (the active-forgetting paper's Tables 4-5:
+cosine scheduler, linear warmup over 10% of the steps, AdamW), gradient accumulation,
+gradient clipping, seeded, on accelerate (one device, several GPUs or nodes alike).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from .data import ExampleStream, collate
+from .errors import UserError
+from .strategy import StageContext, Strategy, TrainState
+
+log = logging.getLogger("adaptlang")
+
+
+def param_groups(model, weight_decay: float) -> list[dict]:
+    """Decay matrices; never decay norms, biases, or parameters a strategy froze."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim >= 2 else no_decay).append(p)
+    if not decay and not no_decay:
+        raise UserError("no trainable parameters in this stage (every parameter is frozen)")
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strategy], tcfg: Any,
+                steps: int, accelerator, ctx: StageContext) -> dict:
+    optimizer = torch.optim.AdamW(
+        param_groups(model, float(tcfg.weight_decay)), lr=float(tcfg.lr),
+        betas=tuple(tcfg.betas), eps=float(tcfg.eps),
+    )
+    warmup = math.ceil(float(tcfg.warmup_ratio) * steps)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    inner_optimizer = getattr(optimizer, "optimizer", optimizer)
+    state = TrainState(step=0, total_steps=steps, model=accelerator.unwrap_model(model),
+                       optimizer=inner_optimizer, ctx=ctx)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    batch_size, accum = int(tcfg.batch_size), int(tcfg.grad_accum)
+    tokens = loss_tokens = 0
+    losses: list[float] = []
+    model.train()
+    start = time.perf_counter()
+    bar = tqdm(total=steps, desc=f"{ctx.name}", unit="step", dynamic_ncols=True, mininterval=1.0,
+               disable=not accelerator.is_local_main_process or None)
+    for step in range(1, steps + 1):
+        step_loss = 0.0
+        for _ in range(accum):
+            batch = collate([next(stream) for _ in range(batch_size)], pad_id)
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            outputs = model(**batch)
+            loss = outputs.loss
+            for strategy in strategies:
+                extra = strategy.extra_loss(batch, outputs, state)
+                if extra is not None:
+                    loss = loss + extra
+            accelerator.backward(loss / accum)
+            step_loss += loss.item() / accum
+            tokens += int(batch["attention_mask"].sum())
+            loss_tokens += int((batch["labels"][:, 1:] != -100).sum())
+        if float(tcfg.max_grad_norm) > 0:
+            accelerator.clip_grad_norm_(model.parameters(), float(tcfg.max_grad_norm))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        state.step, state.loss = step, step_loss
+        for strategy in strategies:
+            strategy.on_step_end(state)
+        losses.append(step_loss)
+        if not math.isfinite(step_loss):
+            raise RuntimeError(f"stage {ctx.name}: loss is {step_loss} at step {step} (lower train.lr?)")
+        elapsed = time.perf_counter() - start
+        bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tokens / max(elapsed, 1e-9):,.0f}", refresh=False)
+        bar.update(1)
+        if step % int(tcfg.log_every) == 0 or step == steps:
+            log.info("stage %s step %d/%d loss %.4f lr %.2e tokens/s %.0f", ctx.name, step, steps,
+                     step_loss, scheduler.get_last_lr()[0], tokens / max(elapsed, 1e-9))
+    bar.close()
+    seconds = time.perf_counter() - start
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    accelerator.free_memory()
+    tail = losses[-max(1, steps // 10):]
+    return unwrapped, {
+        "steps": steps,
+        "examples": steps * batch_size * accum,
+        "tokens": tokens,
+        "loss_tokens": loss_tokens,
+        "seconds": round(seconds, 3),
+        "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),
+        "first_loss": round(losses[0], 4),
+        "final_loss": round(sum(tail) / len(tail), 4),
+    }

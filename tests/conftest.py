@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny in-process models (2 layers, d=64), seeded, no downloads."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from adaptlang.data import read_text  # noqa: E402
+from adaptlang.languages import CORPORA  # noqa: E402
+from adaptlang.models import build_model, train_tokenizer  # noqa: E402
+
+TINY = {"architecture": "mistral", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256,
+        "initializer_range": 0.02, "tie_word_embeddings": False}
+
+# Runs in tests are kept small: a few steps, few lines, few eval sentences.
+QUICK = ["train.max_steps=3", "model.tokenizer.vocab_size=1500", "model.tokenizer.character_coverage=0.99", "data.max_lines_per_language=60",
+         "eval.max_sentences=3", "train.batch_size=4", "train.block_size=32", "train.max_length=64",
+         "model.hidden_size=32", "model.intermediate_size=64", "model.num_hidden_layers=1"]
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    texts = read_text(str(CORPORA / "ntrex128" / "eng-US.txt.gz"), 300)
+    texts += read_text(str(CORPORA / "ntrex128" / "rus.txt.gz"), 300)
+    return train_tokenizer(texts, OmegaConf.create({"vocab_size": 600}), seed=0)
+
+
+def make_model(tokenizer, tied: bool = False, seed: int = 0):
+    cfg = OmegaConf.create({**TINY, "tie_word_embeddings": tied})
+    return build_model(cfg, tokenizer, seed)
+
+
+@pytest.fixture
+def model(tokenizer):
+    return make_model(tokenizer)
+
+
+@pytest.fixture
+def tied_model(tokenizer):
+    return make_model(tokenizer, tied=True)
+
+
+def snapshot(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -1,0 +1,118 @@
+import pytest
+import yaml
+
+from adaptlang import UserError, compose, load_config
+from adaptlang.config import CONFIG_ROOT, GROUPS, group_options
+from adaptlang.strategy import STRATEGIES, Strategy, order_strategies, register_strategy
+
+
+def test_base_defaults_compose_af_replay():
+    cfg = load_config([])
+    assert list(cfg.strategy.keys()) == ["af", "replay"]
+    assert cfg.strategy.af.stages == ["pretrain"] and cfg.strategy.replay.stages == ["instruct"]
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_shipped_group_yaml_loads(group):
+    options = group_options(group)
+    assert options, f"no YAML in configs/{group}"
+    for option in options:
+        overrides = [f"{group}={option}"]
+        if group == "model" and option == "pretrained":
+            overrides.append("model.name_or_path=some/path")
+        cfg = load_config(overrides)
+        assert cfg[group] is not None
+
+
+def test_every_yaml_file_is_valid_yaml():
+    files = list(CONFIG_ROOT.rglob("*.yaml"))
+    assert len(files) >= 8
+    for path in files:
+        assert isinstance(yaml.safe_load(path.read_text()), dict), path
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES.names()) or ["af", "replay"])
+def test_every_strategy_yaml_loads(name):
+    cfg = load_config([f"strategy={name}"])
+    assert list(cfg.strategy.keys()) == [name]
+
+
+def test_strategy_options_under_their_own_key():
+    cfg = load_config(["strategy=af+replay", "strategy.af.every=7", "strategy.replay.size=10"])
+    assert cfg.strategy.af.every == 7 and cfg.strategy.replay.size == 10
+    composed = compose(dict(cfg.strategy))
+    af = composed.items[0][0]
+    assert af.every == 7
+
+
+@pytest.mark.parametrize("override, fragment", [
+    (["strategy=nope"], "unknown strategy 'nope'. Valid: af, replay"),
+    (["strategy=af+repaly"], "Did you mean 'replay'?"),
+    (["trian.lr=1"], "Did you mean 'train'?"),
+    (["train.lrr=1"], "Did you mean 'lr'?"),
+    (["strategy.af.evry=3"], "Did you mean 'every'?"),
+    (["strategy=af", "strategy.replay.size=3"], "strategy 'replay' is not active"),
+    (["train.lr=fast"], "expected a number"),
+    (["train.batch_size=1.5"], "expected an integer"),
+    (["overwrite=3"], "expected bool"),
+    (["model=gigantic"], "unknown model 'gigantic'"),
+    (["strategy=af+af"], "appears twice"),
+    (["strategy.af.stages=[nostage]"], "unknown stage 'nostage'"),
+    (["seed"], "not of the form key=value"),
+])
+def test_bad_overrides_are_one_clear_error(override, fragment):
+    with pytest.raises(UserError) as err:
+        load_config(override)
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_values_are_never_evaluated():
+    cfg = load_config(["name=__import__('os').system('false')"])
+    assert cfg.name == "__import__('os').system('false')"
+
+
+class _Mixer(Strategy):
+    owns = frozenset({"data.mixture"})
+
+
+class _Late(Strategy):
+    after = ("_t_early",)
+
+
+class _Early(Strategy):
+    pass
+
+
+@pytest.fixture
+def test_strategies():
+    for name, cls in (("_t_mixer", _Mixer), ("_t_late", _Late), ("_t_early", _Early)):
+        register_strategy(name)(cls)
+    yield
+    for name in ("_t_mixer", "_t_late", "_t_early"):
+        STRATEGIES._items.pop(name)
+
+
+def test_composition_orders_by_dependencies(test_strategies):
+    assert order_strategies(["_t_late", "_t_early"]) == ["_t_early", "_t_late"]
+    assert order_strategies(["_t_early", "_t_late"]) == ["_t_early", "_t_late"]
+    assert order_strategies(["replay", "af"]) == ["replay", "af"]  # no dependency: given order
+
+
+def test_conflicting_strategies_are_refused_naming_both(test_strategies):
+    with pytest.raises(UserError, match=r"strategies 'replay' and '_t_mixer' conflict: both own data.mixture"):
+        order_strategies(["replay", "_t_mixer"])
+
+
+def test_duplicate_registration_is_refused():
+    with pytest.raises(ValueError, match="already registered"):
+        register_strategy("af")(_Early)
+
+
+def test_compose_from_python_string():
+    composed = compose("af+replay", {"af": {"every": 3}, "replay": {"size": 8}})
+    assert composed.names == ["af", "replay"]
+    assert [s.name for s in composed.active("pretrain")] == ["af"]
+    assert [s.name for s in composed.active("instruct")] == ["replay"]
+    with pytest.raises(UserError, match="has no option .evry.. Did you mean .every."):
+        compose("af", {"af": {"evry": 3}})

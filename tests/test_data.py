@@ -1,0 +1,106 @@
+import gzip
+
+import pytest
+from omegaconf import OmegaConf
+
+from adaptlang import UserError
+from adaptlang.data import FLORES_EVAL, FLORES_POOL, ExampleStream, collate, flores_lines, heldout_texts, lm_examples, read_text
+from adaptlang.instructions import encode
+from adaptlang.languages import LanguageSet, load_table
+
+
+def cfg(**data):
+    return OmegaConf.create({"data": {"train_files": {}, "eval_files": {}, **data}})
+
+
+def test_language_table_and_paper_classes():
+    table = load_table()
+    assert len(table) == 59
+    from adaptlang.config import load_config
+
+    langs = LanguageSet.from_config(load_config([]).languages)
+    assert len(langs.classes["pretraining"]) == 12 and len(langs.classes["adapting"]) == 14
+    assert "no" in langs.classes["adapting"]  # YAML must not turn Norwegian into False
+    assert langs.resolve("adapting")[:2] == ["ja", "fr"]
+    with pytest.raises(UserError, match="unknown language code 'xx'"):
+        LanguageSet({"a": ["xx"]})
+    with pytest.raises(UserError, match="neither a language class"):
+        langs.resolve("adaptng")
+
+
+def test_flores_pool_and_evaluation_part_are_disjoint():
+    assert set(FLORES_POOL).isdisjoint(FLORES_EVAL)
+    assert len(FLORES_POOL) + len(FLORES_EVAL) == 1012
+    pool, held = flores_lines("fra_Latn", FLORES_POOL), flores_lines("fra_Latn", FLORES_EVAL)
+    assert set(pool).isdisjoint(held)
+
+
+def test_heldout_falls_back_to_udhr_and_never_uses_training_text():
+    langs = LanguageSet({"x": ["se", "fr"]})
+    texts, source = heldout_texts("se", langs, cfg(), 5)
+    assert source.startswith("UDHR") and len(texts) == 5
+    texts, source = heldout_texts("fr", langs, cfg(), None)
+    assert len(texts) == 512
+    training = set(read_text(str(__import__("adaptlang").languages.CORPORA / "ntrex128" / "fra.txt.gz")))
+    assert training.isdisjoint(texts)
+
+
+def test_read_text_errors(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        read_text(str(tmp_path / "missing.txt"))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(UserError, match="is empty"):
+        read_text(str(empty))
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n  \n")
+    with pytest.raises(UserError, match="no non-empty text"):
+        read_text(str(blank))
+
+
+def test_read_text_from_files_and_a_local_dataset_folder(tmp_path):
+    gz = tmp_path / "a.txt.gz"
+    with gzip.open(gz, "wt", encoding="utf-8") as fh:
+        fh.write("one\n\ntwo\n")
+    assert read_text(str(gz)) == ["one", "two"]
+    folder = tmp_path / "my_dataset"  # same code path as a hub dataset name
+    folder.mkdir()
+    (folder / "train.jsonl").write_text('{"text": "alpha"}\n{"text": "beta"}\n')
+    assert read_text(str(folder)) == ["alpha", "beta"]
+    assert read_text(str(folder), limit=1) == ["alpha"]
+
+
+def test_lm_blocks(tokenizer):
+    ds = lm_examples(["hello world"] * 50, tokenizer, 16)
+    assert len(ds) > 3 and all(len(x) == 16 for x in ds["input_ids"])
+    assert ds[0]["input_ids"] == ds[0]["labels"]
+
+
+def test_example_stream_is_seeded_and_covers_each_epoch():
+    items = [{"i": i} for i in range(10)]
+    a, b = ExampleStream(items, 3), ExampleStream(items, 3)
+    first = [next(a)["i"] for _ in range(10)]
+    assert first == [next(b)["i"] for _ in range(10)]
+    assert sorted(first) == list(range(10))
+    state = a.state_dict()
+    rest = [next(a)["i"] for _ in range(5)]
+    c = ExampleStream(items, 3)
+    c.load_state_dict(state)
+    assert [next(c)["i"] for _ in range(5)] == rest
+
+
+def test_collate_pads_labels_with_minus_100():
+    batch = collate([{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}, {"input_ids": [4], "labels": [4]}], pad_id=0)
+    assert batch["input_ids"].tolist() == [[1, 2, 3], [4, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, 2, 3], [4, -100, -100]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_instruction_loss_only_on_target(tokenizer):
+    ex = encode({"prompt": "Translate: hello", "target": " privet"}, tokenizer, 64)
+    target = tokenizer(" privet", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    assert [x for x in ex["labels"] if x != -100] == target
+    assert ex["input_ids"][-len(target):] == target
+    assert len(ex["input_ids"]) == len(ex["labels"])
+    long = encode({"prompt": "word " * 200, "target": "answer " * 200}, tokenizer, 40)
+    assert len(long["input_ids"]) == 40 and any(x != -100 for x in long["labels"])
