@@ -15,6 +15,7 @@ from .errors import UserError  # noqa: E402
 
 USAGE = """adaptlang run [key=value ...]         run the experiment (default: strategy=af+replay)
 adaptlang run --config runs/X/config.yaml [key=value ...]   rerun a resolved config
+adaptlang resume runs/X                continue an interrupted run (same result as uninterrupted)
 adaptlang eval MODEL_PATH [key=value ...]  benchmarks on a saved model -> MODEL_PATH-eval.json or --out
 adaptlang config [key=value ...]       print the resolved config
 adaptlang strategies                   list the registered strategies"""
@@ -22,7 +23,7 @@ adaptlang strategies                   list the registered strategies"""
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="adaptlang", usage=USAGE)
-    parser.add_argument("command", choices=["run", "eval", "config", "strategies"])
+    parser.add_argument("command", choices=["run", "resume", "eval", "config", "strategies"])
     parser.add_argument("args", nargs="*", help="key=value overrides (eval: the model path first)")
     parser.add_argument("--config", help="a resolved config.yaml to start from")
     parser.add_argument("--out", help="eval: where to write the metrics JSON")
@@ -56,6 +57,20 @@ def _dispatch(ns) -> int:
         from .pipeline import run
 
         path = run(load_config(ns.args, base=ns.config))
+        print(f"run complete: {path} (report: {path / 'report.md'})")
+        return 0
+    if ns.command == "resume":
+        from pathlib import Path
+
+        from .pipeline import run
+
+        if len(ns.args) != 1:
+            raise UserError("resume needs exactly one run directory: adaptlang resume runs/NAME")
+        folder = Path(ns.args[0])
+        if not (folder / "config.yaml").is_file():
+            raise UserError(f"cannot resume: {folder} is not a run directory (no config.yaml)")
+        cfg = load_config([f"output_dir={folder.parent}", f"name={folder.name}"], base=folder / "config.yaml")
+        path = run(cfg, resume=True)
         print(f"run complete: {path} (report: {path / 'report.md'})")
         return 0
     if ns.command == "eval":

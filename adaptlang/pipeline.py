@@ -19,13 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import __version__, instructions
 from .benchmarks import run_benchmarks
+from .checkpoint import Checkpointer
 from .config import to_yaml
 from .data import ExampleStream, lm_examples, read_text, training_source
 from .errors import UserError, listing, suggest
 from .languages import LanguageSet
 from .models import build_model, check_tokenizer_matches, count_parameters, load_pretrained, train_tokenizer
 from .report import write_report
-from .rundir import RunDir, write_json
+from .rundir import RunDir, write_atomic, write_json
 from .strategy import Composed, StageContext, compose
 from .train import train_stage
 
@@ -139,61 +140,56 @@ def _setup_logging(path: Path) -> logging.Handler:
     return handler
 
 
-def run(cfg: DictConfig, composed: Composed | None = None) -> Path:
-    """Run every stage of ``cfg.experiment`` and write the run directory; returns its path."""
+def run(cfg: DictConfig, composed: Composed | None = None, resume: bool = False) -> Path:
+    """Run every stage of ``cfg.experiment`` and write the run directory; returns its path.
+
+    With ``resume=True`` the existing run directory of ``cfg.name`` is continued: completed
+    stages are loaded from their saved models, an interrupted stage continues from its
+    latest checkpoint (see adaptlang.checkpoint), and the result is the same, bit for bit
+    on CPU, as an uninterrupted run.
+    """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     composed = composed or compose(OmegaConf.to_container(cfg.strategy))
     languages = LanguageSet.from_config(cfg.languages)
     check_experiment(cfg, languages)
-    name = cfg.get("name") or f"{'+'.join(composed.names) or 'none'}-s{cfg.seed}"
-    RunDir.check_free(str(cfg.output_dir), str(name), bool(cfg.overwrite))
+    name = str(cfg.get("name") or f"{'+'.join(composed.names) or 'none'}-s{cfg.seed}")
+    if resume:
+        rundir = RunDir.open(str(cfg.output_dir), name)
+    else:
+        RunDir.check_free(str(cfg.output_dir), name, bool(cfg.overwrite))
     set_seed(int(cfg.seed))
     started = time.perf_counter()
     model, tokenizer = initial_model(cfg, languages)  # a bad model path fails before any output exists
-    rundir = RunDir.create(str(cfg.output_dir), str(name), bool(cfg.overwrite))
+    if not resume:
+        rundir = RunDir.create(str(cfg.output_dir), name, bool(cfg.overwrite))
+        write_atomic(rundir.path / "config.yaml", to_yaml(cfg))
+    else:
+        rundir.set_status("running")
     handler = _setup_logging(rundir.path / "train.log")
     try:
-        (rundir.path / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
         accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=str(cfg.mixed_precision))
         metrics: dict[str, Any] = {
-            "schema": "adaptlang.metrics/1", "run": str(name), "status": "running",
+            "schema": "adaptlang.metrics/1", "run": name, "status": "running",
             "strategies": composed.names, "seed": int(cfg.seed), "environment": environment(),
             "model": {"source": cfg.model.get("name_or_path") or "built from config",
                       "parameters": count_parameters(model), "vocab_size": len(tokenizer)},
             "stages": {},
         }
+        done = rundir.completed_stages() if resume else {}
+        metrics["stages"].update(done)
         for index, stage in enumerate(cfg.experiment.stages):
-            tcfg = stage_train_config(cfg, stage)
-            ctx = StageContext(name=str(stage.name), index=index, config=cfg, stage=OmegaConf.create({**OmegaConf.to_container(stage), "train": OmegaConf.to_container(tcfg)}),
-                               languages=languages, seed=int(cfg.seed), tokenizer=tokenizer, model=model)
-            active = composed.active(ctx.name)
-            set_seed(int(cfg.seed) + index)
-            for strategy in active:
-                model, tokenizer = strategy.setup_model(model, tokenizer, ctx)
-                ctx.model, ctx.tokenizer = model, tokenizer
-            check_tokenizer_matches(model, tokenizer, f"stage {ctx.name}")
-            stream = stage_stream(stage, tcfg, tokenizer, languages, cfg, ctx)
-            for strategy in active:
-                stream = strategy.setup_data(stream, ctx)
-            log.info("stage %s: strategies [%s], %d steps", ctx.name, ", ".join(s.name for s in active), stage_steps(cfg, stage))
-            model, stats = train_stage(model, tokenizer, stream, active, tcfg, stage_steps(cfg, stage), accelerator, ctx)
-            for strategy in active:
-                strategy.on_stage_end(ctx)
-            model_dir = rundir.save_model(ctx.name, model, tokenizer)
-            eval_start = time.perf_counter()
-            results = run_benchmarks(list(cfg.eval.benchmarks), model, tokenizer, languages, cfg)
-            metrics["stages"][ctx.name] = {
-                "strategies": [s.name for s in active],
-                "train": stats,
-                "strategy_notes": ctx.notes,
-                "parameters": count_parameters(model),
-                "eval": results,
-                "eval_seconds": round(time.perf_counter() - eval_start, 3),
-                "model_dir": str(model_dir.relative_to(rundir.path)),
-            }
-            write_json(rundir.path / "metrics.json", metrics)
+            if stage.name in done:
+                model, tokenizer = load_pretrained(str(rundir.stage_dir(stage.name) / "model"))
+                for strategy, state in rundir.strategy_states(stage.name).items():
+                    for s, _ in composed.items:
+                        if s.name == strategy:
+                            s.load_state_dict(state)
+                log.info("stage %s: complete, loaded from %s", stage.name, rundir.stage_dir(stage.name))
+                continue
+            model, tokenizer = run_stage(index, stage, cfg, composed, languages, model, tokenizer,
+                                         accelerator, rundir, metrics)
         metrics["status"] = "complete"
         metrics["seconds"] = round(time.perf_counter() - started, 2)
         write_report(rundir.path / "report.md", metrics, cfg)
@@ -202,8 +198,50 @@ def run(cfg: DictConfig, composed: Composed | None = None) -> Path:
         log.info("run complete in %.1fs: %s", metrics["seconds"], rundir.path)
         return rundir.path
     except BaseException as exc:
-        rundir.set_status("failed", error=f"{type(exc).__name__}: {exc}"[:1000])
+        rundir.set_status("failed", error=f"{type(exc).__name__}: {exc}"[:1000],
+                          resume=f"adaptlang resume {rundir.path}")
         raise
     finally:
         log.removeHandler(handler)
         handler.close()
+
+
+def run_stage(index: int, stage: DictConfig, cfg: DictConfig, composed: Composed, languages: LanguageSet,
+              model, tokenizer, accelerator, rundir: RunDir, metrics: dict):
+    from accelerate.utils import set_seed
+
+    tcfg = stage_train_config(cfg, stage)
+    stage_cfg = OmegaConf.create({**OmegaConf.to_container(stage), "train": OmegaConf.to_container(tcfg)})
+    ctx = StageContext(name=str(stage.name), index=index, config=cfg, stage=stage_cfg, languages=languages,
+                       seed=int(cfg.seed), tokenizer=tokenizer, model=model)
+    active = composed.active(ctx.name)
+    set_seed(int(cfg.seed) + index)
+    for strategy in active:
+        model, tokenizer = strategy.setup_model(model, tokenizer, ctx)
+        ctx.model, ctx.tokenizer = model, tokenizer
+    check_tokenizer_matches(model, tokenizer, f"stage {ctx.name}")
+    stream = stage_stream(stage, tcfg, tokenizer, languages, cfg, ctx)
+    for strategy in active:
+        stream = strategy.setup_data(stream, ctx)
+    steps = stage_steps(cfg, stage)
+    log.info("stage %s: strategies [%s], %d steps", ctx.name, ", ".join(s.name for s in active), steps)
+    checkpointer = Checkpointer(rundir.stage_dir(ctx.name) / "checkpoints", int(cfg.train.checkpoint_every))
+    model, stats = train_stage(model, tokenizer, stream, active, tcfg, steps, accelerator, ctx, checkpointer)
+    for strategy in active:
+        strategy.on_stage_end(ctx)
+    model_dir = rundir.save_model(ctx.name, model, tokenizer)
+    write_json(rundir.stage_dir(ctx.name) / "strategies.json", {s.name: s.state_dict() for s, _ in composed.items})
+    eval_start = time.perf_counter()
+    results = run_benchmarks(list(cfg.eval.benchmarks), model, tokenizer, languages, cfg)
+    metrics["stages"][ctx.name] = {
+        "strategies": [s.name for s in active],
+        "train": stats,
+        "strategy_notes": ctx.notes,
+        "parameters": count_parameters(model),
+        "eval": results,
+        "eval_seconds": round(time.perf_counter() - eval_start, 3),
+        "model_dir": str(model_dir.relative_to(rundir.path)),
+    }
+    write_json(rundir.path / "metrics.json", metrics)
+    checkpointer.clear()
+    return model, tokenizer

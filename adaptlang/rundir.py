@@ -74,6 +74,29 @@ class RunDir:
         run.set_status("running")
         return run
 
+    @classmethod
+    def open(cls, output_dir: str, name: str) -> "RunDir":
+        path = Path(output_dir) / name
+        if not (path / "config.yaml").is_file():
+            raise UserError(f"cannot resume: {path} is not a run directory (no config.yaml)")
+        status = read_status(path)
+        if status == "complete":
+            raise UserError(f"run {path} is already complete; nothing to resume")
+        return cls(path)
+
+    def completed_stages(self) -> dict:
+        """Stages recorded in metrics.json whose model folder exists."""
+        try:
+            stages = json.loads((self.path / "metrics.json").read_text())["stages"]
+        except (OSError, ValueError, KeyError):
+            return {}
+        return {name: st for name, st in stages.items()
+                if (self.stage_dir(name) / "model" / "config.json").is_file()
+                and (self.stage_dir(name) / "strategies.json").is_file()}
+
+    def strategy_states(self, stage: str) -> dict:
+        return json.loads((self.stage_dir(stage) / "strategies.json").read_text())
+
     def set_status(self, status: str, **extra) -> None:
         write_json(self.path / "status.json", {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra})
 

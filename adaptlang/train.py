@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from .checkpoint import Checkpointer
 from .data import ExampleStream, collate
 from .errors import UserError
 from .strategy import StageContext, Strategy, TrainState
@@ -35,7 +36,8 @@ def param_groups(model, weight_decay: float) -> list[dict]:
 
 
 def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strategy], tcfg: Any,
-                steps: int, accelerator, ctx: StageContext) -> dict:
+                steps: int, accelerator, ctx: StageContext, checkpointer: Checkpointer | None = None) -> dict:
+    """Train one stage; resumes from ``checkpointer``'s latest checkpoint when there is one."""
     optimizer = torch.optim.AdamW(
         param_groups(model, float(tcfg.weight_decay)), lr=float(tcfg.lr),
         betas=tuple(tcfg.betas), eps=float(tcfg.eps),
@@ -50,11 +52,19 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
     batch_size, accum = int(tcfg.batch_size), int(tcfg.grad_accum)
     tokens = loss_tokens = 0
     losses: list[float] = []
+    first_step, seconds_before = 1, 0.0
+    if checkpointer is not None:
+        resumed = checkpointer.load(state.model, inner_optimizer, scheduler, stream, strategies)
+        if resumed:
+            first_step = resumed["step"] + 1
+            tokens, loss_tokens, losses = resumed["tokens"], resumed["loss_tokens"], resumed["losses"]
+            seconds_before = resumed["seconds"]
+            log.info("stage %s: resumed after step %d", ctx.name, resumed["step"])
     model.train()
-    start = time.perf_counter()
+    start = time.perf_counter() - seconds_before
     bar = tqdm(total=steps, desc=f"{ctx.name}", unit="step", dynamic_ncols=True, mininterval=1.0,
-               disable=not accelerator.is_local_main_process or None)
-    for step in range(1, steps + 1):
+               disable=not accelerator.is_local_main_process or None, initial=first_step - 1)
+    for step in range(first_step, steps + 1):
         step_loss = 0.0
         for _ in range(accum):
             batch = collate([next(stream) for _ in range(batch_size)], pad_id)
@@ -87,12 +97,17 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
         if step % int(tcfg.log_every) == 0 or step == steps:
             log.info("stage %s step %d/%d loss %.4f lr %.2e tokens/s %.0f", ctx.name, step, steps,
                      step_loss, scheduler.get_last_lr()[0], tokens / max(elapsed, 1e-9))
+        if checkpointer is not None and checkpointer.due(step, steps) and accelerator.is_main_process:
+            checkpointer.save(step, state.model, inner_optimizer, scheduler, stream, strategies,
+                              {"tokens": tokens, "loss_tokens": loss_tokens, "losses": losses, "seconds": elapsed})
     bar.close()
     seconds = time.perf_counter() - start
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
     accelerator.free_memory()
     tail = losses[-max(1, steps // 10):]
+    if not losses:
+        raise RuntimeError(f"stage {ctx.name}: no training step was run")
     return unwrapped, {
         "steps": steps,
         "examples": steps * batch_size * accum,

@@ -69,6 +69,9 @@ class ActiveForgetting(Strategy):
             reset_embeddings(state.model, state.optimizer, seed)
             state.ctx.notes["af_resets"] = self.resets
 
+    def on_stage_end(self, ctx) -> None:
+        ctx.notes["af_resets"] = self.resets
+
     def state_dict(self) -> dict:
         return {"resets": self.resets}
 
