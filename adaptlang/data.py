@@ -30,6 +30,18 @@ datasets.disable_progress_bars()
 datasets.logging.set_verbosity_error()
 
 
+def _reading_error(source: str, exc: BaseException) -> str:
+    chain, seen = exc, []
+    while chain is not None and chain not in seen:
+        seen.append(chain)
+        if isinstance(chain, UnicodeDecodeError):
+            return f"{source}: not UTF-8 text ({chain.reason} at byte {chain.start})"
+        chain = chain.__cause__ or chain.__context__
+    root = seen[-1]
+    first = (str(root).splitlines() or [""])[0][:300]
+    return f"cannot read text from '{source}': {type(root).__name__}: {first}"
+
+
 def _builder_for(path: Path) -> str:
     suffixes = [s for s in path.suffixes if s != ".gz"]
     ext = suffixes[-1] if suffixes else ".txt"
@@ -61,10 +73,8 @@ def read_text(source: str, limit: int | None = None) -> list[str]:
                 ds = datasets.load_dataset(_builder_for(path), data_files=str(path), split="train")
     except UserError:
         raise
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except Exception as exc:  # datasets raises many kinds; the user needs the one line
-        raise UserError(f"cannot read text from '{source}': {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    except Exception as exc:  # datasets wraps the cause; the user needs its one line
+        raise UserError(_reading_error(source, exc)) from None
     column = _text_column(ds, source)
     out: list[str] = []
     for row in ds:

@@ -14,9 +14,12 @@ from typing import Any, Sequence
 
 import sentencepiece as spm
 import torch
+from transformers.utils import logging as hf_logging
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaTokenizer, MistralConfig, MistralForCausalLM
 
 from .errors import UserError
+
+hf_logging.disable_progress_bar()  # per-file loading/saving bars are noise next to ours
 
 ARCH_KEYS = (
     "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -198,8 +199,13 @@ def run(cfg: DictConfig, composed: Composed | None = None, resume: bool = False)
         log.info("run complete in %.1fs: %s", metrics["seconds"], rundir.path)
         return rundir.path
     except BaseException as exc:
-        rundir.set_status("failed", error=f"{type(exc).__name__}: {exc}"[:1000],
-                          resume=f"adaptlang resume {rundir.path}")
+        log.removeHandler(handler)
+        handler.close()
+        if isinstance(exc, UserError) and not resume and not rundir.completed_stages():
+            shutil.rmtree(rundir.path, ignore_errors=True)  # a user mistake before any result: leave nothing
+        else:
+            rundir.set_status("failed", error=f"{type(exc).__name__}: {exc}"[:1000],
+                              resume=f"adaptlang resume {rundir.path}")
         raise
     finally:
         log.removeHandler(handler)
