@@ -51,6 +51,7 @@ class Strategy:
     owns: ClassVar[frozenset[str]] = frozenset()
     after: ClassVar[tuple[str, ...]] = ()
     stages: ClassVar[tuple[str, ...]] = ()  # default stages it acts in (overridable in config)
+    needs_logits: ClassVar[bool] = False  # extra_loss reads outputs.logits (disables the loss shortcut)
 
     def __init__(self, **options: Any):
         if options:

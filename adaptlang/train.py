@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -16,7 +17,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from .checkpoint import Checkpointer
-from .data import ExampleStream, collate
+from .data import ExampleStream, make_batch
 from .errors import UserError
 from .strategy import StageContext, Strategy, TrainState
 
@@ -35,6 +36,28 @@ def param_groups(model, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def loss_on_targets(model, batch: dict):
+    """Mean next-token cross-entropy over the labelled positions only -- the same value as
+    ``model(**batch).loss`` -- but the LM head runs only where there is a label.
+
+    For small multilingual models the vocabulary projection is most of the compute (tiny
+    default: 2*128*8000 FLOPs a token against ~0.4M for the body), and instruction prompts
+    and padding carry no loss. Falls back to the model's own loss where the shortcut does
+    not apply (no separable body/head, logit soft-capping, a distributed wrapper)."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    body = getattr(model, "base_model", None)
+    if head is None or body is None or body is model or getattr(model.config, "final_logit_softcapping", None):
+        outputs = model(**batch)
+        return outputs.loss, outputs
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    hidden = body(**inputs).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    keep = targets != -100
+    logits = head(hidden[:, :-1][keep])
+    loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+    return loss, SimpleNamespace(loss=loss, hidden_states=hidden)
+
+
 def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strategy], tcfg: Any,
                 steps: int, accelerator, ctx: StageContext, checkpointer: Checkpointer | None = None) -> dict:
     """Train one stage; resumes from ``checkpointer``'s latest checkpoint when there is one."""
@@ -50,6 +73,11 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
                        optimizer=inner_optimizer, ctx=ctx)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     batch_size, accum = int(tcfg.batch_size), int(tcfg.grad_accum)
+    pack_width = int(tcfg.max_length) if tcfg.get("packing", False) else None
+    dtype = next(state.model.parameters()).dtype
+    # the shortcut needs the bare model (a DDP wrapper must run its own forward) and no
+    # strategy that reads the logits
+    fused = model is state.model and not any(getattr(s, "needs_logits", False) for s in strategies)
     tokens = loss_tokens = 0
     losses: list[float] = []
     first_step, seconds_before = 1, 0.0
@@ -67,17 +95,23 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
     for step in range(first_step, steps + 1):
         step_loss = 0.0
         for _ in range(accum):
-            batch = collate([next(stream) for _ in range(batch_size)], pad_id)
+            batch = make_batch([next(stream) for _ in range(batch_size)], pad_id, pack_width)
+            n_tokens = int(batch.pop("num_tokens"))
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            outputs = model(**batch)
-            loss = outputs.loss
+            if batch["attention_mask"].dtype.is_floating_point:
+                batch["attention_mask"] = batch["attention_mask"].to(dtype)
+            if fused:
+                loss, outputs = loss_on_targets(model, batch)
+            else:
+                outputs = model(**batch)
+                loss = outputs.loss
             for strategy in strategies:
                 extra = strategy.extra_loss(batch, outputs, state)
                 if extra is not None:
                     loss = loss + extra
             accelerator.backward(loss / accum)
             step_loss += loss.item() / accum
-            tokens += int(batch["attention_mask"].sum())
+            tokens += n_tokens
             loss_tokens += int((batch["labels"][:, 1:] != -100).sum())
         if float(tcfg.max_grad_norm) > 0:
             accelerator.clip_grad_norm_(model.parameters(), float(tcfg.max_grad_norm))

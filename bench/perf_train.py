@@ -1,0 +1,184 @@
+"""Training throughput of adaptlang's loop against the tools a user would pick instead.
+
+Measured in one run on the same model (the tiny default), data (the default instruct
+stage's variable-length mixture: translation instructions + replayed English
+instructions, 1:1), batch size, optimizer and schedule:
+
+  * adaptlang  -- adaptlang.train.train_stage (packing on), with no strategy
+  * trainer    -- transformers Trainer with dynamic padding (DataCollatorForSeq2Seq)
+  * bare       -- a bare PyTorch loop over the same packed batches adaptlang builds
+  * strategies -- adaptlang with af+replay active (overhead against `adaptlang`)
+
+Prints useful (non-padding) tokens per second for each and the ratios, then the model
+FLOP utilisation against the measured fp32 matmul peak and the top ops of a profile.
+
+    python bench/perf_train.py [--steps 40] [--batch-size 16]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+
+def setup(batch_size: int):
+    from adaptlang import instructions, load_config
+    from adaptlang.languages import LanguageSet
+    from adaptlang.pipeline import initial_model
+
+    cfg = load_config([f"train.batch_size={batch_size}"])
+    languages = LanguageSet.from_config(cfg.languages)
+    model, tokenizer = initial_model(cfg, languages)
+    new = instructions.build("translation", languages.resolve("adapting"), cfg, 0)
+    past = instructions.build("english", ["en"], cfg, 0)
+    examples = []
+    for a, b in zip(new[:2000], past[:2000]):
+        examples += [a, b]  # the 1:1 replay mixture
+    encoded = instructions.encode_all(examples, tokenizer, 192)
+    return cfg, model, tokenizer, encoded
+
+
+def tcfg(cfg, packing=True):
+    return OmegaConf.merge(cfg.train, {"packing": packing, "max_length": 192, "lr": 5e-4, "log_every": 10**9})
+
+
+def ctx(cfg):
+    from adaptlang.strategy import StageContext
+
+    return StageContext(name="bench", index=0, config=cfg, stage=OmegaConf.create({"train": {"batch_size": cfg.train.batch_size, "max_length": 192}}),
+                        languages=None, seed=0)
+
+
+def run_adaptlang(cfg, model, tokenizer, data, steps, strategies=()):
+    from accelerate import Accelerator
+
+    from adaptlang.data import ExampleStream
+    from adaptlang.train import train_stage
+
+    stream = ExampleStream(data, 0)
+    c = ctx(cfg)
+    c.tokenizer = tokenizer
+    for s in strategies:
+        stream = s.setup_data(stream, c)
+    start = time.perf_counter()
+    _, stats = train_stage(model, tokenizer, stream, list(strategies), tcfg(cfg), steps, Accelerator(cpu=True), c)
+    return stats["tokens"], time.perf_counter() - start
+
+
+def run_bare(cfg, model, tokenizer, data, steps):
+    from transformers import get_cosine_schedule_with_warmup
+
+    from adaptlang.data import ExampleStream, make_batch
+
+    stream = ExampleStream(data, 0)
+    bs = int(cfg.train.batch_size)
+    batches = [make_batch([next(stream) for _ in range(bs)], tokenizer.pad_token_id, 192) for _ in range(steps)]
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01, betas=(0.9, 0.95))
+    sched = get_cosine_schedule_with_warmup(opt, max(1, steps // 10), steps)
+    tokens = 0
+    model.train()
+    start = time.perf_counter()
+    for batch in batches:
+        batch = dict(batch)
+        tokens += int(batch.pop("num_tokens"))
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+    return tokens, time.perf_counter() - start
+
+
+def run_trainer(cfg, model, tokenizer, data, steps, tmp):
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    base = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    counted = {"tokens": 0}
+
+    def collator(features):
+        counted["tokens"] += sum(len(f["input_ids"]) for f in features)
+        return base(features)
+
+    args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=int(cfg.train.batch_size), max_steps=steps,
+                             learning_rate=5e-4, weight_decay=0.01, adam_beta2=0.95, lr_scheduler_type="cosine",
+                             warmup_steps=max(1, steps // 10), max_grad_norm=1.0, logging_steps=10**6, save_strategy="no",
+                             report_to=[], use_cpu=True, seed=0, dataloader_num_workers=0, disable_tqdm=True)
+    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=collator)
+    start = time.perf_counter()
+    trainer.train()
+    return counted["tokens"], time.perf_counter() - start
+
+
+def matmul_peak(n=1024, repeat=10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    start = time.perf_counter()
+    for _ in range(repeat):
+        torch.mm(a, b)
+    return 2 * n**3 * repeat / (time.perf_counter() - start)
+
+
+def model_flops_per_token(model, seq_len: int) -> float:
+    """6N (forward + backward) over the non-embedding parameters plus attention 12*L*d*T."""
+    n = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name)
+    c = model.config
+    return 6 * n + 12 * c.num_hidden_layers * c.hidden_size * seq_len
+
+
+def main() -> None:
+    import copy
+    import tempfile
+
+    from adaptlang.strategies.af import ActiveForgetting
+    from adaptlang.strategies.replay import ExperienceReplay
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args()
+    cfg, model, tokenizer, data = setup(args.batch_size)
+    lengths = [len(x) for x in data["input_ids"]]
+    print(f"data: {len(data)} examples, mean length {sum(lengths) / len(lengths):.0f} tokens "
+          f"(min {min(lengths)}, max {max(lengths)}); {args.steps} steps x batch {args.batch_size}; "
+          f"{torch.get_num_threads()} threads")
+    run_bare(cfg, copy.deepcopy(model), tokenizer, data, 3)  # warm-up (allocator, kernels)
+    results = {}
+    results["adaptlang"] = run_adaptlang(cfg, copy.deepcopy(model), tokenizer, data, args.steps)
+    results["bare loop"] = run_bare(cfg, copy.deepcopy(model), tokenizer, data, args.steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        results["HF Trainer"] = run_trainer(cfg, copy.deepcopy(model), tokenizer, data, args.steps, tmp)
+    results["adaptlang af+replay"] = run_adaptlang(
+        cfg, copy.deepcopy(model), tokenizer, data, args.steps,
+        [ExperienceReplay(size=1000), ActiveForgetting(every=10)])
+    rate = {k: t / s for k, (t, s) in results.items()}
+    print(f"\n{'loop':22s} {'tokens':>9s} {'seconds':>8s} {'tokens/s':>9s}")
+    for k, (t, s) in results.items():
+        print(f"{k:22s} {t:9d} {s:8.2f} {rate[k]:9.0f}")
+    print(f"\nadaptlang / HF Trainer        = {rate['adaptlang'] / rate['HF Trainer']:.2f}x  (target >= 1.5)")
+    print(f"adaptlang / bare loop         = {rate['adaptlang'] / rate['bare loop']:.2f}x  (target >= 0.95)")
+    print(f"af+replay / no strategy       = {rate['adaptlang af+replay'] / rate['adaptlang']:.3f}  (target >= 0.95)")
+    peak = matmul_peak()
+    mean_len = sum(lengths) / len(lengths)
+    achieved = rate["adaptlang"] * model_flops_per_token(model, int(mean_len))
+    print(f"\nfp32 matmul peak {peak / 1e9:.1f} GFLOP/s; adaptlang achieved {achieved / 1e9:.2f} GFLOP/s "
+          f"(MFU {achieved / peak:.1%}, 6N + attention FLOPs per token)")
+    profile(cfg, copy.deepcopy(model), tokenizer, data)
+
+
+def profile(cfg, model, tokenizer, data) -> None:
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        run_adaptlang(cfg, model, tokenizer, data, 5)
+    print("\nwhere the time goes (5 steps, top ops by self CPU time):")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Packing changes no example's loss: attention and loss stay within each example."""
+import random
+
+import pytest
+import torch
+
+from adaptlang.data import collate, collate_packed, make_batch, pack_rows
+
+
+def examples(n=7, seed=0, vocab=500):
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        length = rng.randint(4, 40)
+        prompt = rng.randint(1, length - 2)
+        ids = [1] + [rng.randint(3, vocab - 1) for _ in range(length - 1)]
+        out.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
+    return out
+
+
+def per_example_losses(model, batch, spans):
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in batch.items() if k != "num_tokens"}).logits
+    losses = []
+    for row, start, n in spans:
+        lg = logits[row, start : start + n - 1]
+        lb = batch["labels"][row, start + 1 : start + n]
+        losses.append(torch.nn.functional.cross_entropy(lg, lb, ignore_index=-100, reduction="sum"))
+    return torch.stack(losses)
+
+
+def test_pack_rows_first_fit():
+    rows = pack_rows([5, 3, 4, 2, 6], width=8)
+    assert sorted(i for r in rows for i in r) == [0, 1, 2, 3, 4]
+    assert all(sum([5, 3, 4, 2, 6][i] for i in r) <= 8 for r in rows)
+    assert len(rows) == 3
+    assert pack_rows([12], width=8) == [[0]]  # an example longer than a row gets its own row
+
+
+def test_per_example_loss_is_unchanged_by_packing(model):
+    model.eval()
+    exs = examples()
+    padded = collate(exs, pad_id=0)
+    packed = collate_packed(exs, pad_id=0, width=64)
+    assert packed["input_ids"].shape[0] < len(exs)
+    assert int(packed["num_tokens"]) == int(padded["num_tokens"]) == sum(len(e["input_ids"]) for e in exs)
+    alone = per_example_losses(model, padded, [(i, 0, len(e["input_ids"])) for i, e in enumerate(exs)])
+    spans = {}
+    for r, row in enumerate(pack_rows([len(e["input_ids"]) for e in exs], 64)):
+        start = 0
+        for i in row:
+            spans[i] = (r, start, len(exs[i]["input_ids"]))
+            start += len(exs[i]["input_ids"])
+    together = per_example_losses(model, packed, [spans[i] for i in range(len(exs))])
+    assert torch.allclose(alone, together, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        loss_padded = model(**{k: v for k, v in padded.items() if k != "num_tokens"}).loss
+        loss_packed = model(**{k: v for k, v in packed.items() if k != "num_tokens"}).loss
+    assert loss_packed.item() == pytest.approx(loss_padded.item(), rel=1e-5)
+
+
+def test_without_the_mask_packing_would_leak(model):
+    """The check above can fail: dropping the block mask changes the later examples' losses."""
+    model.eval()
+    exs = examples(4, seed=3)
+    packed = collate_packed(exs, pad_id=0, width=200)
+    leaky = dict(packed)
+    leaky["attention_mask"] = torch.ones(packed["input_ids"].shape, dtype=torch.long)
+    with torch.no_grad():
+        a = model(**{k: v for k, v in packed.items() if k != "num_tokens"}).loss
+        b = model(**{k: v for k, v in leaky.items() if k != "num_tokens"}).loss
+    assert abs(a.item() - b.item()) > 1e-3
+
+
+def test_equal_length_blocks_are_not_packed():
+    blocks = [{"input_ids": [1, 2, 3, 4], "labels": [1, 2, 3, 4]}] * 3
+    assert make_batch(blocks, 0, 256)["attention_mask"].dim() == 2
+    assert make_batch(examples(3), 0, 256)["attention_mask"].dim() == 4
+    assert make_batch(examples(3), 0, None)["attention_mask"].dim() == 2
+
+
+def test_loss_on_targets_equals_the_models_own_loss(model):
+    from adaptlang.train import loss_on_targets
+
+    exs = examples(5, seed=9)
+    for batch in (collate(exs, 0), collate_packed(exs, 0, 64)):
+        batch = {k: v for k, v in batch.items() if k != "num_tokens"}
+        ours, _ = loss_on_targets(model, batch)
+        theirs = model(**batch).loss
+        assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)
+        ours.backward()
+        g1 = model.lm_head.weight.grad.clone()
+        model.zero_grad()
+        theirs.backward()
+        assert torch.allclose(g1, model.lm_head.weight.grad, atol=1e-6)
+        model.zero_grad()
