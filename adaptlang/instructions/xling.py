@@ -205,8 +205,10 @@ def generate(new: list[str], langs: LanguageSet, opts: XlingOptions, seed: int) 
     examples: list[dict] = []
     too_short = 0
     mono_done: set[tuple[str, str]] = set()
+    used: dict[str, int] = {}
     for (x, y), group in groups.items():
         group = _sample(group, opts.max_pairs, random.Random(f"{seed}|{x}|{y}|pairs"))
+        used[y] = used.get(y, 0) + len(group)
         for direction in opts.directions:
             for objective in opts.objectives:
                 rng = random.Random(f"{seed}|{x}|{y}|{direction}|{objective}")
@@ -232,7 +234,9 @@ def generate(new: list[str], langs: LanguageSet, opts: XlingOptions, seed: int) 
     counts: dict[str, int] = {}
     for e in examples:
         counts[e["granularity"]] = counts.get(e["granularity"], 0) + 1
-    notes.update({"xling_examples": counts, "xling_too_short": too_short})
+    if used != notes["bitext_pairs"]:
+        notes["bitext_pairs_available"] = notes["bitext_pairs"]
+    notes.update({"bitext_pairs": used, "xling_examples": counts, "xling_too_short": too_short})
     return examples, notes
 
 
