@@ -282,6 +282,10 @@ def test_misaligned_bitext_is_refused_naming_file_and_line(tmp_path):
     assert [(p.source, p.target, p.origin) for p in pairs] == [("one", "siji", f"{a}:1"), ("three", "telu", f"{a}:3")]
     with pytest.raises(UserError, match="does not exist"):
         read_aligned(str(tmp_path / "nope"), str(b), "en", "jav")
+    a.write_text("one\n", encoding="utf-8")  # refused when the strategy is built, before any training
+    with pytest.raises(UserError, match="misaligned bitext"):
+        compose("xling", {"xling": {"files": [{"source": "en", "target": "jav", "source_file": str(a),
+                                                "target_file": str(b)}]}})
     with pytest.raises(UserError, match="unknown key 'src_file'"):
         XlingOptions(files=[{"source": "en", "target": "jav", "src_file": "x", "target_file": "y"}])
 

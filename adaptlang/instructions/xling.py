@@ -33,7 +33,7 @@ import yaml
 from ..errors import UserError, listing, suggest
 from ..languages import LanguageSet
 from . import TEMPLATES, register_source
-from .bitext import Pair, check_files, check_sources, collect
+from .bitext import Pair, check_files, check_sources, collect, read_aligned
 from .perturb import g_span, g_word
 
 OBJECTIVES = ("word", "span", "sentence", "monolingual")
@@ -110,6 +110,8 @@ class XlingOptions:
         if not self.known and not self.files:
             raise UserError(f"{where}.known is empty: name the known language(s) X, e.g. [en] (the paper: [en, id])")
         self.files = check_files(self.files)
+        for entry in self.files:  # misaligned files fail now, before a run starts training
+            read_aligned(entry["source_file"], entry["target_file"], entry["source"], entry["target"])
         self.directions = _choices("directions", self.directions, DIRECTIONS, where) or ["to_new"]
         self.max_span = int(self.max_span)
         if self.max_span < 2:
