@@ -18,15 +18,19 @@ adaptlang run --config runs/X/config.yaml [key=value ...]   rerun a resolved con
 adaptlang resume runs/X                continue an interrupted run (same result as uninterrupted)
 adaptlang eval MODEL_PATH [key=value ...]  benchmarks on a saved model -> MODEL_PATH-eval.json or --out
 adaptlang config [key=value ...]       print the resolved config
-adaptlang strategies                   list the registered strategies"""
+adaptlang strategies                   list the registered strategies
+adaptlang instructions [key=value ...] [--source xling|mlm|...] [--out FILE] [--limit N]
+                                       preview/export a stage's generated instructions as JSONL"""
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="adaptlang", usage=USAGE)
-    parser.add_argument("command", choices=["run", "resume", "eval", "config", "strategies"])
+    parser.add_argument("command", choices=["run", "resume", "eval", "config", "strategies", "instructions"])
     parser.add_argument("args", nargs="*", help="key=value overrides (eval: the model path first)")
     parser.add_argument("--config", help="a resolved config.yaml to start from")
-    parser.add_argument("--out", help="eval: where to write the metrics JSON")
+    parser.add_argument("--out", help="eval: where to write the metrics JSON; instructions: the JSONL file")
+    parser.add_argument("--limit", type=int, help="instructions: at most N examples (a seeded sample)")
+    parser.add_argument("--source", help="instructions: the instruction source (default: xling, or mlm when active)")
     ns = parser.parse_args(argv)
     try:
         return _dispatch(ns)
@@ -80,6 +84,12 @@ def _dispatch(ns) -> int:
 
         out = evaluate_path(ns.args[0], load_config(ns.args[1:], base=ns.config), ns.out)
         print(f"metrics written to {out}")
+        return 0
+    if ns.command == "instructions":
+        from .instructions.export import export
+
+        count, where = export(load_config(ns.args, base=ns.config), ns.source, ns.out, ns.limit)
+        print(f"{count} instructions written to {where}", file=sys.stderr)
         return 0
     return 2
 

@@ -70,7 +70,7 @@ def test_rerun_from_resolved_config(finished_run, tmp_path):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["strategy=nope"], "unknown strategy 'nope'. Valid: af, replay"),
+    (["strategy=nope"], "unknown strategy 'nope'. Valid: af, "),
     (["train.lrr=0.1"], "Did you mean 'lr'?"),
     (["model.name_or_path=./no/such/model"], "does not exist"),
     (["experiment.stages.0.data.languages=[xx]"], "'xx' is neither a language class"),

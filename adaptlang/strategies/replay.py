@@ -53,6 +53,7 @@ class ExperienceReplay(Strategy):
     """Interleave r past instruction examples 1:1 with the stage's new examples."""
 
     owns = frozenset({"data.mixture"})
+    after = ("xling", "mlm")  # they replace the new examples; replay wraps the result
     stages = ("instruct",)
 
     def __init__(self, size: int = 1000, source: str = "english"):

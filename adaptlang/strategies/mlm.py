@@ -1,0 +1,34 @@
+"""Monolingual denoising instructions (``mlm``), Instruct-Align section 4.4's baseline.
+
+In the stages it acts in (default: ``instruct``), the stage's new examples become
+monolingual denoising instructions (g_word / g_span of a sentence of a stage language ->
+the sentence; adaptlang.instructions.mlm), on the new languages' text only. Composes with
+``replay`` (replay wraps its stream). Conflicts with ``xling`` (both own
+``data.new_examples``): the paper's "(IA)1 + monolingual" mixture is
+``strategy=xling strategy.xling.objectives=[word,span,sentence,monolingual]``.
+"""
+from __future__ import annotations
+
+from ..instructions.mlm import MlmOptions, generate
+from ..errors import UserError
+from ..strategy import StageContext, Strategy, register_strategy
+from .xling import replace_stream
+
+
+@register_strategy("mlm")
+class MonolingualDenoising(Strategy):
+    """New data = monolingual denoising instructions on the new languages (IA 4.4 baseline)."""
+
+    owns = frozenset({"data.new_examples"})
+    stages = ("instruct",)
+
+    def __init__(self, text=("flores", "nusax"), prompt_languages=("en", "id"), max_span: int = 4, mask: str = "",
+                 max_sentences=None, templates: str = "xling"):
+        self.options = MlmOptions(list(text), list(prompt_languages), max_span, mask, max_sentences, templates)
+
+    def setup_data(self, stream, ctx: StageContext):
+        codes = ctx.languages.resolve(ctx.stage.data.get("languages", "all"))
+        examples, notes = generate(codes, ctx.languages, self.options, ctx.seed + ctx.index, ctx.config)
+        if not examples:
+            raise UserError(f"mlm: no text for stage '{ctx.name}' languages {codes}: {notes}")
+        return replace_stream(examples, notes, ctx, "mlm")

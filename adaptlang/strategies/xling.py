@@ -1,0 +1,53 @@
+"""Alignment-based cross-lingual instructions (``xling``), Instruct-Align section 3.1.
+
+In the stages it acts in (default: ``instruct``), the stage's new examples become the
+instructions generated from bitext between the known languages X (``known``) and the
+stage's languages Y (``data.languages``): word- and span-level conditional denoising and
+sentence-level translation (adaptlang.instructions.xling). Composed with ``replay``
+(``strategy=xling+replay``), replay interleaves its r past examples 1:1 with these:
+replay declares ``after = ("xling", "mlm")`` so that it wraps the generated stream.
+
+The paper's ablations (section 6.1, Table 5) are values of ``objectives``:
+  [word, span]                           conditional denoising only
+  [sentence]                             machine translation only
+  [word, span, sentence]                 (IA)1 (default)
+  [word, span, sentence, monolingual]    (IA)1 + monolingual
+(monolingual denoising alone is the ``mlm`` strategy; xling and mlm both own
+``data.new_examples`` and are refused together: use the objectives list to mix them.)
+"""
+from __future__ import annotations
+
+from .. import instructions
+from ..data import ExampleStream
+from ..instructions.xling import XlingOptions, generate
+from ..errors import UserError
+from ..strategy import StageContext, Strategy, register_strategy
+
+
+def replace_stream(examples: list[dict], notes: dict, ctx: StageContext, name: str) -> ExampleStream:
+    ctx.notes.update(notes)
+    ctx.notes[f"{name}_replaced"] = ctx.notes.get("instruction_examples", "stage data")
+    encoded = instructions.encode_all(examples, ctx.tokenizer, int(ctx.stage.train.max_length))
+    return ExampleStream(encoded, ctx.seed + ctx.index, name=f"stage {ctx.name} ({name})")
+
+
+@register_strategy("xling")
+class CrossLingualInstructions(Strategy):
+    """New data = word/span conditional denoising + translation instructions from bitext (IA 3.1)."""
+
+    owns = frozenset({"data.new_examples"})
+    stages = ("instruct",)
+
+    def __init__(self, objectives=("word", "span", "sentence"), bitext=("flores", "nusax"), known=("en",),
+                 files=(), directions=("to_new",), prompt_languages=("en", "id"), max_span: int = 4,
+                 mask: str = "", max_pairs=None, templates: str = "xling"):
+        self.options = XlingOptions(list(objectives), list(bitext), list(known), list(files), list(directions),
+                                    list(prompt_languages), max_span, mask, max_pairs, templates)
+
+    def setup_data(self, stream, ctx: StageContext):
+        codes = ctx.languages.resolve(ctx.stage.data.get("languages", "all"))
+        examples, notes = generate(codes, ctx.languages, self.options, ctx.seed + ctx.index)
+        if not examples:
+            raise UserError(f"xling: no instructions for stage '{ctx.name}' languages {codes} "
+                                         f"(known={self.options.known}, bitext={self.options.bitext}): {notes}")
+        return replace_stream(examples, notes, ctx, "xling")
