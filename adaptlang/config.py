@@ -17,6 +17,7 @@ is never changed.
 from __future__ import annotations
 
 from importlib import resources
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -65,11 +66,13 @@ def load_group(group: str, choice: str) -> dict:
 
 def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
-        raise UserError(f"override '{text}' is not of the form key=value")
+        raise UserError(f"override {text!r} is not of the form key=value")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
-        raise UserError(f"override '{text}' has an empty key")
+        raise UserError(f"override {text!r} has an empty key")
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", key):
+        raise UserError(f"override key {key!r} is not a dotted name (letters, digits, _ - .)")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:

@@ -14,6 +14,7 @@ local text/JSONL/CSV/Parquet file, a local dataset folder, or a hub dataset
 """
 from __future__ import annotations
 
+import functools
 import random
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -92,10 +93,16 @@ def flores_path(code: str) -> Path:
     return CORPORA / "flores200" / "devtest" / f"{code}.devtest.gz"
 
 
-def flores_lines(flores_code: str, part: range) -> list[str]:
+@functools.lru_cache(maxsize=None)
+def _flores_file(flores_code: str) -> tuple[str, ...]:
     lines = read_text(str(flores_path(flores_code)))
     if len(lines) != 1012:
         raise UserError(f"FLORES file for {flores_code} has {len(lines)} lines, expected 1012")
+    return tuple(lines)
+
+
+def flores_lines(flores_code: str, part: range) -> list[str]:
+    lines = _flores_file(flores_code)
     return [lines[i] for i in part]
 
 

@@ -226,7 +226,10 @@ def run_stage(index: int, stage: DictConfig, cfg: DictConfig, composed: Composed
         model, tokenizer = strategy.setup_model(model, tokenizer, ctx)
         ctx.model, ctx.tokenizer = model, tokenizer
     check_tokenizer_matches(model, tokenizer, f"stage {ctx.name}")
-    stream = stage_stream(stage, tcfg, tokenizer, languages, cfg, ctx)
+    if any("data.new_examples" in s.owns for s in active):
+        stream = None  # a strategy builds this stage's new examples itself (xling, mlm)
+    else:
+        stream = stage_stream(stage, tcfg, tokenizer, languages, cfg, ctx)
     for strategy in active:
         stream = strategy.setup_data(stream, ctx)
     steps = stage_steps(cfg, stage)

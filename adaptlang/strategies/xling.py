@@ -26,7 +26,7 @@ from ..strategy import StageContext, Strategy, register_strategy
 
 def replace_stream(examples: list[dict], notes: dict, ctx: StageContext, name: str) -> ExampleStream:
     ctx.notes.update(notes)
-    ctx.notes[f"{name}_replaced"] = ctx.notes.get("instruction_examples", "stage data")
+    ctx.notes[f"{name}_examples_total"] = len(examples)
     encoded = instructions.encode_all(examples, ctx.tokenizer, int(ctx.stage.train.max_length))
     return ExampleStream(encoded, ctx.seed + ctx.index, name=f"stage {ctx.name} ({name})")
 
