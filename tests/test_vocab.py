@@ -299,7 +299,7 @@ def test_af_plus_vocab_runs_through_the_pipeline(tmp_path):
 
     cfg = adaptlang.load_config(["strategy=af+vocab", "experiment=paper", f"output_dir={tmp_path}", "name=afa",
                                  *QUICK, "strategy.af.every=2", "strategy.vocab.vocab_size=3000",
-                                 "strategy.vocab.fertility=pretraining,adapting", "eval.max_sentences=2"])
+                                 "strategy.vocab.fertility=pretraining,adapting", "eval.benchmarks=[]"])
     assert list(cfg.strategy) == ["vocab", "af"] and cfg.strategy.vocab.stages == ["adapt"]
     path = adaptlang.run(cfg)
     metrics = json.loads((path / "metrics.json").read_text())
@@ -314,6 +314,14 @@ def test_af_plus_vocab_runs_through_the_pipeline(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     assert model.get_input_embeddings().weight.shape[0] == len(AutoTokenizer.from_pretrained(model_dir)) \
         == notes["vocab_size_after"]
+    # held-out perplexity on the expanded model (a few languages; the e2e test covers all)
+    from adaptlang.benchmarks.perplexity import perplexity
+
+    adapt_dir = path / metrics["stages"]["adapt"]["model_dir"]
+    few = LanguageSet({"pretraining": ["en"], "adapting": ["ja", "fr"]})
+    ppl = perplexity(AutoModelForCausalLM.from_pretrained(adapt_dir), AutoTokenizer.from_pretrained(adapt_dir), few, cfg)
+    assert set(ppl["languages"]) == {"en", "ja", "fr"}
+    assert all(v["ppl_token"] > 1 and v["bits_per_char"] > 0 for v in ppl["languages"].values())
     report = (path / "report.md").read_text()
     assert "## Vocabulary expansion" in report and "| ja |" in report
 

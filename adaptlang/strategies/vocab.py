@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 
 import torch
 
@@ -208,10 +209,17 @@ class VocabularyExpansion(Strategy):
             targets.append(module_name(model, head))
         head_name = module_name(model, head) if head is not None else None
         config = TrainableTokensConfig(target_modules=targets, token_indices=list(self.new_ids))
-        self.tuners = [TrainableTokensModel(model, config, TOKENS_ADAPTER)]
-        if self.body == "lora":
-            lora = LoraConfig(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=0.0, target_modules="all-linear")
-            self.tuners.append(LoraModel(model, lora, LORA_ADAPTER))
+        with warnings.catch_warnings():
+            # TrainableTokensModel ties the head's adapter to the embedding's itself (peft's generic
+            # tied-weights warning does not apply; tests/test_vocab.py checks the tied case), and
+            # the LoRA tuner is meant to join the token adapter in the same model.
+            warnings.filterwarnings("ignore", message=".*tie_word_embeddings=True.*")
+            warnings.filterwarnings("ignore", message=".*Already found a `peft_config`.*")
+            self.tuners = [TrainableTokensModel(model, config, TOKENS_ADAPTER)]
+            if self.body == "lora":
+                lora = LoraConfig(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=0.0,
+                                  target_modules="all-linear")
+                self.tuners.append(LoraModel(model, lora, LORA_ADAPTER))
         for name, p in model.named_parameters():
             p.requires_grad = "trainable_tokens_delta" in name or "lora_" in name
         if head is not None and not tied and self.head == "all":
