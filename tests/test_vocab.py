@@ -278,6 +278,12 @@ def test_bad_options_are_user_errors(options, fragment):
         VocabularyExpansion(**options)
 
 
+def test_af_and_vocab_in_the_same_stage_is_refused(tokenizer):
+    ctx = context(load_config(["strategy=af+vocab", "strategy.af.stages=[adapt]", *QUICK]))
+    with pytest.raises(UserError, match="both act in stage 'adapt'"):
+        VocabularyExpansion(languages="fr").setup_model(make_model(tokenizer), tokenizer, ctx)
+
+
 def test_unknown_language_and_byte_level_tokenizer_are_user_errors(tokenizer):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast

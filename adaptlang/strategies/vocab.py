@@ -149,6 +149,10 @@ class VocabularyExpansion(Strategy):
     # --- hooks -----------------------------------------------------------------------
     def setup_model(self, model, tokenizer, ctx: StageContext):
         started = time.perf_counter()
+        af = (ctx.config.get("strategy") or {}).get("af")
+        if af is not None and ctx.name in list(af.get("stages", [])):
+            raise UserError(f"strategies 'af' and 'vocab' both act in stage '{ctx.name}': active forgetting would "
+                            "reset the embedding rows vocab keeps frozen; set strategy.af.stages to the pretraining stage")
         learn = self._codes(self.languages, ctx.languages, "languages")
         protect = self._codes(self.protect, ctx.languages, "protect")
         vm.base_bpe(tokenizer)  # refuse unsupported tokenizers before any work
