@@ -33,7 +33,6 @@ import io
 import json
 import re
 import tempfile
-import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -50,12 +49,13 @@ SPECIAL_PIECES = {"<unk>", "<s>", "</s>", "<pad>"}
 
 # --- the new-language sentencepiece model -------------------------------------------------
 
-def train_new_vocabulary(texts: Sequence[str], vocab_size: int, character_coverage: float = 0.9995,
-                         seed: int = 0) -> dict:
+def train_new_vocabulary(texts: Sequence[str], vocab_size: int, character_coverage: float = 0.9995) -> dict:
     """Train a sentencepiece BPE model on the new languages' text; return its BPE model
     (``{"vocab": {piece: id}, "merges": [[a, b], ...]}``) as transformers converts it.
 
     ``vocab_size`` is a soft limit (``hard_vocab_limit=false``): small corpora give fewer pieces.
+    Sentencepiece takes no seed; training is deterministic while the text has fewer than
+    ``input_sentence_size`` sentences (no sampling).
     """
     model = io.BytesIO()
     try:
@@ -202,7 +202,7 @@ def to_transformers(tokenizer, data: dict):
     return merged
 
 
-def same_ids(old_tokenizer, new_tokenizer, texts: Sequence[str]) -> list[int]:
+def changed_texts(old_tokenizer, new_tokenizer, texts: Sequence[str]) -> list[int]:
     """Indices of texts whose token ids differ between the two tokenizers (empty: all same)."""
     texts = list(texts)
     a = old_tokenizer(texts, add_special_tokens=True)["input_ids"]
@@ -258,9 +258,3 @@ def fertility(tokenizer, texts: Sequence[str]) -> dict:
     chars = sum(len(t) for t in texts)
     return {"tokens_per_word": round(tokens / max(words, 1), 4), "tokens_per_char": round(tokens / max(chars, 1), 4),
             "tokens": tokens}
-
-
-def timed(fn, *args, **kwargs):
-    started = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - started

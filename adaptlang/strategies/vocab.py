@@ -44,7 +44,6 @@ import logging
 import time
 import warnings
 
-import torch
 
 from ..data import flores_lines, heldout_texts, read_text, training_source
 from ..errors import UserError, listing, suggest
@@ -156,7 +155,7 @@ class VocabularyExpansion(Strategy):
         learn = self._codes(self.languages, ctx.languages, "languages")
         protect = self._codes(self.protect, ctx.languages, "protect")
         vm.base_bpe(tokenizer)  # refuse unsupported tokenizers before any work
-        new = vm.train_new_vocabulary(self._texts(learn, ctx), self.vocab_size, self.character_coverage, ctx.seed)
+        new = vm.train_new_vocabulary(self._texts(learn, ctx), self.vocab_size, self.character_coverage)
         emb = model.get_input_embeddings()
         old_rows = emb.weight.shape[0]
         start = max(len(tokenizer), old_rows)
@@ -211,7 +210,6 @@ class VocabularyExpansion(Strategy):
         targets = [module_name(model, emb)]
         if head is not None and not tied and self.head == "new":
             targets.append(module_name(model, head))
-        head_name = module_name(model, head) if head is not None else None
         config = TrainableTokensConfig(target_modules=targets, token_indices=list(self.new_ids))
         with warnings.catch_warnings():
             # TrainableTokensModel ties the head's adapter to the embedding's itself (peft's generic
@@ -228,9 +226,8 @@ class VocabularyExpansion(Strategy):
             p.requires_grad = "trainable_tokens_delta" in name or "lora_" in name
         if head is not None and not tied and self.head == "all":
             model.get_output_embeddings().weight.requires_grad = True
-        log.info("vocab: trainable %s (head module %s, tied=%s)", ", ".join(
-            sorted({n.split(".")[-2] if "delta" in n else n for n, p in model.named_parameters() if p.requires_grad})[:6]),
-            head_name, tied)
+        log.info("vocab: trainable: %d new embedding rows, LM head %s, body %s", len(self.new_ids),
+                 "tied (new rows)" if tied else self.head, self.body)
         return tied
 
     def on_stage_end(self, ctx: StageContext) -> None:
