@@ -11,6 +11,26 @@ def _fmt(x) -> str:
     return f"{x:.3f}" if isinstance(x, float) else str(x)
 
 
+def _vocab_table(metrics: dict) -> list[str]:
+    """Token fertility before/after a vocabulary expansion (strategy ``vocab``)."""
+    lines = []
+    for name, st in metrics["stages"].items():
+        vocab = st["strategy_notes"].get("vocab")
+        if not vocab:
+            continue
+        lines += ["", f"## Vocabulary expansion (stage {name})", "",
+                  f"{vocab['added_tokens']:,} tokens added ({vocab['vocab_size_before']:,} -> "
+                  f"{vocab['vocab_size_after']:,}); {vocab['dropped_for_old_languages']:,} new pieces dropped to keep "
+                  "the protected languages' tokenization exact.", "",
+                  "| language | class | tokens/word before | after | tokens/char before | after |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for code, f in vocab["fertility"].items():
+            b, a = f["before"], f["after"]
+            lines.append(f"| {code} | {f['class']} | {b['tokens_per_word']:.2f} | {a['tokens_per_word']:.2f} | "
+                         f"{b['tokens_per_char']:.3f} | {a['tokens_per_char']:.3f} |")
+    return lines
+
+
 def write_report(path: Path, metrics: dict, cfg) -> None:
     lines = [f"# adaptlang run `{metrics['run']}`", "",
              f"Strategies: {' + '.join(metrics['strategies']) or 'none'} | seed {metrics['seed']} | "
@@ -25,7 +45,10 @@ def write_report(path: Path, metrics: dict, cfg) -> None:
                      f"{t['seconds']:.1f} | {t['tokens_per_second']:,.0f} | {t['first_loss']:.3f} | {t['final_loss']:.3f} |")
     for name, st in metrics["stages"].items():
         for key, value in st["strategy_notes"].items():
+            if key == "vocab":  # a table of its own below
+                value = {k: v for k, v in value.items() if k != "fertility"}
             lines.append(f"- {name}: {key} = {value}")
+    lines += _vocab_table(metrics)
     ppl = {n: st["eval"].get("perplexity") for n, st in metrics["stages"].items() if "perplexity" in st["eval"]}
     if ppl:
         classes = list(next(iter(ppl.values()))["classes"])

@@ -1,0 +1,245 @@
+"""Vocabulary expansion (``vocab``): the active-forgetting paper's adaptation step.
+
+Active-forgetting paper, section 3 (and Figure 1): "first a new vocabulary V' is learned
+over [the new languages' text] and merged with V ... In the second stage, the language
+modeling head of M is replaced to be of the appropriate size i.e. |V ∪ V'|. Then the new
+language modeling head and token embeddings of newly added tokens (i.e. V' \\ V) are
+learned with standard language modeling training ... the entire Transformer stack of M and
+token embeddings of V are held frozen". Appendix A: 32000 base pieces + 16000 merged.
+
+At the start of the stage it acts in (``stages: [adapt]``) this strategy
+
+1. trains a sentencepiece BPE model (``vocab_size`` pieces, a soft limit) on the text of
+   ``languages`` (default: the adapting class, the stage's own training text);
+2. merges it into the base tokenizer (adaptlang.vocab_merge): old ids and merges unchanged,
+   new ids after them, and every vendored text of the ``protect`` languages (default: the
+   pretraining class) tokenizes exactly as before;
+3. resizes the input embeddings and the LM head and initializes the new rows (``init``):
+   ``random`` (the model's own initializer), ``mean`` (mean of the old rows) or
+   ``subword-mean`` (mean of the rows of the old-tokenizer pieces of the new token);
+4. makes trainable: the new embedding rows (peft TrainableTokens: the old rows stay in the
+   frozen base tensor, so no gradient, AdamW moment or weight decay can touch them), the LM
+   head (``head: all``, the paper's "new language modeling head"; ``head: new`` trains only its
+   new rows, also through TrainableTokens), and, if ``body: lora``, LoRA adapters on every
+   linear layer of the body (peft). Everything else is frozen (``body: frozen``, the paper).
+
+At the end of the stage the peft layers are merged and removed, so the saved model is a
+plain transformers model. Notes (metrics.json ``strategy_notes.vocab``): tokens added, merge
+statistics, and token fertility (tokens per word and per character) per language on its
+held-out text, before and after the merge.
+
+Deviations and choices the paper leaves open (also in README):
+* the paper does not say how the vocabularies are merged, nor how new rows are initialized;
+  our merge keeps old-language tokenization bit-exact, which drops the new pieces that would
+  fire on old-language text (counted in ``dropped_for_old_languages``); the default
+  initialization is ``subword-mean``;
+* with tied input/output embeddings the LM head *is* the embedding matrix: only its new rows
+  train (old rows stay frozen), whatever ``head`` says;
+* the paper's head is "replaced"; we keep the old head rows as the starting point of the new
+  head (``head: all`` then trains all of it).
+"""
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+
+
+from ..data import flores_lines, heldout_texts, read_text, training_source
+from ..errors import UserError, listing, suggest
+from ..languages import CORPORA
+from ..strategy import StageContext, Strategy, register_strategy
+from .. import vocab_merge as vm
+
+log = logging.getLogger("adaptlang")
+INITS = ("random", "mean", "subword-mean")
+HEADS = ("all", "new")
+BODIES = ("frozen", "lora")
+TOKENS_ADAPTER, LORA_ADAPTER = "vocab_tokens", "vocab_lora"
+FERTILITY_SENTENCES = 200
+
+
+def _choice(key: str, value, valid) -> str:
+    value = str(value)
+    if value not in valid:
+        raise UserError(f"strategy.vocab.{key}='{value}'.{suggest(value, valid)} Valid: {listing(valid)}")
+    return value
+
+
+def module_name(model, module) -> str:
+    for name, m in model.named_modules():
+        if m is module:
+            return name
+    raise RuntimeError("module not found in model")
+
+
+def protected_texts(codes, languages, cfg) -> list[str]:
+    """Every vendored text of the given languages: training text (all of NTREX, or the user's
+    file up to data.max_lines_per_language), all FLORES-200 devtest lines, UDHR."""
+    texts: list[str] = []
+    for code in codes:
+        lang = languages.check(code)
+        source, why = training_source(code, languages, cfg)
+        if source is not None:
+            limit = None if why == "NTREX-128" else int(cfg.data.max_lines_per_language)
+            texts += read_text(source, limit)
+        if lang.flores:
+            texts += flores_lines(lang.flores, range(0, 1012))
+        if lang.udhr and (CORPORA / "udhr" / f"{lang.udhr}.txt.gz").is_file():
+            texts += read_text(str(CORPORA / "udhr" / f"{lang.udhr}.txt.gz"))
+    return texts
+
+
+@register_strategy("vocab")
+class VocabularyExpansion(Strategy):
+    """Learn a new-language vocabulary, merge it, train only the new rows and the LM head."""
+
+    owns = frozenset({"embeddings.rows", "tokenizer"})
+    stages = ("adapt",)
+
+    def __init__(self, vocab_size: int = 4000, languages="adapting", protect: str = "pretraining",
+                 init: str = "subword-mean", head: str = "all", body: str = "frozen", lora_r: int = 8,
+                 lora_alpha: int = 16, character_coverage: float = 0.9995, fertility: str = "all"):
+        if int(vocab_size) < 1:
+            raise UserError(f"strategy.vocab.vocab_size={vocab_size}: must be a positive number of pieces")
+        self.vocab_size = int(vocab_size)
+        self.languages = languages
+        self.protect = str(protect)
+        self.init = _choice("init", init, INITS)
+        self.head = _choice("head", head, HEADS)
+        self.body = _choice("body", body, BODIES)
+        self.lora_r, self.lora_alpha = int(lora_r), int(lora_alpha)
+        self.character_coverage = float(character_coverage)
+        self.fertility_languages = str(fertility)
+        self.tuners: list = []  # peft tuners injected in place, merged at stage end
+        self.added_tokens = 0
+        self.new_ids: list[int] = []
+
+    # --- helpers ---------------------------------------------------------------------
+    def _codes(self, spec, languages, key: str) -> list[str]:
+        if isinstance(spec, str):
+            if spec.strip().lower() == "none":
+                return []
+            spec = [s.strip() for s in spec.replace("+", ",").split(",") if s.strip()]
+        try:
+            return languages.resolve(list(spec))
+        except UserError as exc:
+            raise UserError(f"strategy.vocab.{key}: {exc}") from None
+
+    def _texts(self, codes, ctx: StageContext) -> list[str]:
+        out = []
+        for code in codes:
+            source, _ = training_source(code, ctx.languages, ctx.config)
+            if source is not None:
+                out += read_text(source, int(ctx.config.data.max_lines_per_language))
+        if not out:
+            raise UserError(f"strategy.vocab.languages: no training text for any of {listing(codes)}")
+        return out
+
+    def _fertility(self, before, after, ctx: StageContext) -> dict:
+        table = {}
+        for code in self._codes(self.fertility_languages, ctx.languages, "fertility"):
+            texts, _ = heldout_texts(code, ctx.languages, ctx.config, FERTILITY_SENTENCES)
+            if texts:
+                table[code] = {"class": ctx.languages.class_of(code),
+                               "before": vm.fertility(before, texts), "after": vm.fertility(after, texts)}
+        return table
+
+    # --- hooks -----------------------------------------------------------------------
+    def setup_model(self, model, tokenizer, ctx: StageContext):
+        started = time.perf_counter()
+        af = (ctx.config.get("strategy") or {}).get("af")
+        if af is not None and ctx.name in list(af.get("stages", [])):
+            raise UserError(f"strategies 'af' and 'vocab' both act in stage '{ctx.name}': active forgetting would "
+                            "reset the embedding rows vocab keeps frozen; set strategy.af.stages to the pretraining stage")
+        learn = self._codes(self.languages, ctx.languages, "languages")
+        protect = self._codes(self.protect, ctx.languages, "protect")
+        vm.base_bpe(tokenizer)  # refuse unsupported tokenizers before any work
+        new = vm.train_new_vocabulary(self._texts(learn, ctx), self.vocab_size, self.character_coverage)
+        emb = model.get_input_embeddings()
+        old_rows = emb.weight.shape[0]
+        start = max(len(tokenizer), old_rows)
+        data, stats = vm.merge_vocabularies(tokenizer, new, protected_texts(protect, ctx.languages, ctx.config), start)
+        merged = vm.to_transformers(tokenizer, data)
+        n_new = stats["added_tokens"]
+        self.new_ids = list(range(start, start + n_new))
+        self.added_tokens = n_new
+        merge_seconds = time.perf_counter() - started
+        if n_new == 0:
+            raise UserError("strategy.vocab: the merge added no tokens (every new piece would change the "
+                            "protected languages' tokenization); check strategy.vocab.languages/protect")
+        pieces = [p for p, _ in sorted(((p, i) for p, i in data["model"]["vocab"].items() if i >= start),
+                                       key=lambda kv: kv[1])]
+        self._resize_and_init(model, tokenizer, pieces, start, ctx)
+        tied = self._make_trainable(model)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        ctx.notes["vocab"] = {
+            "added_tokens": n_new, "vocab_size_before": len(tokenizer), "vocab_size_after": len(merged),
+            **{k: v for k, v in stats.items() if k != "added_tokens"},
+            "init": self.init, "head": "tied (new rows only)" if tied else self.head, "body": self.body,
+            "trainable_parameters": trainable, "learned_from": learn, "protected": protect, "merge_seconds": round(merge_seconds, 3),
+            "fertility": self._fertility(tokenizer, merged, ctx),
+        }
+        log.info("vocab: %d tokens added (%d dropped to keep old languages exact) in %.1fs", n_new,
+                 stats["dropped_for_old_languages"], merge_seconds)
+        return model, merged
+
+    def _resize_and_init(self, model, tokenizer, pieces, start: int, ctx: StageContext) -> None:
+        emb = model.get_input_embeddings()
+        n_old, dim = emb.weight.shape
+        head = model.get_output_embeddings()
+        tied = head is not None and head.weight is emb.weight
+        head_old = head.weight.detach().clone() if head is not None and not tied else None
+        model.resize_token_embeddings(start + len(pieces), mean_resizing=False)
+        emb = model.get_input_embeddings()
+        subword = vm.old_piece_ids(tokenizer, pieces) if self.init == "subword-mean" else []
+        seed = (ctx.seed * 1_000_003 + ctx.index * 10_007 + 17) % 2**63
+        fresh = vm.random_rows(model, len(pieces), dim, seed) if self.init == "random" else None
+        vm.init_rows(emb.weight, self.new_ids, n_old, self.init, subword, fresh)
+        head = model.get_output_embeddings()
+        if head is not None and head.weight is not emb.weight:
+            if head_old is not None and head.weight.shape[0] > head_old.shape[0]:
+                fresh = vm.random_rows(model, len(pieces), dim, seed + 1) if self.init == "random" else None
+                vm.init_rows(head.weight, self.new_ids, head_old.shape[0], self.init, subword, fresh)
+
+    def _make_trainable(self, model) -> bool:
+        from peft import LoraConfig, LoraModel, TrainableTokensConfig, TrainableTokensModel
+
+        emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+        tied = head is not None and head.weight is emb.weight
+        targets = [module_name(model, emb)]
+        if head is not None and not tied and self.head == "new":
+            targets.append(module_name(model, head))
+        config = TrainableTokensConfig(target_modules=targets, token_indices=list(self.new_ids))
+        with warnings.catch_warnings():
+            # TrainableTokensModel ties the head's adapter to the embedding's itself (peft's generic
+            # tied-weights warning does not apply; tests/test_vocab.py checks the tied case), and
+            # the LoRA tuner is meant to join the token adapter in the same model.
+            warnings.filterwarnings("ignore", message=".*tie_word_embeddings=True.*")
+            warnings.filterwarnings("ignore", message=".*Already found a `peft_config`.*")
+            self.tuners = [TrainableTokensModel(model, config, TOKENS_ADAPTER)]
+            if self.body == "lora":
+                lora = LoraConfig(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=0.0,
+                                  target_modules="all-linear")
+                self.tuners.append(LoraModel(model, lora, LORA_ADAPTER))
+        for name, p in model.named_parameters():
+            p.requires_grad = "trainable_tokens_delta" in name or "lora_" in name
+        if head is not None and not tied and self.head == "all":
+            model.get_output_embeddings().weight.requires_grad = True
+        log.info("vocab: trainable: %d new embedding rows, LM head %s, body %s", len(self.new_ids),
+                 "tied (new rows)" if tied else self.head, self.body)
+        return tied
+
+    def on_stage_end(self, ctx: StageContext) -> None:
+        for tuner in reversed(self.tuners):  # LoRA (injected last) first, then the token rows
+            tuner.merge_and_unload()
+        self.tuners = []
+        for p in ctx.model.parameters():
+            p.requires_grad = True  # later stages decide for themselves
+
+    def state_dict(self) -> dict:
+        return {"added_tokens": self.added_tokens, "new_ids": self.new_ids}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.added_tokens = int(state["added_tokens"])
+        self.new_ids = list(state["new_ids"])

@@ -1,0 +1,260 @@
+"""Vocabulary expansion helpers: learn a new-language sentencepiece BPE model, merge it into a
+base tokenizer so that protected (old-language) text tokenizes exactly as before, resize and
+initialize the embedding rows, and measure token fertility.
+
+Active-forgetting paper, section 3: "a new vocabulary V' is learned over [the new languages'
+corpus] and merged with V to form a larger vocabulary" (Appendix A: 32000 + 16000). The
+paper does not say how the merge is done. Sentencepiece has no merge operation and the
+scores of two models trained on different corpora are incomparable (DESIGN.md section 5),
+so we merge at the level of the BPE model that the transformers tokenizer runs
+(``tokenizer.json``):
+
+* the base vocabulary and merges keep their ids and their order; new pieces get ids after
+  every existing id (and after every existing embedding row), new merges are appended after
+  every old merge, in the new model's order;
+* BPE applies the lowest-ranked applicable merge first, so on any text the old merges fire
+  exactly as before, and a new merge can only fire once no old merge applies. Its result is
+  a new piece, and new pieces are only ever merged into new pieces, so *a text tokenizes as
+  before if and only if its tokenization contains no new id*;
+* appended merges can still fire on old-language text (an English word that the new
+  vocabulary holds whole, a character the base tokenizer encoded as bytes). To keep the old
+  languages exactly as they were, every new piece that appears in the tokenization of the
+  protected text (all vendored text of the protected languages) is removed, with the pieces
+  that can only be built from it, until none appears. Removed pieces are counted in the
+  notes (``dropped_for_old_languages``).
+
+Supported base tokenizers: sentencepiece-style BPE in ``tokenizers`` (word boundary ``▁``,
+as Llama, Mistral and the built-in tokenizer), the common case for decoder LLMs. Byte-level
+(GPT-2 style), Unigram and WordPiece tokenizers are refused with a UserError.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+import tempfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import sentencepiece as spm
+import torch
+from tokenizers import Tokenizer
+from transformers import AutoTokenizer, LlamaTokenizer
+
+from .errors import UserError
+
+BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
+SPECIAL_PIECES = {"<unk>", "<s>", "</s>", "<pad>"}
+
+
+# --- the new-language sentencepiece model -------------------------------------------------
+
+def train_new_vocabulary(texts: Sequence[str], vocab_size: int, character_coverage: float = 0.9995) -> dict:
+    """Train a sentencepiece BPE model on the new languages' text; return its BPE model
+    (``{"vocab": {piece: id}, "merges": [[a, b], ...]}``) as transformers converts it.
+
+    ``vocab_size`` is a soft limit (``hard_vocab_limit=false``): small corpora give fewer pieces.
+    Sentencepiece takes no seed; training is deterministic while the text has fewer than
+    ``input_sentence_size`` sentences (no sampling).
+    """
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts), model_writer=model, vocab_size=int(vocab_size), model_type="bpe",
+            character_coverage=float(character_coverage), byte_fallback=True, split_digits=True,
+            hard_vocab_limit=False, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+            input_sentence_size=500_000, shuffle_input_sentence=True, seed_sentencepiece_size=1_000_000,
+            num_threads=max(1, torch.get_num_threads()), minloglevel=2,
+        )
+    except RuntimeError as exc:
+        reason = str(exc).split("] ")[-1].splitlines()[0]
+        raise UserError(f"strategy.vocab: training the new sentencepiece model failed: {reason.split(' Increase')[0]} "
+                        "(raise strategy.vocab.vocab_size or lower strategy.vocab.character_coverage)") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "tokenizer.model").write_bytes(model.getvalue())
+        tokenizer = LlamaTokenizer.from_pretrained(tmp)
+    bpe = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    return {"vocab": bpe["vocab"], "merges": [_pair(m) for m in bpe["merges"]]}
+
+
+def _pair(merge) -> tuple[str, str]:
+    if isinstance(merge, str):
+        a, b = merge.split(" ", 1)
+        return a, b
+    return merge[0], merge[1]
+
+
+# --- the merge ----------------------------------------------------------------------------
+
+def base_bpe(tokenizer) -> dict:
+    """The base tokenizer's tokenizers JSON, checked to be sentencepiece-style BPE."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise UserError(f"strategy.vocab: the base tokenizer ({type(tokenizer).__name__}) has no tokenizers "
+                        "backend; vocabulary expansion needs a fast (tokenizers) BPE tokenizer")
+    data = json.loads(backend.to_str())
+    model = data["model"]
+    if model.get("type") != "BPE":
+        raise UserError(f"strategy.vocab: the base tokenizer is {model.get('type')}, not BPE; vocabulary "
+                        "expansion supports sentencepiece-style BPE tokenizers (Llama, Mistral)")
+    text = json.dumps([data.get("pre_tokenizer"), data.get("normalizer"), data.get("decoder")])
+    if "ByteLevel" in text or not any(p.startswith("\u2581") for p in model["vocab"]):
+        raise UserError("strategy.vocab: the base tokenizer is byte-level BPE (GPT-2 style); vocabulary "
+                        "expansion supports sentencepiece-style BPE tokenizers (word boundary '\u2581')")
+    if model.get("dropout") or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
+        raise UserError("strategy.vocab: the base BPE tokenizer uses dropout or subword affixes; not supported")
+    return data
+
+
+def candidate_pieces(base: dict, new: dict) -> tuple[list[str], list[tuple[str, str]]]:
+    """New pieces (new model's order) not in the base vocabulary, and the new model's merges
+    that build them. Special and byte pieces are skipped (the base has its own)."""
+    old = base["model"]["vocab"]
+    pieces = [p for p, _ in sorted(new["vocab"].items(), key=lambda kv: kv[1])
+              if p not in old and p not in SPECIAL_PIECES and not BYTE_PIECE.match(p)]
+    return pieces, [(a, b) for a, b in new["merges"] if a + b in set(pieces)]
+
+
+def reachable(pieces: Iterable[str], merges: Sequence[tuple[str, str]], old: dict) -> tuple[list[str], list[tuple[str, str]]]:
+    """Keep the pieces BPE can produce (single characters, or a merge of producible pieces)
+    and the merges whose parts and result are kept."""
+    pieces = list(pieces)
+    keep = {p for p in pieces if len(p) == 1}
+    usable = set(pieces)
+    changed = True
+    while changed:
+        changed = False
+        for a, b in merges:
+            result = a + b
+            if result in usable and result not in keep and (a in old or a in keep) and (b in old or b in keep):
+                keep.add(result)
+                changed = True
+    kept_merges = [(a, b) for a, b in merges if a + b in keep and (a in old or a in keep) and (b in old or b in keep)]
+    return [p for p in pieces if p in keep], kept_merges
+
+
+def build(base: dict, pieces: Sequence[str], merges: Sequence[tuple[str, str]], start: int) -> dict:
+    """The merged tokenizers JSON: old vocab and merges first, new ids from ``start``."""
+    data = json.loads(json.dumps(base))
+    model = data["model"]
+    old_merges = [list(_pair(m)) for m in model["merges"]]
+    for i, piece in enumerate(pieces):
+        model["vocab"][piece] = start + i
+    model["merges"] = old_merges + [[a, b] for a, b in merges]
+    return data
+
+
+def merge_vocabularies(tokenizer, new: dict, protected: Sequence[str], start: int,
+                       max_rounds: int = 100) -> tuple[dict, dict]:
+    """Merge ``new`` (from train_new_vocabulary) into ``tokenizer``'s BPE model.
+
+    Returns (merged tokenizers JSON, stats). ``protected`` texts tokenize exactly as with the
+    base tokenizer: new pieces found in their tokenization are removed until none is left.
+    """
+    base = base_bpe(tokenizer)
+    old = base["model"]["vocab"]
+    candidates, cand_merges = candidate_pieces(base, new)
+    pieces, merges = reachable(candidates, cand_merges, old)
+    unreachable = len(candidates) - len(pieces)
+    # A text without a new id stays so when pieces and merges are removed (removing merges
+    # never makes another applicable), so each round re-checks only the texts that had one.
+    dirty = list(dict.fromkeys(protected))
+    for rounds in range(1, max_rounds + 1):
+        data = build(base, pieces, merges, start)
+        merged = Tokenizer.from_str(json.dumps(data))
+        seen: set[int] = set()
+        still = []
+        for text, enc in zip(dirty, merged.encode_batch(dirty, add_special_tokens=False)):
+            found = {i for i in enc.ids if i >= start}
+            if found:
+                seen |= found
+                still.append(text)
+        if not seen:
+            break
+        dirty = still
+        vocab_r = {v: k for k, v in data["model"]["vocab"].items()}
+        bad = {vocab_r[i] for i in seen}
+        pieces, merges = reachable([p for p in pieces if p not in bad],
+                                   [m for m in merges if a_b_ok(m, bad)], old)
+    else:
+        raise RuntimeError(f"vocabulary merge did not converge in {max_rounds} rounds")
+    stats = {"new_model_pieces": len(new["vocab"]), "candidates": len(candidates), "rounds": rounds,
+             "dropped_unreachable": unreachable, "dropped_for_old_languages": len(candidates) - unreachable - len(pieces),
+             "added_tokens": len(pieces), "new_merges": len(merges), "first_new_id": start}
+    return data, stats
+
+
+def a_b_ok(merge: tuple[str, str], bad: set[str]) -> bool:
+    a, b = merge
+    return a not in bad and b not in bad and a + b not in bad
+
+
+def to_transformers(tokenizer, data: dict):
+    """A transformers tokenizer of the base tokenizer's class running the merged JSON."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        for stale in ("tokenizer.model", "vocab.json", "merges.txt", "spiece.model"):
+            (Path(tmp) / stale).unlink(missing_ok=True)
+        (Path(tmp) / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+        merged = AutoTokenizer.from_pretrained(tmp)
+    if merged.pad_token is None and tokenizer.pad_token is not None:
+        merged.pad_token = tokenizer.pad_token
+    return merged
+
+
+def changed_texts(old_tokenizer, new_tokenizer, texts: Sequence[str]) -> list[int]:
+    """Indices of texts whose token ids differ between the two tokenizers (empty: all same)."""
+    texts = list(texts)
+    a = old_tokenizer(texts, add_special_tokens=True)["input_ids"]
+    b = new_tokenizer(texts, add_special_tokens=True)["input_ids"]
+    return [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+
+
+# --- embeddings ---------------------------------------------------------------------------
+
+def old_piece_ids(tokenizer, pieces: Sequence[str]) -> list[list[int]]:
+    """For each new piece, the ids of the base tokenizer's BPE model on the piece's string
+    (no normalization: '▁' is already the word boundary), byte fallback included."""
+    model = tokenizer.backend_tokenizer.model
+    return [[t.id for t in model.tokenize(piece)] for piece in pieces]
+
+
+def init_rows(weight: torch.Tensor, new_ids: Sequence[int], n_old: int, method: str, subword: list[list[int]],
+              fresh: torch.Tensor) -> None:
+    """Fill ``weight[new_ids]`` in place: fresh random rows, the mean of old rows, or per new
+    token the mean of its old-tokenizer pieces' rows."""
+    with torch.no_grad():
+        index = torch.tensor(list(new_ids), dtype=torch.long, device=weight.device)
+        if method == "random":
+            rows = fresh.to(weight)
+        elif method == "mean":
+            rows = weight[:n_old].mean(dim=0, keepdim=True).expand(len(new_ids), -1)
+        else:  # subword-mean
+            rows = torch.stack([weight[torch.tensor(ids, device=weight.device)].mean(dim=0) for ids in subword])
+        weight.index_copy_(0, index, rows.to(weight.dtype))
+
+
+def random_rows(model, n: int, dim: int, seed: int) -> torch.Tensor:
+    """``n`` rows drawn with the model's own initializer (``_init_weights`` on an embedding)."""
+    module = torch.nn.Embedding(n, dim)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if hasattr(module.weight, "_is_hf_initialized"):
+            module.weight._is_hf_initialized = False
+        before = module.weight.detach().clone()
+        model._init_weights(module)
+        if torch.equal(before, module.weight.detach()):  # an initializer that skipped it
+            module.weight.data.normal_(0.0, float(getattr(model.config, "initializer_range", 0.02)))
+    return module.weight.detach()
+
+
+# --- fertility ----------------------------------------------------------------------------
+
+def fertility(tokenizer, texts: Sequence[str]) -> dict:
+    """Tokens per whitespace word and per character (no special tokens)."""
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    tokens = sum(len(x) for x in ids)
+    words = sum(len(t.split()) for t in texts)
+    chars = sum(len(t) for t in texts)
+    return {"tokens_per_word": round(tokens / max(words, 1), 4), "tokens_per_char": round(tokens / max(chars, 1), 4),
+            "tokens": tokens}

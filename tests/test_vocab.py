@@ -1,0 +1,337 @@
+"""vocab: the merge keeps old-language tokenization exact, new rows are initialized as asked,
+only new rows (and the LM head) train, old rows stay bit-identical, the result is plain
+transformers, and af+vocab runs through the pipeline."""
+import json
+import time
+
+import pytest
+import torch
+from accelerate import Accelerator
+from omegaconf import OmegaConf
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from adaptlang import UserError, load_config
+from adaptlang import vocab_merge as vm
+from adaptlang.data import ExampleStream, lm_examples, read_text
+from adaptlang.languages import CORPORA, LanguageSet
+from adaptlang.models import load_pretrained, train_tokenizer
+from adaptlang.strategies.vocab import VocabularyExpansion
+from adaptlang.strategy import StageContext
+from adaptlang.train import train_stage
+
+from conftest import QUICK, make_model
+
+TCFG = OmegaConf.create({"batch_size": 4, "grad_accum": 1, "lr": 5e-3, "weight_decay": 0.1,
+                         "betas": [0.9, 0.95], "eps": 1e-8, "warmup_ratio": 0.0,
+                         "max_grad_norm": 1.0, "log_every": 100})
+
+
+def config(*extra):
+    return load_config(["strategy=vocab", *QUICK, *extra])
+
+
+def context(cfg, index=1):
+    return StageContext(name="adapt", index=index, config=cfg, stage=None,
+                        languages=LanguageSet.from_config(cfg.languages), seed=0)
+
+
+def bits(t: torch.Tensor) -> bytes:
+    return t.detach().contiguous().cpu().numpy().tobytes()
+
+
+def vendored_texts(code: str) -> list[str]:
+    """Every vendored text of a language, enumerated independently of the strategy."""
+    lang = LanguageSet.from_config(load_config([]).languages).check(code)
+    files = [CORPORA / "ntrex128" / f"{lang.ntrex}.txt.gz", CORPORA / "flores200" / "devtest" / f"{lang.flores}.devtest.gz",
+             CORPORA / "udhr" / f"{lang.udhr}.txt.gz"]
+    return [t for f in files if f.is_file() for t in read_text(str(f))]
+
+
+# --- the merge over every vendored pretraining-language text ------------------------------
+
+@pytest.fixture(scope="module")
+def expanded():
+    """A base tokenizer trained on the 12 pretraining languages, expanded with a vocabulary
+    learned on the adapting languages (the default pairing)."""
+    cfg = config("data.max_lines_per_language=150")
+    ctx = context(cfg)
+    pre = ctx.languages.resolve("pretraining")
+    texts = [t for c in pre for t in read_text(str(CORPORA / "ntrex128" / f"{ctx.languages.check(c).ntrex}.txt.gz"), 150)]
+    base = train_tokenizer(texts, OmegaConf.create({"vocab_size": 1500, "character_coverage": 0.99}), seed=0)
+    model = make_model(base)
+    strategy = VocabularyExpansion(vocab_size=3000, fertility="pretraining,adapting")
+    started = time.perf_counter()
+    model, merged = strategy.setup_model(model, base, ctx)
+    return {"base": base, "merged": merged, "model": model, "strategy": strategy, "ctx": ctx,
+            "seconds": time.perf_counter() - started}
+
+
+def test_every_vendored_pretraining_text_tokenizes_as_before(expanded):
+    base, merged = expanded["base"], expanded["merged"]
+    notes = expanded["ctx"].notes["vocab"]
+    assert notes["added_tokens"] > 100 and len(merged) == len(base) + notes["added_tokens"]
+    checked = 0
+    for code in expanded["ctx"].languages.resolve("pretraining"):
+        texts = vendored_texts(code)
+        old = [e.ids for e in base.backend_tokenizer.encode_batch(texts)]
+        new = [e.ids for e in merged.backend_tokenizer.encode_batch(texts)]
+        differ = [texts[i][:60] for i, (a, b) in enumerate(zip(old, new)) if a != b]
+        assert not differ, f"{code}: {len(differ)} texts tokenize differently, e.g. {differ[:2]}"
+        # and through the transformers call (special tokens added) on a sample
+        assert base(texts[::20])["input_ids"] == merged(texts[::20])["input_ids"]
+        checked += len(texts)
+    assert checked > 12 * 2500  # NTREX (1997) + FLORES (1012) (+ UDHR) per language
+    for code in expanded["ctx"].languages.resolve("pretraining"):
+        f = notes["fertility"][code]
+        assert f["before"] == f["after"]
+
+
+def test_new_languages_get_new_tokens_and_lower_fertility(expanded):
+    fert = expanded["ctx"].notes["vocab"]["fertility"]
+    for code in ("ja", "th", "ko"):  # scripts the base tokenizer only saw as bytes
+        assert fert[code]["after"]["tokens_per_char"] < 0.8 * fert[code]["before"]["tokens_per_char"], code
+    lowered = [c for c in expanded["ctx"].languages.resolve("adapting") if c in fert
+               and fert[c]["after"]["tokens_per_word"] < fert[c]["before"]["tokens_per_word"]]
+    assert len(lowered) >= 10
+    ids = expanded["merged"]("これは日本語の文です。")["input_ids"]
+    assert any(i >= len(expanded["base"]) for i in ids)
+
+
+def test_without_protection_old_text_would_change(expanded):
+    """The protection step is what keeps old languages exact: a plain append-merge changes
+    some old-language tokenizations (so the test above can fail)."""
+    ctx = expanded["ctx"]
+    texts = [t for c in ("fr", "pt", "nl", "da", "no", "pl") for t in
+             read_text(str(CORPORA / "ntrex128" / f"{ctx.languages.check(c).ntrex}.txt.gz"), 150)]
+    new = vm.train_new_vocabulary(texts, 3000)
+    data, stats = vm.merge_vocabularies(expanded["base"], new, [], len(expanded["base"]))
+    assert stats["dropped_for_old_languages"] == 0
+    merged = vm.to_transformers(expanded["base"], data)
+    old_texts = vendored_texts("en")[:800] + vendored_texts("es")[:800]
+    assert vm.changed_texts(expanded["base"], merged, old_texts), "expected some old-language text to change"
+
+
+def test_merged_tokenizer_saves_and_reloads_with_autotokenizer(expanded, tmp_path):
+    merged = expanded["merged"]
+    merged.save_pretrained(tmp_path)
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    texts = vendored_texts("fr")[:300] + vendored_texts("th")[:100] + vendored_texts("en")[:300]
+    assert again(texts)["input_ids"] == merged(texts)["input_ids"]
+    assert len(again) == len(merged)
+    assert max(i for ids in again(texts)["input_ids"] for i in ids) >= len(expanded["base"])
+    assert again.decode(again("Bonjour à tous")["input_ids"], skip_special_tokens=True) == "Bonjour à tous"
+
+
+def test_model_rows_match_the_merged_vocabulary(expanded):
+    model, merged = expanded["model"], expanded["merged"]
+    assert model.get_input_embeddings().weight.shape[0] == len(merged) == model.config.vocab_size
+    assert model.get_output_embeddings().weight.shape[0] == len(merged)
+
+
+# --- initialization -----------------------------------------------------------------------
+
+def small_setup(tokenizer, tied, init, protect="en", **options):
+    cfg = config()
+    ctx = context(cfg)
+    model = make_model(tokenizer, tied=tied)
+    before = {"emb": model.get_input_embeddings().weight.detach().clone(),
+              "head": model.get_output_embeddings().weight.detach().clone()}
+    strategy = VocabularyExpansion(vocab_size=800, languages="fr", protect=protect, init=init, fertility="fr,en",
+                                   **options)
+    model, merged = strategy.setup_model(model, tokenizer, ctx)
+    ctx.model, ctx.tokenizer = model, merged
+    return model, merged, strategy, ctx, before
+
+
+def weights(model):
+    """(embedding, head) weights with peft's trainable rows applied."""
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    get = lambda m: m.get_merged_weights(m.active_adapters) if hasattr(m, "get_merged_weights") else m.weight  # noqa: E731
+    return get(emb).detach(), get(head).detach()
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+@pytest.mark.parametrize("init", ["random", "mean", "subword-mean"])
+def test_new_rows_initialized_by_method(tokenizer, tied, init):
+    model, merged, strategy, ctx, before = small_setup(tokenizer, tied, init, protect="none")
+    n_old = before["emb"].shape[0]
+    emb, head = weights(model)
+    assert emb.shape[0] == len(merged) > n_old
+    assert bits(emb[:n_old]) == bits(before["emb"]), "old embedding rows must be untouched"
+    if tied:
+        assert model.get_output_embeddings().base_layer.weight is model.get_input_embeddings().base_layer.weight
+    else:
+        assert bits(head[:n_old]) == bits(before["head"])
+    new = emb[n_old:]
+    if init == "random":
+        assert abs(float(new.std()) - model.config.initializer_range) < 0.003 and abs(float(new.mean())) < 0.003
+        assert not torch.allclose(new[0], new[1])
+    elif init == "mean":
+        assert torch.allclose(new, before["emb"].mean(0).expand_as(new), atol=1e-6)
+        if not tied:
+            assert torch.allclose(head[n_old:], before["head"].mean(0).expand_as(new), atol=1e-6)
+    else:
+        pieces = {i: p for p, i in merged.get_vocab().items() if i >= n_old}
+        checked = 0
+        for i, p in pieces.items():
+            if p.startswith("\u2581") and "\u2581" not in p[1:] and len(p) > 2:
+                old_ids = tokenizer(p[1:], add_special_tokens=False)["input_ids"]  # old tokenizer, plain text
+                assert torch.allclose(emb[i], before["emb"][old_ids].mean(0), atol=1e-6), p
+                if not tied:
+                    assert torch.allclose(head[i], before["head"][old_ids].mean(0), atol=1e-6), p
+                checked += 1
+        assert checked > 20
+
+
+# --- training: old rows bit-identical, new rows move, plain model afterwards ---------------
+
+def train(model, merged, strategy, ctx, steps=6):
+    texts = read_text(str(CORPORA / "ntrex128" / "fra.txt.gz"), 120)
+    stream = ExampleStream(lm_examples(texts, merged, 32), seed=0)
+    model, stats = train_stage(model, merged, stream, [strategy], TCFG, steps, Accelerator(cpu=True), ctx)
+    strategy.on_stage_end(ctx)
+    return model
+
+
+def is_plain(model) -> bool:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    fresh = type(model)(model.config)
+    return (not any(isinstance(m, BaseTunerLayer) for m in model.modules())
+            and set(model.state_dict()) == set(fresh.state_dict()))
+
+
+@pytest.mark.parametrize("tied, head", [(False, "new"), (False, "all"), (True, "all")],
+                         ids=["untied-head-new", "untied-head-all", "tied"])
+def test_only_new_rows_and_head_train_under_adamw_weight_decay(tokenizer, tmp_path, tied, head):
+    model, merged, strategy, ctx, before = small_setup(tokenizer, tied, "mean", head=head)
+    n_old = before["emb"].shape[0]
+    body = {n: p.detach().clone() for n, p in model.named_parameters()
+            if "embed_tokens" not in n and "lm_head" not in n}
+    emb0, head0 = (w.clone() for w in weights(model))
+    model = train(model, merged, strategy, ctx)
+    assert is_plain(model)
+    emb, out = model.get_input_embeddings().weight.detach(), model.get_output_embeddings().weight.detach()
+    assert bits(emb[:n_old]) == bits(before["emb"]), "old embedding rows moved"
+    assert not torch.equal(emb[n_old:], emb0[n_old:]), "new embedding rows did not train"
+    params = dict(model.named_parameters())
+    for n, p in body.items():
+        assert bits(params[n.replace(".base_layer", "")]) == bits(p), f"body parameter {n} moved"
+    if tied:
+        assert out is emb or torch.equal(out, emb)
+    elif head == "new":
+        assert bits(out[:n_old]) == bits(before["head"]), "old head rows moved"
+        assert not torch.equal(out[n_old:], head0[n_old:])
+    else:  # the paper: the whole new LM head is learned
+        assert not torch.equal(out[:n_old], before["head"]) and not torch.equal(out[n_old:], head0[n_old:])
+    model.save_pretrained(tmp_path)
+    merged.save_pretrained(tmp_path)
+    again = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert type(again).__name__ == "MistralForCausalLM"
+    assert bits(again.get_input_embeddings().weight) == bits(emb)
+    assert again.get_input_embeddings().weight.shape[0] == len(AutoTokenizer.from_pretrained(tmp_path))
+    assert all(p.requires_grad for p in model.parameters()), "later stages start with everything trainable"
+
+
+def test_lora_body_option_merges_adapters_back(tokenizer):
+    model, merged, strategy, ctx, before = small_setup(tokenizer, False, "mean", body="lora", head="new")
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert any("lora_A" in n for n in names) and any("trainable_tokens_delta" in n for n in names)
+    assert not any(n.endswith("q_proj.base_layer.weight") for n in names)
+    q_before = model.model.layers[0].self_attn.q_proj.base_layer.weight.detach().clone()
+    model = train(model, merged, strategy, ctx)
+    assert is_plain(model)
+    assert not torch.equal(model.model.layers[0].self_attn.q_proj.weight, q_before), "LoRA update not merged"
+    n_old = before["emb"].shape[0]
+    assert bits(model.get_input_embeddings().weight[:n_old]) == bits(before["emb"])
+
+
+def test_works_on_a_model_loaded_by_path(tokenizer, tmp_path):
+    make_model(tokenizer).save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    model, tok = load_pretrained(str(tmp_path / "base"))
+    old = model.get_input_embeddings().weight.detach().clone()
+    cfg = config()
+    ctx = context(cfg)
+    strategy = VocabularyExpansion(vocab_size=800, languages="fr", protect="en", fertility="fr")
+    model, merged = strategy.setup_model(model, tok, ctx)
+    ctx.model, ctx.tokenizer = model, merged
+    model = train(model, merged, strategy, ctx, steps=2)
+    assert bits(model.get_input_embeddings().weight[: old.shape[0]]) == bits(old)
+    model.save_pretrained(tmp_path / "adapted")
+    merged.save_pretrained(tmp_path / "adapted")
+    again, tok2 = load_pretrained(str(tmp_path / "adapted"))
+    assert len(tok2) == again.config.vocab_size > len(tokenizer)
+
+
+# --- user errors ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("options, fragment", [
+    ({"init": "zeros"}, "strategy.vocab.init='zeros'. Valid: mean, random, subword-mean"),
+    ({"init": "subword_mean"}, "Did you mean 'subword-mean'?"),
+    ({"head": "old"}, "strategy.vocab.head='old'"),
+    ({"body": "full"}, "strategy.vocab.body='full'"),
+    ({"vocab_size": 0}, "must be a positive number"),
+])
+def test_bad_options_are_user_errors(options, fragment):
+    with pytest.raises(UserError, match=fragment.replace("?", r"\?").replace(".", r"\.").replace("'", "'")):
+        VocabularyExpansion(**options)
+
+
+def test_af_and_vocab_in_the_same_stage_is_refused(tokenizer):
+    ctx = context(load_config(["strategy=af+vocab", "strategy.af.stages=[adapt]", *QUICK]))
+    with pytest.raises(UserError, match="both act in stage 'adapt'"):
+        VocabularyExpansion(languages="fr").setup_model(make_model(tokenizer), tokenizer, ctx)
+
+
+def test_unknown_language_and_byte_level_tokenizer_are_user_errors(tokenizer):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    ctx = context(config())
+    with pytest.raises(UserError, match="strategy.vocab.languages"):
+        VocabularyExpansion(languages="xx").setup_model(make_model(tokenizer), tokenizer, ctx)
+    bl = Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "ab": 2}, merges=[("a", "b")]))
+    bl.pre_tokenizer = pre_tokenizers.ByteLevel()
+    gpt2_like = PreTrainedTokenizerFast(tokenizer_object=bl, eos_token="a")
+    with pytest.raises(UserError, match="byte-level BPE"):
+        VocabularyExpansion(languages="fr").setup_model(make_model(tokenizer), gpt2_like, ctx)
+
+
+# --- composed through the pipeline ----------------------------------------------------------
+
+def test_af_plus_vocab_runs_through_the_pipeline(tmp_path):
+    import adaptlang
+
+    cfg = adaptlang.load_config(["strategy=af+vocab", "experiment=paper", f"output_dir={tmp_path}", "name=afa",
+                                 *QUICK, "strategy.af.every=2", "strategy.vocab.vocab_size=3000",
+                                 "strategy.vocab.fertility=pretraining,adapting", "eval.benchmarks=[]"])
+    assert list(cfg.strategy) == ["vocab", "af"] and cfg.strategy.vocab.stages == ["adapt"]
+    path = adaptlang.run(cfg)
+    metrics = json.loads((path / "metrics.json").read_text())
+    assert metrics["status"] == "complete"
+    assert metrics["stages"]["pretrain"]["strategies"] == ["af"]
+    assert metrics["stages"]["adapt"]["strategies"] == ["vocab"]
+    notes = metrics["stages"]["adapt"]["strategy_notes"]["vocab"]
+    assert notes["added_tokens"] > 0 and notes["fertility"]["ja"]["after"]["tokens"] < notes["fertility"]["ja"]["before"]["tokens"]
+    assert notes["fertility"]["en"]["after"] == notes["fertility"]["en"]["before"]
+    assert notes["trainable_parameters"] < metrics["stages"]["adapt"]["parameters"]["total"]
+    model_dir = path / metrics["stages"]["instruct"]["model_dir"]
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert model.get_input_embeddings().weight.shape[0] == len(AutoTokenizer.from_pretrained(model_dir)) \
+        == notes["vocab_size_after"]
+    # held-out perplexity on the expanded model (a few languages; the e2e test covers all)
+    from adaptlang.benchmarks.perplexity import perplexity
+
+    adapt_dir = path / metrics["stages"]["adapt"]["model_dir"]
+    few = LanguageSet({"pretraining": ["en"], "adapting": ["ja", "fr"]})
+    ppl = perplexity(AutoModelForCausalLM.from_pretrained(adapt_dir), AutoTokenizer.from_pretrained(adapt_dir), few, cfg)
+    assert set(ppl["languages"]) == {"en", "ja", "fr"}
+    assert all(v["ppl_token"] > 1 and v["bits_per_char"] > 0 for v in ppl["languages"].values())
+    report = (path / "report.md").read_text()
+    assert "## Vocabulary expansion" in report and "| ja |" in report
+
+
+def test_ba_config_loads():
+    cfg = load_config(["strategy=vocab", "experiment=paper"])
+    assert list(cfg.strategy) == ["vocab"] and cfg.experiment.stages[2].data.sources == ["english"]
