@@ -226,6 +226,7 @@ def run_stage(index: int, stage: DictConfig, cfg: DictConfig, composed: Composed
         model, tokenizer = strategy.setup_model(model, tokenizer, ctx)
         ctx.model, ctx.tokenizer = model, tokenizer
     check_tokenizer_matches(model, tokenizer, f"stage {ctx.name}")
+    parameters = count_parameters(model)  # as trained (strategies may freeze parts), before merging back
     if any("data.new_examples" in s.owns for s in active):
         stream = None  # a strategy builds this stage's new examples itself (xling, mlm)
     else:
@@ -246,7 +247,7 @@ def run_stage(index: int, stage: DictConfig, cfg: DictConfig, composed: Composed
         "strategies": [s.name for s in active],
         "train": stats,
         "strategy_notes": ctx.notes,
-        "parameters": count_parameters(model),
+        "parameters": parameters,
         "eval": results,
         "eval_seconds": round(time.perf_counter() - eval_start, 3),
         "model_dir": str(model_dir.relative_to(rundir.path)),
