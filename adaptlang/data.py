@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import random
+import uuid
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -56,37 +57,77 @@ def _text_column(ds, source: str) -> str:
     raise UserError(f"{source}: no 'text' column (columns: {', '.join(names) or 'none'})")
 
 
-def read_text(source: str, limit: int | None = None) -> list[str]:
-    """Non-empty, stripped lines/rows of text from a file, a dataset folder or ``hub:name[:config]``."""
+def _open(source: str):
+    """A ``datasets`` Dataset (local file: memory-mapped Arrow) or IterableDataset (folder, hub)."""
     try:
         if source.startswith("hub:"):
             name, _, config = source[4:].partition(":")
-            ds = datasets.load_dataset(name, config or None, split="train", streaming=True)
-        else:
-            path = Path(source)
-            if not path.exists():
-                raise UserError(f"text source '{source}' does not exist")
-            if path.is_dir():
-                ds = datasets.load_dataset(str(path), split="train", streaming=True)
-            else:
-                if path.stat().st_size == 0:
-                    raise UserError(f"text source '{source}' is empty")
-                ds = datasets.load_dataset(_builder_for(path), data_files=str(path), split="train")
+            return datasets.load_dataset(name, config or None, split="train", streaming=True)
+        path = Path(source)
+        if not path.exists():
+            raise UserError(f"text source '{source}' does not exist")
+        if path.is_dir():
+            return datasets.load_dataset(str(path), split="train", streaming=True)
+        if path.stat().st_size == 0:
+            raise UserError(f"text source '{source}' is empty")
+        return datasets.load_dataset(_builder_for(path), data_files=str(path), split="train")
     except UserError:
         raise
     except Exception as exc:  # datasets wraps the cause; the user needs its one line
         raise UserError(_reading_error(source, exc)) from None
+
+
+def text_dataset(source: str, limit: int | None = None) -> datasets.Dataset:
+    """Non-empty, stripped rows of text (column ``text``) as a memory-mapped Dataset.
+
+    Local files stay on disk (Arrow in the datasets cache), so memory does not grow with the
+    corpus; a folder or hub dataset is streamed and written to the cache up to ``limit``."""
+    ds = _open(source)
     column = _text_column(ds, source)
-    out: list[str] = []
-    for row in ds:
-        text = (row[column] or "").strip()
-        if text:
-            out.append(text)
-            if limit is not None and len(out) >= limit:
-                break
-    if not out:
+    try:
+        if isinstance(ds, datasets.IterableDataset):
+            def rows():
+                n = 0
+                for row in ds:
+                    text = (row[column] or "").strip()
+                    if text:
+                        yield {"text": text}
+                        n += 1
+                        if limit is not None and n >= limit:
+                            return
+            out = datasets.Dataset.from_generator(rows, features=datasets.Features({"text": datasets.Value("string")}))
+        else:
+            if column != "text" or len(ds.column_names) > 1:
+                ds = ds.select_columns([column]).rename_column(column, "text") if column != "text" else ds.select_columns(["text"])
+            out = ds.map(_strip, batched=True).filter(_non_empty, batched=True)
+            if limit is not None and len(out) > limit:
+                out = out.select(range(limit))
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(_reading_error(source, exc)) from None
+    if len(out) == 0:
         raise UserError(f"text source '{source}' has no non-empty text")
     return out
+
+
+def _strip(batch):
+    return {"text": [(t or "").strip() for t in batch["text"]]}
+
+
+def _non_empty(batch):
+    return [bool(t) for t in batch["text"]]
+
+
+def read_text(source: str, limit: int | None = None) -> list[str]:
+    """Non-empty, stripped lines/rows of text from a file, a dataset folder or ``hub:name[:config]``."""
+    return list(text_dataset(source, limit)["text"])
+
+
+def line_limit(cfg: Any) -> int | None:
+    """``data.max_lines_per_language`` (null = every line)."""
+    value = cfg.data.get("max_lines_per_language")
+    return None if value is None else int(value)
 
 
 def flores_path(code: str) -> Path:
@@ -134,23 +175,29 @@ def heldout_texts(code: str, langs: LanguageSet, cfg: Any, limit: int | None) ->
 
 # --- examples -----------------------------------------------------------------------------
 
-def lm_examples(texts: Sequence[str], tokenizer, block_size: int) -> datasets.Dataset:
-    """Causal-LM blocks: texts tokenized, joined with EOS, cut into ``block_size`` tokens."""
+def lm_examples(texts, tokenizer, block_size: int, cache_dir: str | None = None) -> datasets.Dataset:
+    """Causal-LM blocks: texts tokenized, joined with EOS, cut into ``block_size`` tokens.
+
+    ``texts`` is a list or a Dataset with a ``text`` column. With ``cache_dir`` the blocks
+    are written there as Arrow and memory-mapped (memory stays flat as the corpus grows);
+    without, they are kept in memory. Blocks hold int32 ``input_ids`` only: an LM block's
+    labels are its inputs (collate fills them in)."""
     eos = tokenizer.eos_token_id
-    ds = datasets.Dataset.from_dict({"text": list(texts)})
+    ds = texts if isinstance(texts, datasets.Dataset) else datasets.Dataset.from_dict({"text": list(texts)})
 
     def tokenize(batch):
         ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
-        return {"ids": [x + [eos] for x in ids]}
-
-    def group(batch):
-        flat = [t for ids in batch["ids"] for t in ids]
+        flat = [t for x in ids for t in x + [eos]]
         n = len(flat) // block_size * block_size
-        blocks = [flat[i : i + block_size] for i in range(0, n, block_size)]
-        return {"input_ids": blocks, "labels": blocks}
+        return {"input_ids": [flat[i : i + block_size] for i in range(0, n, block_size)]}
 
-    ds = ds.map(tokenize, batched=True, remove_columns=["text"], keep_in_memory=True)
-    return ds.map(group, batched=True, batch_size=1000, remove_columns=["ids"], keep_in_memory=True)
+    # blocks are cut within each map batch of 1000 texts (a remainder shorter than a block
+    # at the end of a batch is dropped, as in run_clm's group_texts)
+    features = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32"))})
+    kwargs = {"keep_in_memory": True} if cache_dir is None else {
+        "cache_file_name": str(Path(cache_dir) / f"blocks-{uuid.uuid4().hex}.arrow")}
+    return ds.map(tokenize, batched=True, batch_size=1000, remove_columns=ds.column_names, features=features,
+                  new_fingerprint=uuid.uuid4().hex, **kwargs)
 
 
 class ExampleStream:
@@ -204,7 +251,7 @@ def collate(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     for i, e in enumerate(examples):
         n = len(e["input_ids"])
         ids[i, :n] = torch.tensor(e["input_ids"])
-        labels[i, :n] = torch.tensor(e["labels"])
+        labels[i, :n] = torch.tensor(e.get("labels", e["input_ids"]))
         mask[i, :n] = 1
     return {"input_ids": ids, "labels": labels, "attention_mask": mask, "num_tokens": mask.sum()}
 
@@ -247,7 +294,7 @@ def collate_packed(examples: list[dict], pad_id: int, width: int) -> dict[str, t
             e = examples[i]
             n = len(e["input_ids"])
             ids[r, start : start + n] = torch.tensor(e["input_ids"])
-            labels[r, start : start + n] = torch.tensor(e["labels"])
+            labels[r, start : start + n] = torch.tensor(e.get("labels", e["input_ids"]))
             positions[r, start : start + n] = torch.arange(n)
             allowed[r, start : start + n, start : start + n] = causal[:n, :n]
             start += n

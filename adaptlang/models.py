@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import sentencepiece as spm
 import torch
@@ -28,7 +28,7 @@ ARCH_KEYS = (
 )
 
 
-def train_tokenizer(texts: Sequence[str], cfg: Any, seed: int = 0):
+def train_tokenizer(texts: Iterable[str], cfg: Any, seed: int = 0):
     """Train a sentencepiece BPE model with byte fallback (as Mistral's) and expose it as a
     transformers tokenizer (LlamaTokenizer, the class Mistral checkpoints use)."""
     model = io.BytesIO()

@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import platform
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -22,7 +24,7 @@ from . import __version__, instructions
 from .benchmarks import run_benchmarks
 from .checkpoint import Checkpointer
 from .config import to_yaml
-from .data import ExampleStream, lm_examples, read_text, training_source
+from .data import ExampleStream, line_limit, lm_examples, text_dataset, training_source
 from .errors import UserError, listing, suggest
 from .languages import LanguageSet
 from .models import build_model, check_tokenizer_matches, count_parameters, load_pretrained, train_tokenizer
@@ -73,21 +75,22 @@ def check_experiment(cfg: DictConfig, languages: LanguageSet) -> None:
         languages.check(code, where="data.train_files/eval_files")
 
 
-def text_for(codes: list[str], languages: LanguageSet, cfg: DictConfig) -> tuple[dict[str, list[str]], dict[str, str]]:
+def text_for(codes: list[str], languages: LanguageSet, cfg: DictConfig):
+    """Training text per language as memory-mapped Datasets, and the languages without any."""
     texts, skipped = {}, {}
     for code in codes:
         source, why = training_source(code, languages, cfg)
         if source is None:
             skipped[code] = why
             continue
-        texts[code] = read_text(source, int(cfg.data.max_lines_per_language))
+        texts[code] = text_dataset(source, line_limit(cfg))
     if not texts:
         raise UserError(f"no training text for any of {codes}: " + "; ".join(f"{c}: {w}" for c, w in skipped.items()))
     return texts, skipped
 
 
 def stage_stream(stage: DictConfig, tcfg: DictConfig, tokenizer, languages: LanguageSet, cfg: DictConfig,
-                 ctx: StageContext) -> ExampleStream:
+                 ctx: StageContext, cache_dir: str | None = None) -> ExampleStream:
     codes = languages.resolve(stage.data.get("languages", "all"))
     if stage.data.kind == "text":
         texts, skipped = text_for(codes, languages, cfg)
@@ -95,7 +98,8 @@ def stage_stream(stage: DictConfig, tcfg: DictConfig, tokenizer, languages: Lang
             ctx.notes["skipped_languages"] = skipped
             log.warning("stage %s: no training text for %s", stage.name, ", ".join(skipped))
         ctx.notes["trained_languages"] = list(texts)
-        blocks = lm_examples([t for lang in texts.values() for t in lang], tokenizer, int(tcfg.block_size))
+        corpus = datasets.concatenate_datasets(list(texts.values()))
+        blocks = lm_examples(corpus, tokenizer, int(tcfg.block_size), cache_dir)
         return ExampleStream(blocks, ctx.seed + ctx.index, name=f"stage {stage.name}")
     examples = []
     for source in stage.data.get("sources", []):
@@ -117,7 +121,8 @@ def initial_model(cfg: DictConfig, languages: LanguageSet):
     codes = languages.resolve(mcfg.tokenizer.get("languages", "pretraining"))
     texts, _ = text_for(codes, languages, cfg)
     started = time.perf_counter()
-    tokenizer = train_tokenizer([t for lang in texts.values() for t in lang], mcfg.tokenizer, int(cfg.seed))
+    lines = (t for ds in texts.values() for batch in ds.iter(batch_size=1000) for t in batch["text"])
+    tokenizer = train_tokenizer(lines, mcfg.tokenizer, int(cfg.seed))
     print(f"sentencepiece tokenizer: {len(tokenizer)} pieces in {time.perf_counter() - started:.1f}s")
     return build_model(mcfg, tokenizer, int(cfg.seed)), tokenizer
 
@@ -169,6 +174,7 @@ def run(cfg: DictConfig, composed: Composed | None = None, resume: bool = False)
     else:
         rundir.set_status("running")
     handler = _setup_logging(rundir.path / "train.log")
+    cache = tempfile.TemporaryDirectory(prefix="adaptlang-blocks-")  # memory-mapped training blocks
     try:
         accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=str(cfg.mixed_precision))
         metrics: dict[str, Any] = {
@@ -190,7 +196,7 @@ def run(cfg: DictConfig, composed: Composed | None = None, resume: bool = False)
                 log.info("stage %s: complete, loaded from %s", stage.name, rundir.stage_dir(stage.name))
                 continue
             model, tokenizer = run_stage(index, stage, cfg, composed, languages, model, tokenizer,
-                                         accelerator, rundir, metrics)
+                                         accelerator, rundir, metrics, cache.name)
         metrics["status"] = "complete"
         metrics["seconds"] = round(time.perf_counter() - started, 2)
         write_report(rundir.path / "report.md", metrics, cfg)
@@ -210,10 +216,11 @@ def run(cfg: DictConfig, composed: Composed | None = None, resume: bool = False)
     finally:
         log.removeHandler(handler)
         handler.close()
+        cache.cleanup()
 
 
 def run_stage(index: int, stage: DictConfig, cfg: DictConfig, composed: Composed, languages: LanguageSet,
-              model, tokenizer, accelerator, rundir: RunDir, metrics: dict):
+              model, tokenizer, accelerator, rundir: RunDir, metrics: dict, cache_dir: str | None = None):
     from accelerate.utils import set_seed
 
     tcfg = stage_train_config(cfg, stage)
@@ -230,7 +237,7 @@ def run_stage(index: int, stage: DictConfig, cfg: DictConfig, composed: Composed
     if any("data.new_examples" in s.owns for s in active):
         stream = None  # a strategy builds this stage's new examples itself (xling, mlm)
     else:
-        stream = stage_stream(stage, tcfg, tokenizer, languages, cfg, ctx)
+        stream = stage_stream(stage, tcfg, tokenizer, languages, cfg, ctx, cache_dir)
     for strategy in active:
         stream = strategy.setup_data(stream, ctx)
     steps = stage_steps(cfg, stage)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from ..data import read_text, training_source
+from ..data import line_limit, read_text, training_source
 from ..errors import UserError, listing
 from ..languages import LanguageSet
 from . import register_source
@@ -69,7 +69,7 @@ def sentences(code: str, langs: LanguageSet, text: list[str], cfg) -> list[tuple
     if "train" in text and cfg is not None:
         source, _ = training_source(code, langs, cfg)
         if source is not None:
-            out += [(s, f"train:{i}") for i, s in enumerate(read_text(source, int(cfg.data.max_lines_per_language)))]
+            out += [(s, f"train:{i}") for i, s in enumerate(read_text(source, line_limit(cfg)))]
     seen: set[str] = set()
     unique = []
     for s, origin in out:

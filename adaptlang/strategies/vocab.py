@@ -45,7 +45,7 @@ import time
 import warnings
 
 
-from ..data import flores_lines, heldout_texts, read_text, training_source
+from ..data import flores_lines, heldout_texts, line_limit, read_text, training_source
 from ..errors import UserError, listing, suggest
 from ..languages import CORPORA
 from ..strategy import StageContext, Strategy, register_strategy
@@ -81,7 +81,7 @@ def protected_texts(codes, languages, cfg) -> list[str]:
         lang = languages.check(code)
         source, why = training_source(code, languages, cfg)
         if source is not None:
-            limit = None if why == "NTREX-128" else int(cfg.data.max_lines_per_language)
+            limit = None if why == "NTREX-128" else line_limit(cfg)
             texts += read_text(source, limit)
         if lang.flores:
             texts += flores_lines(lang.flores, range(0, 1012))
@@ -131,7 +131,7 @@ class VocabularyExpansion(Strategy):
         for code in codes:
             source, _ = training_source(code, ctx.languages, ctx.config)
             if source is not None:
-                out += read_text(source, int(ctx.config.data.max_lines_per_language))
+                out += read_text(source, line_limit(ctx.config))
         if not out:
             raise UserError(f"strategy.vocab.languages: no training text for any of {listing(codes)}")
         return out
