@@ -7,6 +7,7 @@ Zero-shot classification tasks are YAML files (``tasks/*.yaml`` and the files or
 """
 from __future__ import annotations
 
+from ..errors import UserError, listing, suggest
 from ..registry import Registry
 
 BENCHMARKS: Registry = Registry("benchmark")
@@ -22,19 +23,35 @@ def load_builtin() -> None:
     import_all("adaptlang.benchmarks")
 
 
-def check_benchmarks(names, cfg, languages=None) -> None:
-    """Register the user's task files and check every name (and, where a benchmark has a
-    ``check(cfg, languages)`` attribute, its settings) before anything runs."""
+def resolve_benchmarks(names, cfg, languages=None) -> dict:
+    """name -> benchmark function, for the built-in benchmarks (incl. ``tasks/*.yaml``) and the
+    task files in ``eval.classify.task_files`` (these are looked up per call, never registered
+    globally). Where a benchmark has a ``check(cfg, languages)`` attribute its settings are
+    checked too, so that mistakes surface before anything runs."""
     load_builtin()
-    from .classify import register_task_files
+    from .classify import task_benchmark, user_tasks
 
-    register_task_files((cfg.eval.get("classify") or {}).get("task_files"))
+    user = user_tasks((cfg.eval.get("classify") or {}).get("task_files"))
+    out = {}
     for name in names:
-        fn = BENCHMARKS.get(name)
+        if name in user:
+            fn = task_benchmark(user[name])
+        elif name in BENCHMARKS:
+            fn = BENCHMARKS.get(name)
+        else:
+            known = list(BENCHMARKS) + list(user)
+            raise UserError(f"unknown benchmark '{name}' in eval.benchmarks.{suggest(name, known)} Valid: {listing(known)}"
+                            " (or a task YAML listed in eval.classify.task_files)")
         if languages is not None and hasattr(fn, "check"):
             fn.check(cfg, languages)
+        out[name] = fn
+    return out
+
+
+def check_benchmarks(names, cfg, languages=None) -> None:
+    resolve_benchmarks(names, cfg, languages)
 
 
 def run_benchmarks(names, model, tokenizer, languages, cfg) -> dict:
-    check_benchmarks(names, cfg, languages)
-    return {name: BENCHMARKS.get(name)(model, tokenizer, languages, cfg) for name in names}
+    fns = resolve_benchmarks(names, cfg, languages)
+    return {name: fn(model, tokenizer, languages, cfg) for name, fn in fns.items()}

@@ -7,8 +7,9 @@ over the prompts. Here:
 * a task is a YAML file (``benchmarks/tasks/*.yaml``, or any file/folder listed in
   ``eval.classify.task_files``) naming a data folder with one sub-folder per language and
   one CSV per split (columns ``text``, ``label``), the label set, the label words of each
-  prompt language, and the prompts. Each YAML registers a benchmark under its ``name``;
-  a new dataset plugs in with a YAML file and its CSVs, no code;
+  prompt language, and the prompts. The benchmark's name is the YAML's ``name``
+  (``tasks/*.yaml`` are registered on import; the user's files are looked up from the
+  config at each run); a new dataset plugs in with a YAML file and its CSVs, no code;
 * every example is scored with every prompt: the model's summed log-probability of each
   label word after the prompt; the prediction is the most likely label (ties: first label);
 * per language and per prompt: accuracy and weighted F1 (F1 per gold label weighted by
@@ -48,7 +49,6 @@ from ._scoring import score_shared_prompt
 TASKS_DIR = Path(__file__).parent / "tasks"
 TASK_KEYS = {"name", "description", "data_dir", "split", "languages", "labels", "label_words", "prompts"}
 STATUSES = ("pretrained", "seen", "unseen")
-_REGISTERED: dict[str, Path] = {}  # task name -> YAML path it came from
 
 
 @dataclass
@@ -104,38 +104,36 @@ def load_task(path: Path) -> Task:
                 description=str(raw.get("description", "")))
 
 
-def register_task_file(path: Path) -> str:
-    """Register the task in a YAML file as a benchmark (idempotent for the same file)."""
-    path = Path(path).resolve()
-    task = load_task(path)
-    if task.name in _REGISTERED:
-        if _REGISTERED[task.name] != path:
-            raise UserError(f"{path}: task name '{task.name}' is already used by {_REGISTERED[task.name]}")
-        return task.name
-    if task.name in BENCHMARKS:
-        raise UserError(f"{path}: task name '{task.name}' is already a benchmark; choose another name")
+def task_benchmark(path: Path):
+    """The benchmark function of the task in a YAML file (read again at each call)."""
+    def benchmark(model, tokenizer, languages, cfg):
+        return run_task(load_task(path), model, tokenizer, languages, cfg)
 
-    def benchmark(model, tokenizer, languages, cfg, _path=path):
-        return run_task(load_task(_path), model, tokenizer, languages, cfg)
-
-    benchmark.__doc__ = f"zero-shot classification task '{task.name}' from {path}"
-    register_benchmark(task.name)(benchmark)
-    _REGISTERED[task.name] = path
-    return task.name
+    benchmark.__doc__ = f"zero-shot classification task from {path}"
+    return benchmark
 
 
-def register_task_files(paths) -> list[str]:
-    """Files, or folders of ``*.yaml`` files (``eval.classify.task_files``)."""
-    names = []
+def user_tasks(paths) -> dict[str, Path]:
+    """name -> YAML path for ``eval.classify.task_files`` (files, or folders of ``*.yaml``).
+    A name may not repeat, nor shadow a built-in benchmark."""
+    files: list[Path] = []
     for entry in paths or []:
         p = Path(str(entry))
         if p.is_dir():
-            names += [register_task_file(f) for f in sorted(p.glob("*.yaml"))]
+            files += sorted(p.glob("*.yaml"))
         elif p.is_file():
-            names.append(register_task_file(p))
+            files.append(p)
         else:
             raise UserError(f"eval.classify.task_files: '{entry}' is neither a YAML file nor a folder")
-    return names
+    out: dict[str, Path] = {}
+    for f in files:
+        name = load_task(f).name
+        if name in out:
+            raise UserError(f"{f}: task name '{name}' is already used by {out[name]}")
+        if name in BENCHMARKS:
+            raise UserError(f"{f}: task name '{name}' is already a built-in benchmark; choose another name")
+        out[name] = f.resolve()
+    return out
 
 
 def read_split(task: Task, folder: str) -> tuple[list[str], list[str]] | str:
@@ -252,8 +250,9 @@ def run_task(task: Task, model, tokenizer, languages, cfg) -> dict:
 
 
 def register_builtin_tasks() -> None:
+    """Every ``tasks/*.yaml`` becomes a benchmark named by its ``name``."""
     for path in sorted(TASKS_DIR.glob("*.yaml")):
-        register_task_file(path)
+        register_benchmark(load_task(path).name)(task_benchmark(path))
 
 
 register_builtin_tasks()

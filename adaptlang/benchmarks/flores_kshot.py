@@ -113,6 +113,13 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     return out, truncated
 
 
+def score_translations(hyps: list[str], refs: list[str]) -> dict:
+    """Corpus BLEU (13a) and chrF++ (chrF with word_order=2) of one language, with signatures."""
+    bleu, chrf = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF(word_order=2)
+    return {"bleu": bleu.corpus_score(hyps, [refs]).score, "chrf": chrf.corpus_score(hyps, [refs]).score,
+            "signatures": {"bleu": str(bleu.get_signature()), "chrf": str(chrf.get_signature())}}
+
+
 def flores_benchmark(model, tokenizer, languages, cfg, shots: int) -> dict:
     fcfg = cfg.eval.get("flores") or {}
     template = load_prompt(str(fcfg.get("prompt", "af")))
@@ -120,8 +127,7 @@ def flores_benchmark(model, tokenizer, languages, cfg, shots: int) -> dict:
     seed = int(cfg.get("seed", 0))
     lines = list(FLORES_EVAL)[:n]
     eng_pool, eng_test = flores_lines("eng_Latn", FLORES_POOL), flores_lines("eng_Latn", FLORES_EVAL)[:n]
-    bleu, chrf = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF(word_order=2)
-    per_language, skipped = {}, {}
+    per_language, skipped, signatures = {}, {}, score_translations([""], ["."])["signatures"]
     codes = resolve_codes(fcfg.get("languages", "all"), languages)
     for code in tqdm(codes, desc=f"flores {shots}-shot", unit="lang", leave=False, disable=None):
         lang = languages.check(code)
@@ -138,15 +144,15 @@ def flores_benchmark(model, tokenizer, languages, cfg, shots: int) -> dict:
             prompts.append(build_prompt(template, lang.name, [(eng_pool[i], pool[i]) for i in picked], src))
         hyps, truncated = generate(model, tokenizer, prompts, int(fcfg.get("max_new_tokens", 48)),
                                    int(cfg.eval.batch_size))
+        scores = score_translations(hyps, refs)
+        signatures = scores.pop("signatures")
         per_language[code] = {
-            "class": languages.class_of(code),
-            "bleu": bleu.corpus_score(hyps, [refs]).score,
-            "chrf": chrf.corpus_score(hyps, [refs]).score,
+            "class": languages.class_of(code), **scores,
             "n_sentences": len(refs), "n_truncated": truncated, "example": {"reference": refs[0], "hypothesis": hyps[0]},
         }
     return {"languages": per_language, "classes": means_by_group(per_language, languages.classes, METRICS),
             "skipped": skipped, "shots": shots, "prompt": str(fcfg.get("prompt", "af")),
-            "signatures": {"bleu": str(bleu.get_signature()), "chrf": str(chrf.get_signature())}}
+            "signatures": signatures}
 
 
 def check(cfg, languages) -> None:
