@@ -30,11 +30,33 @@ def _head_and_body(model):
     return head, body
 
 
-@torch.inference_mode()
+def _by_length(fn, model, prompts, continuations, pad_id, batch_size):
+    """Run ``fn`` on the pairs sorted by prompt length (less padding), return in input order."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    scores = fn(model, [prompts[i] for i in order], [continuations[i] for i in order], pad_id, batch_size)
+    out: list = [None] * len(prompts)
+    for k, i in enumerate(order):
+        out[i] = scores[k]
+    return out
+
+
 def score_shared_prompt(model, prompts: Sequence[list[int]], continuations: Sequence[Sequence[list[int]]],
                         pad_id: int, batch_size: int = 32) -> list[list[float]]:
     """``prompts[i]``: token ids (with BOS); ``continuations[i][j]``: ids of label j (non-empty).
     Every prompt must have the same number of continuations. Returns summed log-probs [i][j]."""
+    return _by_length(_shared, model, prompts, continuations, pad_id, batch_size)
+
+
+def score_separately(model, prompts: Sequence[list[int]], continuations: Sequence[Sequence[list[int]]],
+                     pad_id: int, batch_size: int = 32) -> list[list[float]]:
+    """The same scores, each (prompt, continuation) pair run as one full sequence (right-padded
+    batches of ``batch_size`` sequences; the LM head only on the continuation positions)."""
+    return _by_length(_separately, model, prompts, continuations, pad_id, batch_size)
+
+
+@torch.inference_mode()
+def _shared(model, prompts: Sequence[list[int]], continuations: Sequence[Sequence[list[int]]],
+            pad_id: int, batch_size: int = 32) -> list[list[float]]:
     if not prompts:
         return []
     n_labels = len(continuations[0])
@@ -90,10 +112,8 @@ def score_shared_prompt(model, prompts: Sequence[list[int]], continuations: Sequ
 
 
 @torch.inference_mode()
-def score_separately(model, prompts: Sequence[list[int]], continuations: Sequence[Sequence[list[int]]],
-                     pad_id: int, batch_size: int = 32) -> list[list[float]]:
-    """The same scores, each (prompt, continuation) pair run as one full sequence (right-padded
-    batches of ``batch_size`` sequences; the LM head only on the continuation positions)."""
+def _separately(model, prompts: Sequence[list[int]], continuations: Sequence[Sequence[list[int]]],
+                pad_id: int, batch_size: int = 32) -> list[list[float]]:
     device = _device(model)
     was_training = model.training
     model.eval()
