@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .benchmarks import run_benchmarks
+from .benchmarks import check_benchmarks, run_benchmarks
 from .errors import UserError
 from .languages import LanguageSet
 from .models import load_pretrained
@@ -13,6 +13,7 @@ from .rundir import write_json
 
 def evaluate_path(model_path: str, cfg, out: str | None = None) -> Path:
     languages = LanguageSet.from_config(cfg.languages)
+    check_benchmarks(list(cfg.eval.benchmarks), cfg, languages)  # a typo fails before the model loads
     model, tokenizer = load_pretrained(model_path, bool(cfg.model.get("trust_remote_code", False)))
     target = Path(out) if out else Path(str(model_path).rstrip("/") + "-eval.json")
     if target.exists() and not cfg.overwrite:

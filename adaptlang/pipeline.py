@@ -21,11 +21,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import __version__, instructions
-from .benchmarks import run_benchmarks
+from .benchmarks import check_benchmarks, run_benchmarks
 from .checkpoint import Checkpointer
 from .config import to_yaml
 from .data import ExampleStream, line_limit, lm_examples, text_dataset, training_source
 from .errors import UserError, listing, suggest
+from .forgetting import forgetting
 from .languages import LanguageSet
 from .models import build_model, check_tokenizer_matches, count_parameters, load_pretrained, train_tokenizer
 from .report import write_report
@@ -73,6 +74,7 @@ def check_experiment(cfg: DictConfig, languages: LanguageSet) -> None:
         stage_train_config(cfg, stage)
     for code in list(cfg.data.get("train_files") or {}) + list(cfg.data.get("eval_files") or {}):
         languages.check(code, where="data.train_files/eval_files")
+    check_benchmarks(list(cfg.eval.benchmarks), cfg, languages)
 
 
 def text_for(codes: list[str], languages: LanguageSet, cfg: DictConfig):
@@ -197,6 +199,7 @@ def run(cfg: DictConfig, composed: Composed | None = None, resume: bool = False)
                 continue
             model, tokenizer = run_stage(index, stage, cfg, composed, languages, model, tokenizer,
                                          accelerator, rundir, metrics, cache.name)
+        metrics["forgetting"] = forgetting(metrics["stages"])
         metrics["status"] = "complete"
         metrics["seconds"] = round(time.perf_counter() - started, 2)
         write_report(rundir.path / "report.md", metrics, cfg)

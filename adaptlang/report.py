@@ -69,7 +69,54 @@ def write_report(path: Path, metrics: dict, cfg) -> None:
                   "|---|---|---:|---:|---|"]
         for code, v in last["languages"].items():
             lines.append(f"| {code} | {v['class']} | {v['ppl_token']:.2f} | {v['bits_per_char']:.3f} | {v['source']} |")
+    lines += _benchmark_tables(metrics)
     env = metrics["environment"]
     lines += ["", "## Environment", "", ", ".join(f"{k} {v}" for k, v in env.items()), "",
               "## Resolved config", "", "```yaml", to_yaml(cfg).rstrip(), "```", ""]
     write_atomic(path, "\n".join(lines))
+
+
+def _figures(classes: dict) -> tuple[list[str], list[str]]:
+    cols = list(classes)
+    metrics = [m for m in next(iter(classes.values()), {}) if not m.startswith("n_")]
+    return cols, metrics
+
+
+def _benchmark_tables(metrics: dict) -> list[str]:
+    """Class-level figures of every benchmark but perplexity, then forgetting (change from
+    the baseline stage, adaptlang.forgetting)."""
+    lines: list[str] = []
+    stages = metrics["stages"]
+    benches = [b for st in stages.values() for b in st["eval"] if b != "perplexity"]
+    for bench in dict.fromkeys(benches):
+        rows = {n: st["eval"][bench] for n, st in stages.items() if bench in st["eval"]}
+        cols, names = _figures(next(iter(rows.values()))["classes"])
+        lines += ["", f"## {bench} by class", "", "| stage | metric | " + " | ".join(cols) + " |",
+                  "|---|---|" + "---:|" * len(cols)]
+        for stage, res in rows.items():
+            for m in names:
+                lines.append(f"| {stage} | {m} | " + " | ".join(_fmt(res["classes"].get(c, {}).get(m, "-")) for c in cols) + " |")
+        last = list(rows.values())[-1]
+        if last.get("skipped"):
+            lines += ["", "Skipped: " + "; ".join(f"{c} ({why})" for c, why in last["skipped"].items())]
+        if last.get("signatures"):
+            lines += ["", "Signatures: " + "; ".join(f"{k} `{v}`" for k, v in last["signatures"].items())]
+    forg = metrics.get("forgetting")
+    if forg and forg.get("deltas"):
+        lines += ["", f"## Forgetting: change from stage `{forg['baseline']}`", "",
+                  "later - baseline per class; * marks a change for the worse "
+                  f"(lower is better: {', '.join(m for m, d in forg['direction'].items() if d == 'lower') or '-'}).", ""]
+        for stage, benches in forg["deltas"].items():
+            for bench, classes in benches.items():
+                cols, names = _figures(classes)
+                bad = forg.get("worse", {}).get(stage, {}).get(bench, {})
+                lines += [f"**{stage} / {bench}**", "", "| metric | " + " | ".join(cols) + " |",
+                          "|---|" + "---:|" * len(cols)]
+                for m in names:
+                    cells = []
+                    for c in cols:
+                        v = classes.get(c, {}).get(m)
+                        cells.append("-" if v is None else f"{v:+.3f}" + ("*" if m in bad.get(c, []) else ""))
+                    lines.append(f"| {m} | " + " | ".join(cells) + " |")
+                lines.append("")
+    return lines

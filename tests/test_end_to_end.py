@@ -42,6 +42,13 @@ def test_run_directory_is_complete(finished_run):
         for lang in ppl["languages"].values():
             assert lang["ppl_token"] > 1 and lang["bits_per_char"] > 0
     assert "se" in metrics["stages"]["adapt"]["strategy_notes"]["skipped_languages"]
+    forgetting = metrics["forgetting"]  # change from the stage before adaptation, per class
+    assert forgetting["baseline"] == "pretrain" and list(forgetting["deltas"]) == ["adapt", "instruct"]
+    delta = forgetting["deltas"]["adapt"]["perplexity"]["pretraining"]["bits_per_char"]
+    before = metrics["stages"]["pretrain"]["eval"]["perplexity"]["classes"]["pretraining"]["bits_per_char"]
+    after = metrics["stages"]["adapt"]["eval"]["perplexity"]["classes"]["pretraining"]["bits_per_char"]
+    assert delta == pytest.approx(after - before)
+    assert "## Forgetting: change from stage `pretrain`" in (run / "report.md").read_text()
     config = (run / "config.yaml").read_text()
     assert "every: 2" in config and "stages:\n    - pretrain" in config
 
