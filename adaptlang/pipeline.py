@@ -237,7 +237,7 @@ def run_stage(index: int, stage: DictConfig, cfg: DictConfig, composed: Composed
     log.info("stage %s: strategies [%s], %d steps", ctx.name, ", ".join(s.name for s in active), steps)
     checkpointer = Checkpointer(rundir.stage_dir(ctx.name) / "checkpoints", int(cfg.train.checkpoint_every))
     model, stats = train_stage(model, tokenizer, stream, active, tcfg, steps, accelerator, ctx, checkpointer)
-    for strategy in active:
+    for strategy in reversed(active):  # teardown in reverse set-up order (lora merges before vocab)
         strategy.on_stage_end(ctx)
     model_dir = rundir.save_model(ctx.name, model, tokenizer)
     write_json(rundir.stage_dir(ctx.name) / "strategies.json", {s.name: s.state_dict() for s, _ in composed.items})
