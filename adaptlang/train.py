@@ -134,6 +134,8 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
             step_loss += (accelerator.reduce(loss.detach(), "mean") if world > 1 else loss).item() / accum
             tokens += n_tokens
             loss_tokens += n_loss
+        for strategy in strategies:
+            strategy.on_gradients(state)
         if float(tcfg.max_grad_norm) > 0:
             accelerator.clip_grad_norm_(model.parameters(), float(tcfg.max_grad_norm))
         optimizer.step()
