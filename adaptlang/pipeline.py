@@ -207,11 +207,9 @@ def run(cfg: DictConfig, composed: Composed | None = None, resume: bool = False)
     except BaseException as exc:
         log.removeHandler(handler)
         handler.close()
-        if not main:
-            pass
-        elif isinstance(exc, UserError) and not resume and not rundir.completed_stages():
+        if main and isinstance(exc, UserError) and not resume and not rundir.completed_stages():
             shutil.rmtree(rundir.path, ignore_errors=True)  # a user mistake before any result: leave nothing
-        else:
+        elif main:
             rundir.set_status("failed", error=f"{type(exc).__name__}: {exc}"[:1000],
                               resume=f"adaptlang resume {rundir.path}")
         raise
