@@ -163,22 +163,27 @@ def run(cfg: DictConfig, composed: Composed | None = None, resume: bool = False)
     languages = LanguageSet.from_config(cfg.languages)
     check_experiment(cfg, languages)
     name = str(cfg.get("name") or f"{'+'.join(composed.names) or 'none'}-s{cfg.seed}")
+    accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=str(cfg.mixed_precision))
+    main = accelerator.is_main_process  # several processes (accelerate launch): only rank 0 writes files
     if resume:
         rundir = RunDir.open(str(cfg.output_dir), name)
     else:
         RunDir.check_free(str(cfg.output_dir), name, bool(cfg.overwrite))
+    accelerator.wait_for_everyone()  # every rank has checked before rank 0 creates the folder
     set_seed(int(cfg.seed))
     started = time.perf_counter()
     model, tokenizer = initial_model(cfg, languages)  # a bad model path fails before any output exists
     if not resume:
-        rundir = RunDir.create(str(cfg.output_dir), name, bool(cfg.overwrite))
-        write_atomic(rundir.path / "config.yaml", to_yaml(cfg))
-    else:
+        if main:
+            rundir = RunDir.create(str(cfg.output_dir), name, bool(cfg.overwrite))
+            write_atomic(rundir.path / "config.yaml", to_yaml(cfg))
+        accelerator.wait_for_everyone()
+        rundir = RunDir(Path(cfg.output_dir) / name)
+    elif main:
         rundir.set_status("running")
-    handler = _setup_logging(rundir.path / "train.log")
-    cache = tempfile.TemporaryDirectory(prefix="adaptlang-blocks-")  # memory-mapped training blocks
+    handler = _setup_logging(rundir.path / "train.log") if main else logging.NullHandler()
+    cache = tempfile.TemporaryDirectory(prefix="adaptlang-blocks-")  # memory-mapped training blocks (per rank)
     try:
-        accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=str(cfg.mixed_precision))
         metrics: dict[str, Any] = {
             "schema": "adaptlang.metrics/1", "run": name, "status": "running",
             "strategies": composed.names, "seed": int(cfg.seed), "environment": environment(),
@@ -202,17 +207,18 @@ def run(cfg: DictConfig, composed: Composed | None = None, resume: bool = False)
         metrics["forgetting"] = forgetting(metrics["stages"])
         metrics["status"] = "complete"
         metrics["seconds"] = round(time.perf_counter() - started, 2)
-        write_report(rundir.path / "report.md", metrics, cfg)
-        write_json(rundir.path / "metrics.json", metrics)
-        rundir.set_status("complete", seconds=metrics["seconds"])
+        if main:
+            write_report(rundir.path / "report.md", metrics, cfg)
+            write_json(rundir.path / "metrics.json", metrics)
+            rundir.set_status("complete", seconds=metrics["seconds"])
         log.info("run complete in %.1fs: %s", metrics["seconds"], rundir.path)
         return rundir.path
     except BaseException as exc:
         log.removeHandler(handler)
         handler.close()
-        if isinstance(exc, UserError) and not resume and not rundir.completed_stages():
+        if main and isinstance(exc, UserError) and not resume and not rundir.completed_stages():
             shutil.rmtree(rundir.path, ignore_errors=True)  # a user mistake before any result: leave nothing
-        else:
+        elif main:
             rundir.set_status("failed", error=f"{type(exc).__name__}: {exc}"[:1000],
                               resume=f"adaptlang resume {rundir.path}")
         raise
@@ -247,10 +253,13 @@ def run_stage(index: int, stage: DictConfig, cfg: DictConfig, composed: Composed
     log.info("stage %s: strategies [%s], %d steps", ctx.name, ", ".join(s.name for s in active), steps)
     checkpointer = Checkpointer(rundir.stage_dir(ctx.name) / "checkpoints", int(cfg.train.checkpoint_every))
     model, stats = train_stage(model, tokenizer, stream, active, tcfg, steps, accelerator, ctx, checkpointer)
-    for strategy in active:
+    for strategy in reversed(active):  # teardown in reverse set-up order (lora merges before vocab)
         strategy.on_stage_end(ctx)
-    model_dir = rundir.save_model(ctx.name, model, tokenizer)
-    write_json(rundir.stage_dir(ctx.name) / "strategies.json", {s.name: s.state_dict() for s, _ in composed.items})
+    main = accelerator.is_main_process
+    if main:
+        rundir.save_model(ctx.name, model, tokenizer)
+        write_json(rundir.stage_dir(ctx.name) / "strategies.json", {s.name: s.state_dict() for s, _ in composed.items})
+    model_dir = rundir.stage_dir(ctx.name) / "model"
     eval_start = time.perf_counter()
     results = run_benchmarks(list(cfg.eval.benchmarks), model, tokenizer, languages, cfg)
     metrics["stages"][ctx.name] = {
@@ -262,6 +271,8 @@ def run_stage(index: int, stage: DictConfig, cfg: DictConfig, composed: Composed
         "eval_seconds": round(time.perf_counter() - eval_start, 3),
         "model_dir": str(model_dir.relative_to(rundir.path)),
     }
-    write_json(rundir.path / "metrics.json", metrics)
-    checkpointer.clear()
+    if main:
+        write_json(rundir.path / "metrics.json", metrics)
+        checkpointer.clear()
+    accelerator.wait_for_everyone()
     return model, tokenizer

@@ -67,6 +67,10 @@ class Strategy:
     def extra_loss(self, batch, outputs, state: TrainState):
         return None
 
+    def on_gradients(self, state: TrainState) -> None:
+        """After the step's backward passes (gradients accumulated and, under DDP, averaged),
+        before clipping and the optimizer step: gradient projection (A-GEM), SI's bookkeeping."""
+
     def on_step_end(self, state: TrainState) -> None:
         pass
 

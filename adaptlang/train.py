@@ -3,6 +3,13 @@
 AdamW with linear warmup and cosine decay (the active-forgetting paper's Tables 4-5:
 cosine scheduler, linear warmup over 10% of the steps, AdamW), gradient accumulation,
 gradient clipping, seeded, on accelerate (one device, several GPUs or nodes alike).
+
+Several processes (``accelerate launch``): ``train.batch_size`` is the *global* batch. Every
+rank draws the same global batch from its identically seeded stream and keeps its own
+contiguous share; each rank's mean loss is weighted by its share of the global labelled
+tokens (counts all-reduced), so DDP's gradient average is the gradient of the global
+token-mean loss -- the same step as one process with the same batch, up to float
+rounding. The logged loss is the all-reduced global value; only rank 0 writes checkpoints.
 """
 from __future__ import annotations
 
@@ -68,11 +75,18 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
     warmup = math.ceil(float(tcfg.warmup_ratio) * steps)
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    if hasattr(scheduler, "split_batches"):  # our batch is global and split across ranks: one schedule
+        scheduler.split_batches = True       # step per optimizer step, not one per process
     inner_optimizer = getattr(optimizer, "optimizer", optimizer)
     state = TrainState(step=0, total_steps=steps, model=accelerator.unwrap_model(model),
                        optimizer=inner_optimizer, ctx=ctx)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     batch_size, accum = int(tcfg.batch_size), int(tcfg.grad_accum)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if batch_size % world:
+        raise UserError(f"stage {ctx.name}: train.batch_size={batch_size} (the global batch) must be divisible "
+                        f"by the number of processes ({world})")
+    share = batch_size // world
     pack_width = int(tcfg.max_length) if tcfg.get("packing", False) else None
     dtype = next(state.model.parameters()).dtype
     # the shortcut needs the bare model (a DDP wrapper must run its own forward) and no
@@ -95,7 +109,8 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
     for step in range(first_step, steps + 1):
         step_loss = 0.0
         for _ in range(accum):
-            batch = make_batch([next(stream) for _ in range(batch_size)], pad_id, pack_width)
+            examples = [next(stream) for _ in range(batch_size)]  # the global batch, identical on every rank
+            batch = make_batch(examples[rank * share:(rank + 1) * share], pad_id, pack_width)
             n_tokens = int(batch.pop("num_tokens"))
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             if batch["attention_mask"].dtype.is_floating_point:
@@ -105,14 +120,22 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
             else:
                 outputs = model(**batch)
                 loss = outputs.loss
+            n_loss = int((batch["labels"][:, 1:] != -100).sum())
+            if world > 1:  # weight this rank's mean by its share of the global labelled tokens
+                counts = accelerator.reduce(torch.tensor([n_tokens, n_loss], device=accelerator.device), "sum")
+                n_tokens, global_loss_tokens = int(counts[0]), int(counts[1])
+                loss = (loss if n_loss else torch.nan_to_num(loss)) * (n_loss * world / global_loss_tokens)
+                n_loss = global_loss_tokens
             for strategy in strategies:
                 extra = strategy.extra_loss(batch, outputs, state)
                 if extra is not None:
                     loss = loss + extra
             accelerator.backward(loss / accum)
-            step_loss += loss.item() / accum
+            step_loss += (accelerator.reduce(loss.detach(), "mean") if world > 1 else loss).item() / accum
             tokens += n_tokens
-            loss_tokens += int((batch["labels"][:, 1:] != -100).sum())
+            loss_tokens += n_loss
+        for strategy in strategies:
+            strategy.on_gradients(state)
         if float(tcfg.max_grad_norm) > 0:
             accelerator.clip_grad_norm_(model.parameters(), float(tcfg.max_grad_norm))
         optimizer.step()

@@ -13,15 +13,16 @@ FILES = ("gsm8k_train_2000.jsonl", "self_instruct_seed_tasks.jsonl")
 @register_source("english")
 def english_instructions(languages, cfg, seed) -> list[dict]:
     templates = load_templates("english")
-    files = [str(CORPORA / "instructions" / f) for f in FILES]
-    rows = datasets.load_dataset("json", data_files=files, split="train")
     out = []
-    for row in rows:
-        extra = (row.get("input") or "").strip()
-        template = templates["with_input"] if extra else templates["without_input"]
-        out.append({
-            "prompt": template.format(instruction=row["instruction"].strip(), input=extra),
-            "target": row["output"].strip(),
-            "source_language": "en", "target_language": "en", "template_id": "english",
-        })
+    for name in FILES:  # one file at a time: each example records its file as ``origin``
+        rows = datasets.load_dataset("json", data_files=str(CORPORA / "instructions" / name), split="train")
+        for row in rows:
+            extra = (row.get("input") or "").strip()
+            template = templates["with_input"] if extra else templates["without_input"]
+            out.append({
+                "prompt": template.format(instruction=row["instruction"].strip(), input=extra),
+                "target": row["output"].strip(),
+                "source_language": "en", "target_language": "en", "template_id": "english",
+                "origin": name.split(".")[0],
+            })
     return out

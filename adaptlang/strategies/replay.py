@@ -10,6 +10,14 @@ The buffer is a fixed random sample of r past examples (seeded), drawn once at t
 of the stage; within the buffer, past examples are visited in reshuffled epochs.
 When r exceeds the past data available, the whole past set is used and the effective
 size is reported in metrics.json (``replay_buffer_size``).
+
+``policy`` chooses how the r examples are kept (adaptlang.replay_buffer): ``random`` (the
+paper, above; the default), ``reservoir`` (a uniform sample of everything seen so far, carried
+across stages: past data, then each replay stage's new examples) or ``balanced`` (equal
+shares per group of past examples, the group being the values of ``group_by`` keys; the
+built-in English past data carries ``target_language`` = en and ``origin`` = its file, so
+the default balances GSM8K against self-instruct; a multilingual past source balances per
+language). The interleaving is the same for every policy.
 """
 from __future__ import annotations
 
@@ -17,7 +25,8 @@ import random
 
 from .. import instructions
 from ..data import ExampleStream
-from ..errors import UserError
+from ..errors import UserError, listing
+from ..replay_buffer import POLICIES, Reservoir, balanced_ids, group_of, random_ids
 from ..strategy import StageContext, Strategy, register_strategy
 
 
@@ -56,12 +65,21 @@ class ExperienceReplay(Strategy):
     after = ("xling", "mlm")  # they replace the new examples; replay wraps the result
     stages = ("instruct",)
 
-    def __init__(self, size: int = 1000, source: str = "english"):
+    def __init__(self, size: int = 1000, source: str = "english", policy: str = "random",
+                 group_by=("target_language", "origin")):
         if int(size) < 0:
             raise UserError(f"strategy.replay.size={size}: must be >= 0")
+        if policy not in POLICIES:
+            raise UserError(f"strategy.replay.policy={policy!r}: valid: {listing(POLICIES)}")
+        if isinstance(group_by, str) or not group_by or not all(isinstance(k, str) for k in group_by):
+            raise UserError(f"strategy.replay.group_by={group_by!r}: a list of example keys, e.g. [target_language, origin]")
         self.size = int(size)
         self.source = str(source)
-        self.buffer_ids: list[int] = []
+        self.policy = policy
+        self.group_by = list(group_by)
+        self.buffer_ids: list[int] = []  # indices into the past data of the past examples in the buffer
+        self.reservoir: Reservoir | None = None
+        self._new = None  # this stage's new-example stream (offered to the reservoir at stage end)
 
     def setup_data(self, stream, ctx: StageContext):
         if self.size == 0:
@@ -73,15 +91,45 @@ class ExperienceReplay(Strategy):
                             f"(got {batch_size})")
         past = instructions.build(self.source, ["en"], ctx.config, ctx.seed)
         rng = random.Random(ctx.seed * 7919 + ctx.index)
-        self.buffer_ids = sorted(rng.sample(range(len(past)), min(self.size, len(past))))
-        buffer = instructions.encode_all([past[i] for i in self.buffer_ids], ctx.tokenizer,
-                                         int(ctx.stage.train.max_length))
-        ctx.notes["replay_buffer_size"] = len(self.buffer_ids)
+        max_length = int(ctx.stage.train.max_length)
+        groups = [group_of(e, self.group_by) for e in past]
+        carried: list[dict] = []  # reservoir items from earlier stages' new examples (already encoded)
+        if self.policy == "random":
+            self.buffer_ids = random_ids(len(past), self.size, rng)
+        elif self.policy == "balanced":
+            self.buffer_ids = balanced_ids(groups, self.size, rng)
+        else:
+            if self.reservoir is None:  # the past data is offered once, in its stored order
+                self.reservoir = Reservoir(self.size, ctx.seed * 7919)
+                self.reservoir.offer({"past": i} for i in range(len(past)))
+            self.buffer_ids = sorted(item["past"] for item in self.reservoir.items if "past" in item)
+            carried = [item for item in self.reservoir.items if "past" not in item]
+        buffer = list(instructions.encode_all([past[i] for i in self.buffer_ids], ctx.tokenizer, max_length))
+        buffer += [{"input_ids": c["input_ids"], "labels": c["labels"]} for c in carried]
+        kept: dict[str, int] = {}
+        for i in self.buffer_ids:
+            kept[groups[i]] = kept.get(groups[i], 0) + 1
+        for c in carried:
+            kept[f"stage {c['stage']}"] = kept.get(f"stage {c['stage']}", 0) + 1
+        ctx.notes["replay_buffer_size"] = len(buffer)
         ctx.notes["replay_past_available"] = len(past)
+        ctx.notes["replay_policy"] = self.policy
+        ctx.notes["replay_groups"] = dict(sorted(kept.items()))
+        self._new = stream
         return InterleavedStream(ExampleStream(buffer, ctx.seed + 17, name="replay buffer"), stream)
 
+    def on_stage_end(self, ctx: StageContext) -> None:
+        if self.policy == "reservoir" and self.reservoir is not None and self._new is not None:
+            examples = getattr(self._new, "examples", [])
+            self.reservoir.offer({"stage": ctx.name, "input_ids": list(e["input_ids"]), "labels": list(e["labels"])}
+                                 for e in examples)
+        self._new = None
+
     def state_dict(self) -> dict:
-        return {"buffer_ids": self.buffer_ids}
+        return {"buffer_ids": self.buffer_ids,
+                "reservoir": self.reservoir.state_dict() if self.reservoir is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
         self.buffer_ids = list(state["buffer_ids"])
+        if state.get("reservoir") is not None:
+            self.reservoir = Reservoir.from_state(state["reservoir"])

@@ -1,0 +1,101 @@
+"""Running avalanche-lib's continual-learning plugins inside adaptlang's training loop.
+
+Avalanche plugins are callbacks on a ``SupervisedTemplate`` (``before_backward``,
+``after_backward``, ``after_training_exp``, ...) that read the template's attributes
+(``strategy.model``, ``strategy.loss``, ``strategy.clock.train_exp_counter``, ...). The
+adaptlang strategies ewc/lwf/agem/si keep one Avalanche plugin each and call its callbacks
+from adaptlang's hooks with a small stand-in object (``Bridge``) that carries exactly those
+attributes. Where a plugin assumes classification batches (x, y, task label), the strategy
+subclasses the plugin and replaces only that method with the causal-LM equivalent.
+
+Mapping of an Avalanche *experience* to adaptlang: one stage in which the strategy acts.
+
+Parameters are shown to the plugins through ``PlainView``: peft adapter tensors are left out
+and ``.base_layer`` is removed from names, so a stage trained with lora/vocab adapters and the
+next (plain, merged) stage see the same parameter names.
+
+avalanche-lib is imported lazily (only when such a strategy is built): it needs torchvision,
+which the default install does not have (see README).
+"""
+from __future__ import annotations
+
+import importlib
+from types import SimpleNamespace
+
+import torch
+
+from .data import make_batch
+from .errors import UserError
+
+ADAPTER_MARKERS = ("lora_", "ia3_l", "trainable_tokens_delta")
+
+
+def avalanche(module: str, name: str):
+    """``getattr(import_module(module), name)`` with a one-line error when avalanche-lib is missing."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError as exc:  # ModuleNotFoundError, or torchvision/torch mismatches inside avalanche
+        raise UserError(f"this strategy runs avalanche-lib's implementation, which cannot be imported here "
+                        f"({type(exc).__name__}: {str(exc).splitlines()[0]}); install it with "
+                        f"pip install -e \".[avalanche]\" (see README: Continual-learning strategies)") from None
+
+
+class PlainView:
+    """The model's own parameters under their plain transformers names (no peft adapters)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True):
+        if not recurse:  # the view is one flat "layer" (Avalanche walks modules only to skip BatchNorm)
+            return
+        for name, p in self.model.named_parameters():
+            if not any(m in name for m in ADAPTER_MARKERS):
+                yield prefix + name.replace(".base_layer", ""), p
+
+    def named_modules(self):
+        yield "", self
+
+    def parameters(self):
+        return (p for _, p in self.named_parameters())
+
+    def train(self, mode: bool = True):
+        return self.model.train(mode)
+
+    def eval(self):
+        return self.model.eval()
+
+
+class Bridge(SimpleNamespace):
+    """The attributes of an Avalanche SupervisedTemplate that the plugins read."""
+
+    def __init__(self, model, optimizer=None, experiences: int = 0, device=None):
+        super().__init__(model=PlainView(model), optimizer=optimizer, clock=SimpleNamespace(train_exp_counter=experiences),
+                         device=device or next(model.parameters()).device, loss=None, experience=None,
+                         train_mb_size=None, mb_x=None, mb_output=None, _criterion=None)
+
+
+def not_resumable(name: str, state: dict, has_data: bool) -> None:
+    """The plugins keep tensors (importances, a teacher model) that checkpoints (JSON) do not hold."""
+    if int(state.get("stages_done", 0)) > 0 and not has_data:
+        raise UserError(f"strategy '{name}' keeps tensors that are not checkpointed, so a run using it cannot be "
+                        "resumed after a stage in which it acted; start the run again")
+
+
+def draw_batches(stream, tokenizer, batch_size: int, n: int, device) -> list[dict]:
+    """``n`` padded batches of the stage's examples (for importance estimates, references)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    batches = []
+    for _ in range(n):
+        batch = make_batch([next(stream) for _ in range(batch_size)], pad, None)
+        batch.pop("num_tokens", None)
+        batches.append({k: v.to(device) for k, v in batch.items()})
+    return batches
+
+
+def lm_gradients(model, batch: dict, params: list) -> list:
+    """Gradients of the LM loss on ``batch`` for ``params`` (torch.autograd.grad: nothing is
+    accumulated into ``.grad``, so a DDP wrapper's hooks do not fire)."""
+    loss = model(**batch).loss
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]

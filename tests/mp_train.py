@@ -1,0 +1,65 @@
+"""Run by tests/test_multiprocess.py, as one process or under ``accelerate launch``: one
+training stage with af and replay on a tiny model; writes per-step losses (rank 0) and every
+rank's final weights checksum to the folder given as argv[1]."""
+import json
+import os
+import sys
+
+import torch
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from accelerate import Accelerator  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from adaptlang import instructions  # noqa: E402
+from adaptlang.data import ExampleStream, read_text  # noqa: E402
+from adaptlang.languages import CORPORA  # noqa: E402
+from adaptlang.models import build_model, train_tokenizer  # noqa: E402
+from adaptlang.strategies.af import ActiveForgetting  # noqa: E402
+from adaptlang.strategies.replay import ExperienceReplay  # noqa: E402
+from adaptlang.strategy import StageContext, Strategy  # noqa: E402
+from adaptlang.train import train_stage  # noqa: E402
+
+TCFG = {"batch_size": 8, "grad_accum": 2, "lr": 3e-3, "weight_decay": 0.1, "betas": [0.9, 0.95], "eps": 1e-8,
+        "warmup_ratio": 0.0, "max_grad_norm": 1.0, "log_every": 100, "max_length": 64, "packing": True}
+MODEL = {"architecture": "mistral", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 128,
+         "initializer_range": 0.02, "tie_word_embeddings": True}
+
+
+class Recorder(Strategy):
+    name = "recorder"
+
+    def __init__(self):
+        self.losses = []
+
+    def on_step_end(self, state):
+        self.losses.append(state.loss)
+
+
+def main(out: str, steps: int = 6, af_every: int = 2) -> None:
+    accelerator = Accelerator(cpu=True)
+    tokenizer = train_tokenizer(read_text(str(CORPORA / "ntrex128" / "eng-US.txt.gz"), 200),
+                                OmegaConf.create({"vocab_size": 400}), seed=0)
+    model = build_model(OmegaConf.create(MODEL), tokenizer, 0)
+    tcfg = OmegaConf.create(TCFG)
+    ctx = StageContext(name="instruct", index=2, config=OmegaConf.create({}), stage=OmegaConf.create({"train": TCFG}),
+                       languages=None, seed=0, tokenizer=tokenizer, model=model)
+    new = instructions.build("english", ["en"], None, 0)[::7]  # variable-length examples
+    stream = ExampleStream(instructions.encode_all(new, tokenizer, 64), seed=3)
+    recorder, af, replay = Recorder(), ActiveForgetting(every=af_every), ExperienceReplay(size=30, policy="balanced")
+    stream = replay.setup_data(stream, ctx)
+    model, stats = train_stage(model, tokenizer, stream, [af, replay, recorder], tcfg, steps, accelerator, ctx)
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    rank = accelerator.process_index
+    with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+        json.dump({"world": accelerator.num_processes, "losses": recorder.losses, "af_resets": af.resets,
+                   "weights_sum": float(flat.double().sum()), "weights_abs": float(flat.double().abs().sum()),
+                   "weights_head": flat[:64].tolist(), "tokens": stats["tokens"],
+                   "loss_tokens": stats["loss_tokens"]}, f)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main(sys.argv[1], *(int(a) for a in sys.argv[2:]))

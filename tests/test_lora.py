@@ -1,0 +1,157 @@
+"""lora: only the adapters train (base weights bit-identical under AdamW with weight decay),
+the merged model differs from the base and reloads as plain transformers, and lora composes
+with vocab (new rows + head + adapters, body frozen)."""
+import json
+
+import pytest
+import torch
+from accelerate import Accelerator
+from omegaconf import OmegaConf
+from transformers import AutoModelForCausalLM
+
+from adaptlang import UserError, load_config
+from adaptlang.data import ExampleStream, lm_examples, read_text
+from adaptlang.languages import CORPORA, LanguageSet
+from adaptlang.strategies.lora import Adapters
+from adaptlang.strategies.vocab import VocabularyExpansion
+from adaptlang.strategy import StageContext, compose
+from adaptlang.train import train_stage
+
+from conftest import QUICK, make_model
+
+TCFG = OmegaConf.create({"batch_size": 4, "grad_accum": 1, "lr": 1e-2, "weight_decay": 0.1,
+                         "betas": [0.9, 0.95], "eps": 1e-8, "warmup_ratio": 0.0,
+                         "max_grad_norm": 1.0, "log_every": 100})
+
+
+def bits(t: torch.Tensor) -> bytes:
+    return t.detach().contiguous().cpu().numpy().tobytes()
+
+
+def context(*extra):
+    cfg = load_config(["strategy=lora", *QUICK, *extra])
+    return StageContext(name="adapt", index=1, config=cfg, stage=None,
+                        languages=LanguageSet.from_config(cfg.languages), seed=0)
+
+
+def train(model, tokenizer, strategies, ctx, steps=6):
+    texts = read_text(str(CORPORA / "ntrex128" / "fra.txt.gz"), 120)
+    stream = ExampleStream(lm_examples(texts, tokenizer, 32), seed=0)
+    model, _ = train_stage(model, tokenizer, stream, strategies, TCFG, steps, Accelerator(cpu=True), ctx)
+    return model
+
+
+def setup(strategy, model, tokenizer, ctx):
+    model, tokenizer = strategy.setup_model(model, tokenizer, ctx)
+    ctx.model, ctx.tokenizer = model, tokenizer
+    return model, tokenizer
+
+
+def base_weights(model) -> dict[str, torch.Tensor]:
+    """Every non-adapter parameter, by its plain transformers name."""
+    return {n.replace(".base_layer", ""): p.detach().clone() for n, p in model.named_parameters()
+            if "lora_" not in n and "ia3_l" not in n}
+
+
+def is_plain(model) -> bool:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    fresh = type(model)(model.config)
+    return (not any(isinstance(m, BaseTunerLayer) for m in model.modules())
+            and set(model.state_dict()) == set(fresh.state_dict()))
+
+
+@pytest.mark.parametrize("method, marker", [("lora", "lora_"), ("ia3", "ia3_l")])
+def test_only_adapters_train_then_merge_into_a_plain_model(tokenizer, tmp_path, method, marker):
+    ctx = context()
+    model = make_model(tokenizer)
+    original = {n: p.detach().clone() for n, p in model.named_parameters()}
+    strategy = Adapters(method=method)
+    model, _ = setup(strategy, model, tokenizer, ctx)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(marker in n for n in trainable)
+    assert ctx.notes["adapters"]["adapter_parameters"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    adapters0 = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    model = train(model, tokenizer, [strategy], ctx)
+    after = base_weights(model)
+    assert set(after) == set(original)
+    for n, p in after.items():  # AdamW with weight decay 0.1 never touched a frozen tensor
+        assert bits(p) == bits(original[n]), f"base parameter {n} moved"
+    moved = [n for n, p in model.named_parameters() if n in adapters0 and not torch.equal(p, adapters0[n])]
+    assert len(moved) == len(adapters0), "some adapters did not train"
+    strategy.on_stage_end(ctx)
+    assert is_plain(model) and all(p.requires_grad for p in model.parameters())
+    merged = dict(model.named_parameters())
+    changed = [n for n in original if not torch.equal(merged[n], original[n])]
+    assert changed and all("proj" in n for n in changed), changed  # only adapted linear layers changed
+    if method == "ia3":
+        assert {n.split(".")[-2] for n in changed} == {"k_proj", "v_proj", "down_proj"}
+    model.save_pretrained(tmp_path)
+    again = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert type(again).__name__ == "MistralForCausalLM"
+    ids = torch.tensor([tokenizer("Bonjour le monde")["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(again(ids).logits, model(ids).logits, atol=1e-5)
+        assert not torch.allclose(make_model(tokenizer)(ids).logits, model(ids).logits, atol=1e-4)
+
+
+def test_composes_with_vocab_new_rows_head_and_adapters_body_frozen(tokenizer):
+    ctx = context("strategy=vocab+lora")
+    assert compose("lora+vocab").names == ["vocab", "lora"]
+    model = make_model(tokenizer)
+    emb0 = model.get_input_embeddings().weight.detach().clone()
+    vocab = VocabularyExpansion(vocab_size=800, languages="fr", protect="en", init="mean", fertility="fr,en")
+    lora = Adapters()
+    model, merged = setup(vocab, model, tokenizer, ctx)
+    model, merged = setup(lora, model, merged, ctx)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert any("lora_A" in n for n in trainable) and any("trainable_tokens_delta" in n for n in trainable)
+    assert "lm_head.weight" in trainable, "vocab's choice (train the head) was kept"
+    assert not any(n.endswith("base_layer.weight") or "norm" in n for n in trainable), "body must stay frozen"
+    assert ctx.notes["adapters"]["kept_from_earlier_strategies"] > 0
+    body = {n: p.detach().clone() for n, p in model.named_parameters() if "layers." in n and not p.requires_grad}
+    model = train(model, merged, [vocab, lora], ctx)
+    params = dict(model.named_parameters())
+    assert all(bits(params[n]) == bits(p) for n, p in body.items()), "a frozen body weight moved"
+    for s in reversed([vocab, lora]):  # as the pipeline tears down
+        s.on_stage_end(ctx)
+    assert is_plain(model)
+    n_old = emb0.shape[0]
+    assert bits(model.get_input_embeddings().weight[:n_old]) == bits(emb0), "old rows moved"
+    q0 = make_model(tokenizer).model.layers[0].self_attn.q_proj.weight
+    assert not torch.equal(model.model.layers[0].self_attn.q_proj.weight, q0), "LoRA update not merged"
+
+
+def test_vocab_body_lora_together_with_lora_is_refused(tokenizer):
+    ctx = context("strategy=vocab+lora", "strategy.vocab.body=lora")
+    with pytest.raises(UserError, match="both add adapters"):
+        Adapters().setup_model(make_model(tokenizer), tokenizer, ctx)
+
+
+@pytest.mark.parametrize("options, fragment", [({"method": "adalora"}, "method"), ({"r": 0}, "rank"),
+                                               ({"targets": "q_proj"}, "targets"), ({"dropout": 1.5}, "dropout")])
+def test_bad_options_are_user_errors(options, fragment):
+    with pytest.raises(UserError, match=fragment):
+        Adapters(**options)
+
+
+def test_unknown_target_module_is_a_user_error(tokenizer):
+    with pytest.raises(UserError, match="strategy.lora"):
+        Adapters(targets=["nope_proj"]).setup_model(make_model(tokenizer), tokenizer, context())
+
+
+def test_vocab_plus_lora_runs_through_the_pipeline(tmp_path):
+    import adaptlang
+
+    cfg = adaptlang.load_config(["strategy=vocab+lora", f"output_dir={tmp_path}", "name=bl", *QUICK,
+                                 "strategy.vocab.vocab_size=800", "strategy.vocab.fertility=none",
+                                 "strategy.vocab.languages=fr", "strategy.vocab.protect=none",
+                                 "eval.benchmarks=[]"])
+    path = adaptlang.run(cfg)
+    metrics = json.loads((path / "metrics.json").read_text())
+    adapt = metrics["stages"]["adapt"]
+    assert adapt["strategies"] == ["vocab", "lora"]
+    assert adapt["parameters"]["trainable"] == adapt["strategy_notes"]["adapters"]["trainable_parameters"]
+    assert adapt["parameters"]["trainable"] < adapt["parameters"]["total"]
+    model = AutoModelForCausalLM.from_pretrained(path / adapt["model_dir"])
+    assert is_plain(model)

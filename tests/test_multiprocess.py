@@ -1,0 +1,49 @@
+"""Two processes (CPU, gloo, launched by ``accelerate launch``) train like one process with the
+same global batch: the same per-step losses and final weights within float tolerance, with
+af resets and the replay buffer identical on both ranks (tests/mp_train.py is the script)."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import mp_train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(out: Path, processes: int, *args: str) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+           "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
+           "--dynamo_backend", "no", str(ROOT / "tests" / "mp_train.py"), str(out), *args]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_two_processes_give_the_one_process_loss_curve(tmp_path, af_every=2):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    mp_train.main(str(tmp_path / "one"), 6, af_every)  # reference: this process, world size 1
+    launch(tmp_path / "two", 2, "6", str(af_every))
+    one = json.loads((tmp_path / "one" / "rank0.json").read_text())
+    r0, r1 = (json.loads((tmp_path / "two" / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert one["world"] == 1 and r0["world"] == r1["world"] == 2
+    assert r0 == r1, "the two ranks disagree (weights, losses, af resets or counts)"
+    assert one["af_resets"] == r0["af_resets"] == 2
+    assert one["tokens"] == r0["tokens"] and one["loss_tokens"] == r0["loss_tokens"]
+    assert len(one["losses"]) == len(r0["losses"]) == 6
+    assert r0["losses"] == pytest.approx(one["losses"], rel=1e-5, abs=1e-5)
+    assert len(set(round(x, 3) for x in one["losses"])) > 3, "the loss curve should move"
+    assert r0["weights_head"] == pytest.approx(one["weights_head"], abs=1e-5)
+    assert r0["weights_abs"] == pytest.approx(one["weights_abs"], rel=1e-6)
