@@ -373,7 +373,9 @@ def fmt(x: float | None) -> str:
         return f"{x:.4g}"
     if abs(x) >= 100:
         return f"{x:.2f}"
-    return f"{x:.3f}"
+    if x == 0 or abs(x) >= 0.01:
+        return f"{x:.3f}"
+    return f"{x:.2e}"  # small differences stay visible
 
 
 def fmt_delta(x: float | None) -> str:
@@ -442,6 +444,16 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+STYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _style(comp: dict, label: str) -> dict:
+    """The same colour (and line/marker style) for a method in every plot."""
+    i = list(comp["methods"]).index(label)
+    return {"color": f"C{i % 10}", "linestyle": STYLES[i % len(STYLES)], "marker": MARKERS[i % len(MARKERS)]}
+
+
 def delta_bars(comp: dict, bench: str, metric: str) -> bytes | None:
     """Instruct-Align Figure 2: delta against the baseline per class, one bar per method."""
     table = comp["tables"][bench][metric]
@@ -457,7 +469,8 @@ def delta_bars(comp: dict, bench: str, metric: str) -> bytes | None:
         xs = [j + (i - (len(others) - 1) / 2) * width for j in range(len(classes))]
         ys = [row.get(c, {}).get("delta", math.nan) for c in classes]
         errs = [row.get(c, {}).get("delta_std") or 0.0 for c in classes]
-        ax.bar(xs, ys, width, yerr=errs if any(errs) else None, capsize=3, label=label)
+        ax.bar(xs, ys, width, yerr=errs if any(errs) else None, capsize=3, label=label,
+               color=_style(comp, label)["color"])
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(classes)), classes)
     ax.set_ylabel(f"Δ {metric}")
@@ -484,7 +497,7 @@ def stage_lines(comp: dict, bench: str, metric: str) -> bytes | None:
                 continue
             xs = [p[0] for p in pts]
             ys = [p[1]["mean"] for p in pts]
-            line, = ax.plot(xs, ys, marker="o", label=label)
+            line, = ax.plot(xs, ys, label=label, markersize=5, **_style(comp, label))
             sd = [p[1]["std"] or 0.0 for p in pts]
             if any(sd):
                 ax.fill_between(xs, [y - s for y, s in zip(ys, sd)], [y + s for y, s in zip(ys, sd)],
@@ -627,23 +640,36 @@ def delta_rows(comp: dict, bench: str, metric: str) -> list[list[str]]:
     return rows
 
 
+def _split_metrics(comp: dict) -> tuple[list, list]:
+    head = headline_metrics(comp["tables"])
+    rest = [(b, m) for b, ms in comp["tables"].items() for m in ms if (b, m) not in head]
+    return head, rest
+
+
 def to_markdown(comp: dict, plot_files: dict[str, str], out: Path | None = None) -> str:
     lines = [f"# adaptlang comparison against `{comp['baseline']}`", "",
              f"Methods: {', '.join(f'`{m}`' for m in comp['methods'])}. Baseline: `{comp['baseline']}`. "
              f"Stage compared: {comp['stage_option'] or 'each run' + chr(39) + 's last evaluated stage'}. "
              "Cells: mean over seeds ± sample standard deviation (when several seeds); "
              "Δ = method − baseline (paired by seed when both have the same seeds). Bold: best mean of a column.", ""]
-    for bench, metrics in comp["tables"].items():
-        lines += [f"## {bench}", ""]
-        for metric, table in metrics.items():
-            lines += [f"### {bench} · {metric} ({_dir_note(table['direction'])})", "",
-                      *_md_table(value_rows(comp, bench, metric), numeric_from=2), ""]
+    def tables(pairs):
+        out = []
+        for bench, metric in pairs:
+            table = comp["tables"][bench][metric]
+            out += [f"### {bench} · {metric} ({_dir_note(table['direction'])})", "",
+                    *_md_table(value_rows(comp, bench, metric), numeric_from=2), ""]
             if len(table["rows"]) > 1:
-                lines += [f"Δ {metric} vs `{comp['baseline']}`:", "", *_md_table(delta_rows(comp, bench, metric)), ""]
+                out += [f"Δ {metric} vs `{comp['baseline']}`:", "", *_md_table(delta_rows(comp, bench, metric)), ""]
+        return out
+
+    head, rest = _split_metrics(comp)
+    lines += ["## Results", "", *tables(head)]
     if plot_files:
         lines += ["## Plots", ""]
         for stem, (caption, rel) in plot_files.items():
             lines += [f"![{caption}]({rel})", ""]
+    if rest:
+        lines += ["## More metrics", "", *tables(rest)]
     lines += ["## What was compared", ""]
     for heading, rows in _setup_lines(comp):
         lines += [f"### {heading}", "", *_md_table(rows, numeric_from=99), ""]
@@ -690,15 +716,9 @@ def to_html(comp: dict, plots: dict[str, tuple[str, bytes]], out: Path | None = 
              f"{e(comp['stage_option'] or 'each run’s last evaluated stage')}. Cells: mean over seeds ± sample "
              "standard deviation (several seeds); Δ = method − baseline (paired by seed when both have the same "
              "seeds). Bold: best mean of a column; green/red: Δ better/worse than the baseline.</p>"]
-    if plots:
-        parts.append("<h2>Plots</h2>")
-        for caption, png in plots.values():
-            data = base64.b64encode(png).decode("ascii")
-            parts.append(f'<figure><img alt="{e(caption)}" src="data:image/png;base64,{data}">'
-                         f"<figcaption>{e(caption)}</figcaption></figure>")
-    for bench, metrics in comp["tables"].items():
-        parts.append(f"<h2>{e(bench)}</h2>")
-        for metric, table in metrics.items():
+    def tables(pairs):
+        for bench, metric in pairs:
+            table = comp["tables"][bench][metric]
             parts.append(f"<h3>{e(bench)} · {e(metric)} <span class=\"note\">({_dir_note(table['direction'])})</span></h3>")
             rows = value_rows(comp, bench, metric, markdown=False)
             best = {c: best_label(table, c) for c in table["classes"]}
@@ -711,6 +731,19 @@ def to_html(comp: dict, plots: dict[str, tuple[str, bytes]], out: Path | None = 
                                  for c in table["classes"]]] for label in table["rows"] if label != comp["baseline"]]
                 parts.append(f"<p class=\"note\">Δ {e(metric)} vs {e(comp['baseline'])}</p>")
                 parts.append(_html_table(drows, 1, marks))
+
+    head, rest = _split_metrics(comp)
+    parts.append("<h2>Results</h2>")
+    tables(head)
+    if plots:
+        parts.append("<h2>Plots</h2>")
+        for caption, png in plots.values():
+            data = base64.b64encode(png).decode("ascii")
+            parts.append(f'<figure><img alt="{e(caption)}" src="data:image/png;base64,{data}">'
+                         f"<figcaption>{e(caption)}</figcaption></figure>")
+    if rest:
+        parts.append("<h2>More metrics</h2>")
+        tables(rest)
     parts.append("<h2>What was compared</h2>")
     for heading, rows in _setup_lines(comp):
         parts += [f"<h3>{e(heading)}</h3>", _html_table(rows, 99)]
