@@ -439,7 +439,7 @@ def _plt():
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=100)
     _plt().close(fig)
     return buf.getvalue()
 
@@ -463,7 +463,7 @@ def delta_bars(comp: dict, bench: str, metric: str) -> bytes | None:
     plt = _plt()
     classes = table["classes"]
     width = 0.8 / len(others)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(classes) + 0.5 * len(others)), 3.4))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(classes) + 0.5 * len(others)), 3.4), layout="constrained")
     for i, label in enumerate(others):
         row = table["rows"][label]
         xs = [j + (i - (len(others) - 1) / 2) * width for j in range(len(classes))]
@@ -489,7 +489,8 @@ def stage_lines(comp: dict, bench: str, metric: str) -> bytes | None:
     if len(stages) < 2:
         return None
     plt = _plt()
-    fig, axes = plt.subplots(1, len(classes), figsize=(max(6.0, 3.0 * len(classes)), 3.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(classes), figsize=(max(6.0, 3.0 * len(classes)), 3.4), squeeze=False,
+                             layout="constrained")
     for ax, cls in zip(axes[0], classes):
         for label, per in data.items():
             pts = [(stages.index(s), v) for s, v in per.get(cls, {}).items()]
@@ -507,10 +508,8 @@ def stage_lines(comp: dict, bench: str, metric: str) -> bytes | None:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(metric)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8,
-               bbox_to_anchor=(0.5, -0.12))
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), fontsize=8)
     fig.suptitle(f"{bench} {metric} by stage ({_dir_note(comp['tables'][bench][metric]['direction'])})", fontsize=10)
-    fig.tight_layout()
     return _png(fig)
 
 
@@ -762,9 +761,10 @@ def default_out(comp: dict, first_run: Path) -> Path:
     return first_run.parent / f"compare-{slug}"
 
 
-def write(comp: dict, out: Path) -> Path:
+def write(comp: dict, out: Path, plots: bool = True) -> Path:
+    """Write report.md, report.html, comparison.json and plots/*.png (``plots=False``: no plots)."""
     out = Path(out)
-    plots = make_plots(comp)
+    plots = make_plots(comp) if plots else {}
     (out / "plots").mkdir(parents=True, exist_ok=True)
     files = {}
     for stem, (caption, png) in plots.items():
@@ -777,7 +777,7 @@ def write(comp: dict, out: Path) -> Path:
 
 
 def compare(run_paths: list[str | Path], baseline: str | Path | None = None, out: str | Path | None = None,
-            stage: str | None = None) -> Path:
+            stage: str | None = None, plots: bool = True) -> Path:
     """Build the comparison and write it; returns the output folder."""
     comp = build(run_paths, baseline, stage)
-    return write(comp, Path(out) if out else default_out(comp, Path(run_paths[0])))
+    return write(comp, Path(out) if out else default_out(comp, Path(run_paths[0])), plots)

@@ -104,7 +104,7 @@ def close(shown: float, exact: float) -> bool:
 
 
 def test_tables_match_the_runs_metrics_and_seed_statistics(runs, tmp_path):
-    out = compare([runs[n] for n in sorted(runs)], out=tmp_path / "cmp")
+    out = compare([runs[n] for n in sorted(runs)], out=tmp_path / "cmp", plots=False)
     md = (out / "report.md").read_text()
     comp = json.loads((out / "comparison.json").read_text())
     assert comp["baseline"] == "mlm"  # default: the mlm run
@@ -153,7 +153,7 @@ def test_generic_benchmarks_directions_and_class_columns(tmp_path):
 
     a = make_run(tmp_path, "zero-s0", [], 0, values(50, 0, 0), {"instruct": nusax(0.40)})
     b = make_run(tmp_path, "ia-s0", ["xling"], 0, values(50, 0, 1), {"instruct": nusax(0.55)})
-    out = compare([b, a], baseline=a, out=tmp_path / "cmp")
+    out = compare([b, a], baseline=a, out=tmp_path / "cmp", plots=False)
     md = (out / "report.md").read_text()
     comp = json.loads((out / "comparison.json").read_text())
     assert comp["baseline"] == "zero" and list(comp["methods"]) == ["zero", "ia"]
@@ -186,7 +186,7 @@ def test_html_is_self_contained_with_inline_pngs(runs, tmp_path):
 
 
 def test_report_states_what_was_compared_and_how_to_rerun(runs, tmp_path):
-    out = compare([runs["mlm-s1"], runs["af-s1"]], out=tmp_path / "cmp")
+    out = compare([runs["mlm-s1"], runs["af-s1"]], out=tmp_path / "cmp", plots=False)
     md = (out / "report.md").read_text()
     setup = md_table(md, "### Runs")
     assert setup["mlm (baseline)"]["parameters (total / trainable at stage)"] == "1,000 / 1,000"
