@@ -61,6 +61,8 @@ DIRECTIONS = {
     "accuracy": "higher", "weighted_f1": "higher", "f1": "higher", "macro_f1": "higher",
     "bleu": "higher", "chrf": "higher",
 }
+# Per-token figures: not comparable between models with different tokenizers.
+PER_TOKEN = ("ppl_token",)
 # Metrics that get plots (a benchmark with none of these: its first metric).
 HEADLINE = ("ppl_token", "bits_per_char", "self_similarity", "bleu", "chrf", "accuracy", "weighted_f1")
 IGNORED_CONFIG_KEYS = ("seed", "name", "output_dir", "overwrite")
@@ -161,6 +163,20 @@ def _stage_for(run: Run, stage: str | None) -> str:
 def _numeric(figures: dict) -> dict[str, float]:
     return {k: float(v) for k, v in figures.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.startswith("n_")}
+
+
+def _merge_orders(sequences) -> list:
+    """One order of stages that keeps every run's own order (pretrain, instruct + pretrain,
+    adapt, instruct -> pretrain, adapt, instruct)."""
+    out: list = []
+    for seq in sequences:
+        seq = list(seq)
+        for i, x in enumerate(seq):
+            if x in out:
+                continue
+            nxt = next((y for y in seq[i + 1:] if y in out), None)
+            out.insert(out.index(nxt) if nxt is not None else len(out), x)
+    return out
 
 
 def _ordered_union(lists) -> list:
@@ -294,7 +310,7 @@ def _method_info(m: Method) -> dict:
             "stage": stage, "strategies": r.metrics.get("strategies", []),
             "parameters": r.metrics.get("model", {}).get("parameters", {}),
             "stage_parameters": st.get("parameters", {}),
-            "vocab_size": r.metrics.get("model", {}).get("vocab_size"),
+            "vocab_size": _vocab_at(r, stage),
             "model_source": r.metrics.get("model", {}).get("source"),
             "steps": {s: v.get("train", {}).get("steps") for s, v in r.metrics["stages"].items()},
             "tokens": {s: v.get("train", {}).get("tokens") for s, v in r.metrics["stages"].items()},
@@ -302,6 +318,16 @@ def _method_info(m: Method) -> dict:
             "rerun": _rerun_command(r),
         })
     return {"runs": runs, "seeds": m.seeds, "strategies": m.runs[0].metrics.get("strategies", [])}
+
+
+def _vocab_at(run: Run, stage: str):
+    """The vocabulary size of the model evaluated at ``stage`` (the vocab strategy grows it)."""
+    size = run.metrics.get("model", {}).get("vocab_size")
+    for name, st in run.metrics["stages"].items():
+        size = ((st.get("strategy_notes") or {}).get("vocab") or {}).get("vocab_size_after", size)
+        if name == stage:
+            break
+    return size
 
 
 def _rerun_command(run: Run) -> str:
@@ -352,7 +378,7 @@ def _common_setup(methods: list[Method]) -> dict:
     return {
         "model": {k: model.get(k) for k in ("name_or_path", "architecture", "hidden_size", "intermediate_size",
                                              "num_hidden_layers", "num_attention_heads", "tie_word_embeddings")
-                  if k in model},
+                  if model.get(k) is not None},
         "tokenizer_vocab": (model.get("tokenizer") or {}).get("vocab_size"),
         "classes": classes,
         "data": cfg.get("data") or {},
@@ -475,7 +501,7 @@ def delta_bars(comp: dict, bench: str, metric: str) -> bytes | None:
     ax.set_xticks(range(len(classes)), classes)
     ax.set_ylabel(f"Δ {metric}")
     ax.set_title(f"{bench} {metric}: Δ vs {comp['baseline']} ({_dir_note(table['direction'])})", fontsize=10)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
     return _png(fig)
 
@@ -485,7 +511,7 @@ def stage_lines(comp: dict, bench: str, metric: str) -> bytes | None:
     of a lower-is-better metric on the classes learned earlier)."""
     data = comp["by_stage"][bench][metric]
     classes = comp["tables"][bench][metric]["classes"]
-    stages = _ordered_union(st.keys() for per in data.values() for st in per.values())
+    stages = _merge_orders(st.keys() for per in data.values() for st in per.values())
     if len(stages) < 2:
         return None
     plt = _plt()
@@ -581,10 +607,9 @@ def _common_text(comp: dict) -> list[str]:
     if c["eval"]:
         lines.append(f"Evaluation: benchmarks {c['eval'].get('benchmarks')}, "
                      f"{c['eval'].get('max_sentences')} held-out sentences per language")
-    vocabs = {r["vocab_size"] for info in comp["methods"].values() for r in info["runs"]}
-    if len(vocabs) > 1 and "perplexity" in comp["tables"]:
-        lines.append(f"Vocabulary sizes differ ({', '.join(map(str, sorted(vocabs)))}): perplexity per token is not "
-                     "comparable across tokenizers; compare bits per character.")
+    note = _tokenizer_note(comp, "ppl_token")
+    if note:
+        lines.append(note)
     envs = list(comp["environment"].values())
     keys = _ordered_union(e.keys() for e in envs)
     same = {k: envs[0].get(k) for k in keys if all(e.get(k) == envs[0].get(k) for e in envs)}
@@ -593,6 +618,15 @@ def _common_text(comp: dict) -> list[str]:
         if k not in same:
             lines.append(f"Environment differs in {k}: " + ", ".join(f"{n} {e.get(k)}" for n, e in comp["environment"].items()))
     return lines
+
+
+def _tokenizer_note(comp: dict, metric: str) -> str:
+    vocabs = {r["vocab_size"] for info in comp["methods"].values() for r in info["runs"]}
+    if metric not in PER_TOKEN or len(vocabs) < 2:
+        return ""
+    return (f"Vocabulary sizes differ at the compared stage ({', '.join(map(str, sorted(vocabs, key=str)))}): "
+            f"{metric} is per token and not comparable across tokenizers; compare per-character figures "
+            "(bits_per_char).")
 
 
 def _compare_command(comp: dict, out: Path | None) -> str:
@@ -655,7 +689,9 @@ def to_markdown(comp: dict, plot_files: dict[str, str], out: Path | None = None)
         out = []
         for bench, metric in pairs:
             table = comp["tables"][bench][metric]
+            note = _tokenizer_note(comp, metric)
             out += [f"### {bench} · {metric} ({_dir_note(table['direction'])})", "",
+                    *([f"*{note}*", ""] if note else []),
                     *_md_table(value_rows(comp, bench, metric), numeric_from=2), ""]
             if len(table["rows"]) > 1:
                 out += [f"Δ {metric} vs `{comp['baseline']}`:", "", *_md_table(delta_rows(comp, bench, metric)), ""]
@@ -686,7 +722,7 @@ font-size:13px}th,td{border:1px solid #d0d0d0;padding:3px 8px}th{background:#f2f
 font-variant-numeric:tabular-nums;white-space:nowrap}tr.baseline td{background:#f7f7ff}td.best{font-weight:bold}
 td.better{color:#106b21}td.worse{color:#b3261e}img{max-width:100%;border:1px solid #eee;margin:4px 0}
 figure{margin:10px 0}figcaption{font-size:12px;color:#555}code,pre{background:#f6f6f6;font-size:12px}
-pre{padding:8px;overflow-x:auto}.note{color:#555;font-size:13px}.wide{overflow-x:auto}"""
+pre{padding:8px;overflow-x:auto}.note{color:#555;font-size:13px}.warn{color:#8a5300;font-size:13px}.wide{overflow-x:auto}"""
 
 
 def _html_table(rows: list[list[str]], numeric_from: int, classes: list[list[str]] | None = None,
@@ -719,6 +755,9 @@ def to_html(comp: dict, plots: dict[str, tuple[str, bytes]], out: Path | None = 
         for bench, metric in pairs:
             table = comp["tables"][bench][metric]
             parts.append(f"<h3>{e(bench)} · {e(metric)} <span class=\"note\">({_dir_note(table['direction'])})</span></h3>")
+            note = _tokenizer_note(comp, metric)
+            if note:
+                parts.append(f'<p class="warn">{e(note)}</p>')
             rows = value_rows(comp, bench, metric, markdown=False)
             best = {c: best_label(table, c) for c in table["classes"]}
             marks = [["", "", *["best" if best[c] == label else "" for c in table["classes"]]] for label in table["rows"]]

@@ -21,7 +21,8 @@ values>]-s<seed>`` (with ``name=X``: ``X[-<swept values>]-s<seed>``).
       mlm: [strategy=mlm]
 
 Overrides on the command line are applied after the grid's own (``train.max_steps=5``
-caps every run); ``seed=1,2`` replaces the grid's seeds.
+caps every run); ``seed=1,2`` replaces the grid's seeds; ``strategy.<name>.<option>=``
+applies to the runs in which that strategy is active (an error if it is active in none).
 
 Everything is resolved and checked before the first run starts. A run directory that
 already exists with the same resolved config is reused when complete and resumed when
@@ -145,6 +146,9 @@ def expand(args: list[str], base: str | Path | None = None) -> tuple[list[GridRu
             fixed.append(a)
     user_name = next((parse_override(a)[1] for a in fixed if a.split("=", 1)[0].strip() == "name"), None)
     fixed = [a for a in fixed if a.split("=", 1)[0].strip() != "name"]
+    # strategy.<name>.<option>=... from the command line: only for the runs where <name> is active
+    strategy_options = [a for a in fixed if a.split("=", 1)[0].strip().startswith("strategy.")]
+    fixed = [a for a in fixed if a not in strategy_options]
 
     runs: list[GridRun] = []
     if grid_choice is not None:
@@ -176,11 +180,30 @@ def expand(args: list[str], base: str | Path | None = None) -> tuple[list[GridRu
             tag = "-".join(parts)
             runs.append(GridRun(f"{tag}-s{cfg.seed}", tag, ov + [f"name={tag}-s{cfg.seed}"]))
         settings = {"name": None, "baseline": None}
+    runs = _strategy_options(runs, strategy_options, base)
     names = [r.name for r in runs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise UserError(f"the grid names two runs alike: {listing(dupes)} (give the alternatives distinct values)")
     return runs, settings
+
+
+def _strategy_options(runs: list[GridRun], options: list[str], base) -> list[GridRun]:
+    """Add each command-line ``strategy.<name>.*`` override to the runs in which strategy
+    <name> is active (after the run's own overrides, before its ``name=``)."""
+    if not options:
+        return runs
+    used = set()
+    for r in runs:
+        active = set(load_config(r.overrides, base=base).strategy.keys())
+        mine = [o for o in options if o.split("=", 1)[0].strip().split(".")[1] in active]
+        used.update(mine)
+        r.overrides = r.overrides[:-1] + mine + r.overrides[-1:]  # the last one is name=
+    unused = [o for o in options if o not in used]
+    if unused:
+        name = unused[0].split("=", 1)[0].strip().split(".")[1]
+        raise UserError(f"{unused[0]}: strategy '{name}' is active in no run of the grid")
+    return runs
 
 
 def run_grid(args: list[str], base: str | Path | None = None) -> Path:

@@ -226,3 +226,25 @@ def test_cli_compare_and_its_errors(runs, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"adaptlang: error: {tmp_path / 'nope'}: not a run directory (no metrics.json); "
                    "a run directory is runs/<name>/"]
+
+
+def test_stage_order_and_tokenizer_note(tmp_path):
+    """A method without the adapt stage (AF paper's Baseline) keeps the stage order of the
+    others; a vocabulary expansion marks the per-token table as not comparable."""
+    from adaptlang.compare import _merge_orders
+
+    assert _merge_orders([["pretrain", "instruct"], ["pretrain", "adapt", "instruct"]]) == \
+        ["pretrain", "adapt", "instruct"]
+    base = make_run(tmp_path, "Baseline-s0", [], 0, {s: values(10, 0, 0)[s] for s in ("pretrain", "instruct")})
+    ba = make_run(tmp_path, "BA-s0", ["vocab"], 0, values(10, 0, 1))
+    m = json.loads((ba / "metrics.json").read_text())
+    m["stages"]["adapt"]["strategy_notes"]["vocab"] = {"vocab_size_after": 700}
+    (ba / "metrics.json").write_text(json.dumps(m))
+    out = compare([base, ba], out=tmp_path / "cmp")
+    comp = json.loads((out / "comparison.json").read_text())
+    assert list(comp["by_stage"]["perplexity"]["ppl_token"]["Baseline"]["other"]) == ["pretrain", "instruct"]
+    assert [r["vocab_size"] for info in comp["methods"].values() for r in info["runs"]] == [500, 700]
+    md = (out / "report.md").read_text()
+    ppl = md.split("### perplexity · ppl_token")[1].split("###")[0]
+    bpc = md.split("### perplexity · bits_per_char")[1].split("###")[0]
+    assert "not comparable across tokenizers" in ppl and "not comparable" not in bpc

@@ -132,3 +132,12 @@ def test_real_grid_then_report(tmp_path, capsys):
     run_grid(args)
     assert "mlm-s0: reuse" in capsys.readouterr().out
     assert (tmp_path / "runs" / "mlm-s0" / "metrics.json").stat().st_mtime_ns == before
+
+
+def test_strategy_options_go_to_the_runs_where_the_strategy_is_active():
+    runs, _ = expand(["grid=af_paper", "strategy.af.every=3", "train.lr=0.01"])
+    cfgs = {r.name: load_config(r.overrides) for r in runs}
+    assert cfgs["AFA-s0"].strategy.af.every == 3 and cfgs["AFA-s0"].name == "AFA-s0"
+    assert "af" not in cfgs["BA-s0"].strategy and cfgs["BA-s0"].train.lr == 0.01
+    with pytest.raises(UserError, match="strategy 'replay' is active in no run of the grid"):
+        expand(["grid=af_paper", "strategy.replay.size=3"])
