@@ -359,10 +359,20 @@ def _config_differences(methods: list[Method]) -> dict:
     out = {}
     if len({tuple(n) for n in names.values()}) > 1:
         out["strategy"] = {label: "+".join(n) or "none" for label, n in names.items()}
+    for name in _ordered_union(names.values()):  # a strategy not every method has: its options in one row
+        if name not in shared:
+            out[f"strategy.{name}"] = {
+                label: " ".join(f"{k}={_short(v, 30)}" for k, v in c["strategy"][name].items())
+                if name in (c.get("strategy") or {}) else "(absent)" for label, c in configs.items()}
     flat = {}
     for label, c in configs.items():
         c = dict(c)
         c["strategy"] = {k: v for k, v in (c.get("strategy") or {}).items() if k in shared}
+        stages = (c.get("experiment") or {}).get("stages")
+        if isinstance(stages, list):  # one readable row per stage instead of a JSON list
+            c["experiment"] = {k: v for k, v in c["experiment"].items() if k != "stages"}
+            c["experiment"]["stages"] = {str(st.get("name")): {k: v for k, v in st.items() if k != "name"}
+                                         for st in stages if isinstance(st, dict)}
         flat[label] = _flatten(c)
     for key in _ordered_union(f.keys() for f in flat.values()):
         values = {label: f.get(key, "(absent)") for label, f in flat.items()}
@@ -557,14 +567,14 @@ def make_plots(comp: dict) -> dict[str, tuple[str, bytes]]:
 def _setup_lines(comp: dict) -> list[tuple[str, list]]:
     """(heading, rows) blocks shared by Markdown and HTML: what was compared."""
     blocks = []
-    rows = [["method", "run", "seed", "status", "stage compared", "strategies", "parameters (total / trainable at stage)",
+    rows = [["method", "run", "seed", "status", "stage compared", "strategies", "parameters at stage (total / trainable)",
              "vocabulary", "steps per stage", "tokens trained"]]
     for label, info in comp["methods"].items():
         for r in info["runs"]:
             p, sp = r["parameters"], r["stage_parameters"]
             rows.append([label + (" (baseline)" if label == comp["baseline"] else ""), r["name"], str(r["seed"]),
                          r["status"], r["stage"], " + ".join(r["strategies"]) or "none",
-                         f"{_int(p.get('total'))} / {_int(sp.get('trainable'))}",
+                         f"{_int(sp.get('total', p.get('total')))} / {_int(sp.get('trainable', p.get('trainable')))}",
                          _int(r["vocab_size"]),
                          ", ".join(f"{s} {n}" for s, n in r["steps"].items()),
                          f"{sum(v for v in r['tokens'].values() if v):,}"])
@@ -582,7 +592,7 @@ def _int(v) -> str:
     return f"{v:,}" if isinstance(v, int) else "?"
 
 
-def _short(v, limit: int = 80) -> str:
+def _short(v, limit: int = 200) -> str:
     s = json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v)
     return s if len(s) <= limit else s[: limit - 1] + "…"
 

@@ -189,7 +189,7 @@ def test_report_states_what_was_compared_and_how_to_rerun(runs, tmp_path):
     out = compare([runs["mlm-s1"], runs["af-s1"]], out=tmp_path / "cmp", plots=False)
     md = (out / "report.md").read_text()
     setup = md_table(md, "### Runs")
-    assert setup["mlm (baseline)"]["parameters (total / trainable at stage)"] == "1,000 / 1,000"
+    assert setup["mlm (baseline)"]["parameters at stage (total / trainable)"] == "1,000 / 1,000"
     assert setup["af"]["steps per stage"] == "pretrain 5, adapt 5, instruct 5"
     assert setup["af"]["stage compared"] == "instruct" and setup["af"]["seed"] == "1"
     diff = md_table(md, "### Config differences")
