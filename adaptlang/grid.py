@@ -208,7 +208,8 @@ def _strategy_options(runs: list[GridRun], options: list[str], base) -> list[Gri
 
 def run_grid(args: list[str], base: str | Path | None = None) -> Path:
     """Expand, check, run every run (or reuse/resume it), then write the comparison."""
-    from .compare import build, default_out, write
+    from .compare import build, default_out
+    from .compare_report import write
     from .pipeline import run
 
     runs, settings = expand(args, base)

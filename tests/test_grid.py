@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from adaptlang.compare import fmt
+from adaptlang.compare_report import fmt
 from adaptlang.config import load_config
 from adaptlang.errors import UserError
 from adaptlang.grid import expand, is_grid, load_grid, run_grid, split_sweep
