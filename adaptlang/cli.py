@@ -1,4 +1,4 @@
-"""Command line: ``adaptlang run|eval|config|strategies``.
+"""Command line: ``adaptlang run|compare|resume|eval|config|strategies|instructions``.
 
 User mistakes print one line (``adaptlang: error: ...``) and exit 2, without a traceback.
 """
@@ -15,6 +15,10 @@ from .errors import UserError  # noqa: E402
 
 USAGE = """adaptlang run [key=value ...]         run the experiment (default: strategy=af+replay)
 adaptlang run --config runs/X/config.yaml [key=value ...]   rerun a resolved config
+adaptlang run strategy=a,b seed=1,2,3 | grid=NAME [key=value ...]
+                                       a grid of runs, then a comparison report (configs/grid/)
+adaptlang compare RUN... [--baseline RUN] [--stage S] [--out DIR]
+                                       report (Markdown + HTML) comparing runs with a baseline
 adaptlang resume runs/X                continue an interrupted run (same result as uninterrupted)
 adaptlang eval MODEL_PATH [key=value ...]  benchmarks on a saved model -> MODEL_PATH-eval.json or --out
 adaptlang config [key=value ...]       print the resolved config
@@ -25,11 +29,13 @@ adaptlang instructions [key=value ...] [--source xling|mlm|...] [--out FILE] [--
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="adaptlang", usage=USAGE)
-    parser.add_argument("command", choices=["run", "resume", "eval", "config", "strategies", "instructions"])
+    parser.add_argument("command", choices=["run", "compare", "resume", "eval", "config", "strategies", "instructions"])
     parser.add_argument("args", nargs="*", help="key=value overrides (eval: the model path first)")
     parser.add_argument("--config", help="a resolved config.yaml to start from")
     parser.add_argument("--out", help="eval: where to write the metrics JSON; instructions: the JSONL file")
     parser.add_argument("--limit", type=int, help="instructions: at most N examples (a seeded sample)")
+    parser.add_argument("--baseline", help="compare: the baseline run (default: the mlm run, else the first)")
+    parser.add_argument("--stage", help="compare: the stage compared in every run (default: each run's last)")
     parser.add_argument("--source", help="instructions: the instruction source (default: xling, or mlm when active)")
     ns = parser.parse_args(argv)
     try:
@@ -58,10 +64,22 @@ def _dispatch(ns) -> int:
         print(to_yaml(load_config(ns.args, base=ns.config)), end="")
         return 0
     if ns.command == "run":
+        from .grid import is_grid, run_grid
+
+        if is_grid(ns.args):
+            out = run_grid(ns.args, base=ns.config)
+            print(f"grid complete; comparison: {out / 'report.html'} ({out / 'report.md'})")
+            return 0
         from .pipeline import run
 
         path = run(load_config(ns.args, base=ns.config))
         print(f"run complete: {path} (report: {path / 'report.md'})")
+        return 0
+    if ns.command == "compare":
+        from .compare import compare
+
+        out = compare(ns.args, ns.baseline, ns.out, ns.stage)
+        print(f"comparison written: {out / 'report.html'} ({out / 'report.md'})")
         return 0
     if ns.command == "resume":
         from pathlib import Path

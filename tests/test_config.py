@@ -22,6 +22,8 @@ def test_every_shipped_group_yaml_loads(group):
             overrides.append("model.name_or_path=some/path")
         if group == "experiment" and option == "ia_paper":  # one stage: no pretrain stage for af
             overrides.append("strategy=xling+replay")
+        if group == "experiment" and option == "ia_zeroshot":  # no instruct stage for replay: no strategy
+            overrides.append("strategy=none")
         cfg = load_config(overrides)
         assert cfg[group] is not None
 

@@ -1,0 +1,417 @@
+"""Comparison reports: several runs against a baseline, in the shape of the papers' tables.
+
+    adaptlang compare runs/mlm-s0 runs/mlm-s1 runs/xling+replay-s0 runs/xling+replay-s1 \
+        --baseline runs/mlm-s0 [--stage instruct] [--out runs/compare-x]
+
+Writes ``report.md``, ``report.html`` (self-contained: the plots are PNG data URIs),
+``comparison.json`` (every number of the tables) and ``plots/*.png`` to the output folder
+(rendering: adaptlang.compare_report; this module loads, groups and computes).
+
+What is compared, exactly:
+
+* **Methods.** Runs whose resolved configs (``config.yaml``) are equal except for ``seed``,
+  ``name``, ``output_dir`` and ``overwrite`` are seeds of one *method*; its label is the
+  run name without its ``-s<seed>`` suffix (``xling+replay-s1`` -> ``xling+replay``).
+  The baseline is a method too (all its seeds); by default the one whose strategies are
+  exactly ``[mlm]`` (monolingual denoising, Instruct-Align section 4.4), else the first.
+* **Tables** (AF paper Tables 1-3, Instruct-Align Tables 4-5): rows = methods, columns =
+  the language classes of the benchmark result (``classes`` of every benchmark under
+  ``stages.<stage>.eval`` of ``metrics.json``: perplexity, and any other benchmark with the
+  same ``{"languages", "classes", "skipped"}`` shape), ``overall`` last; one table per
+  benchmark metric. A cell is the mean over the method's seeds, ``± sample standard
+  deviation`` (n-1) when there are several. The best mean of a column is bold when the
+  metric's direction is known (``DIRECTIONS``).
+* **Deltas** against the baseline, signed, ``method - baseline``: when the method and the
+  baseline have the same seeds the per-seed differences are paired (mean ± std of the
+  paired differences), otherwise difference of the means (± the method's std).
+* **Plots**: per-class delta bars (Instruct-Align Figure 2: delta of each method against
+  the baseline per language group) and metric-by-stage lines per class (forgetting: AF
+  paper section 5 and Instruct-Align section 5 discuss the drop on the languages known
+  before adaptation), for the headline metrics (``HEADLINE``) of every benchmark.
+* **Stage**: by default each run's last evaluated stage (named per method in the report);
+  ``stage=`` compares one named stage in every run.
+
+Deviations: the papers report one run per configuration (Instruct-Align) or do not state
+seeds (AF paper); means and standard deviations over seeds are our addition.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError, listing, suggest
+
+# Which way is better, per metric name (a metric not listed: no direction, no bold/colour).
+# Perplexity family and Ethayarajh self-similarity (the AF paper's "isotropy", Table 2:
+# lower = better contextualised): lower; task scores: higher.
+DIRECTIONS = {
+    "ppl_token": "lower", "bits_per_char": "lower", "ppl_char": "lower", "bits_per_byte": "lower",
+    "self_similarity": "lower", "adjusted_self_similarity": "lower",
+    "accuracy": "higher", "weighted_f1": "higher", "f1": "higher", "macro_f1": "higher",
+    "bleu": "higher", "chrf": "higher",
+}
+# Per-token figures: not comparable between models with different tokenizers.
+PER_TOKEN = ("ppl_token",)
+# Metrics that get plots (a benchmark with none of these: its first metric).
+HEADLINE = ("ppl_token", "bits_per_char", "self_similarity", "bleu", "chrf", "accuracy", "weighted_f1")
+IGNORED_CONFIG_KEYS = ("seed", "name", "output_dir", "overwrite")
+
+
+def direction(metric: str) -> str | None:
+    return DIRECTIONS.get(metric)
+
+
+@dataclass
+class Run:
+    path: Path
+    metrics: dict
+    config: dict | None
+
+    @property
+    def name(self) -> str:
+        return str(self.metrics.get("run") or self.path.name)
+
+    @property
+    def seed(self):
+        return self.metrics.get("seed")
+
+    @property
+    def stem(self) -> str:
+        """The run name without its ``-s<seed>`` suffix."""
+        suffix = f"-s{self.seed}"
+        return self.name[: -len(suffix)] if self.seed is not None and self.name.endswith(suffix) else self.name
+
+    def evaluated_stages(self) -> list[str]:
+        return [s for s, st in self.metrics.get("stages", {}).items() if st.get("eval")]
+
+    def method_key(self) -> str:
+        """Equal for runs that differ only in seed (and name/output folder)."""
+        if self.config is None:
+            return json.dumps([self.stem, self.metrics.get("strategies")])
+        cfg = {k: v for k, v in self.config.items() if k not in IGNORED_CONFIG_KEYS}
+        return json.dumps(cfg, sort_keys=True, default=str)
+
+
+@dataclass
+class Method:
+    label: str
+    runs: list[Run] = field(default_factory=list)
+    stages: dict[str, str] = field(default_factory=dict)  # run name -> stage compared
+
+    @property
+    def seeds(self) -> list:
+        return [r.seed for r in self.runs]
+
+
+def load_run(path: str | Path) -> Run:
+    path = Path(path)
+    file = path / "metrics.json"
+    if not file.is_file():
+        raise UserError(f"{path}: not a run directory (no metrics.json); a run directory is runs/<name>/")
+    try:
+        metrics = json.loads(file.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise UserError(f"{file}: not valid JSON ({exc})") from None
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("stages"), dict):
+        raise UserError(f"{file}: no 'stages' section (schema adaptlang.metrics/1 expected)")
+    config = None
+    if (path / "config.yaml").is_file():
+        config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
+    run = Run(path, metrics, config)
+    if not run.evaluated_stages():
+        raise UserError(f"{path}: no evaluated stage in metrics.json (status: {metrics.get('status', '?')})")
+    return run
+
+
+def group_methods(runs: list[Run]) -> list[Method]:
+    by_key: dict[str, Method] = {}
+    for run in runs:
+        key = run.method_key()
+        if key not in by_key:
+            by_key[key] = Method(label=run.stem)
+        by_key[key].runs.append(run)
+    methods = list(by_key.values())
+    seen: dict[str, int] = {}
+    for m in methods:  # two different configs with the same name stem: keep both, distinguishable
+        seen[m.label] = seen.get(m.label, 0) + 1
+        if seen[m.label] > 1:
+            m.label = f"{m.label} ({seen[m.label]})"
+    return methods
+
+
+def _stage_for(run: Run, stage: str | None) -> str:
+    stages = run.evaluated_stages()
+    if stage is None:
+        return stages[-1]
+    if stage not in stages:
+        raise UserError(f"--stage {stage}: run {run.path} has no evaluated stage '{stage}'.{suggest(stage, stages)} "
+                        f"Its stages: {listing(stages)}")
+    return stage
+
+
+def _numeric(figures: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in figures.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.startswith("n_")}
+
+
+def _merge_orders(sequences) -> list:
+    """One order of stages that keeps every run's own order (pretrain, instruct + pretrain,
+    adapt, instruct -> pretrain, adapt, instruct)."""
+    out: list = []
+    for seq in sequences:
+        seq = list(seq)
+        for i, x in enumerate(seq):
+            if x in out:
+                continue
+            nxt = next((y for y in seq[i + 1:] if y in out), None)
+            out.insert(out.index(nxt) if nxt is not None else len(out), x)
+    return out
+
+
+def _ordered_union(lists) -> list:
+    out: list = []
+    for items in lists:
+        for x in items:
+            if x not in out:
+                out.append(x)
+    return out
+
+
+def summarize(values: list[float]) -> dict:
+    """mean, sample std (n-1; None for one value), n."""
+    mean = sum(values) / len(values)
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return {"mean": mean, "std": std, "n": len(values)}
+
+
+def _class_figures(run: Run, stage: str) -> dict[str, dict[str, dict[str, float]]]:
+    """benchmark -> class -> metric -> value, for one run's stage."""
+    out = {}
+    for bench, result in run.metrics["stages"][stage].get("eval", {}).items():
+        if isinstance(result, dict) and isinstance(result.get("classes"), dict):
+            out[bench] = {cls: _numeric(fig) for cls, fig in result["classes"].items() if isinstance(fig, dict)}
+    return out
+
+
+def build(run_paths: list[str | Path], baseline: str | Path | None = None, stage: str | None = None) -> dict:
+    """Load the runs and compute everything the report shows (returned as JSON-able dict)."""
+    if not run_paths:
+        raise UserError("compare needs at least one run directory: adaptlang compare RUN... [--baseline RUN]")
+    paths = [Path(p) for p in run_paths]
+    if baseline is not None and Path(baseline).resolve() not in [p.resolve() for p in paths]:
+        paths.append(Path(baseline))
+    runs, seen = [], set()
+    for p in paths:
+        if p.resolve() in seen:
+            continue
+        seen.add(p.resolve())
+        runs.append(load_run(p))
+    methods = group_methods(runs)
+    for m in methods:
+        m.stages = {r.name: _stage_for(r, stage) for r in m.runs}
+    if baseline is not None:
+        base = next(m for m in methods if any(r.path.resolve() == Path(baseline).resolve() for r in m.runs))
+    else:
+        base = next((m for m in methods if m.runs[0].metrics.get("strategies") == ["mlm"]), methods[0])
+    methods.remove(base)
+    methods.insert(0, base)
+
+    figures = {m.label: [_class_figures(r, m.stages[r.name]) for r in m.runs] for m in methods}
+    benchmarks = _ordered_union(f.keys() for fs in figures.values() for f in fs)
+    tables: dict = {}
+    for bench in benchmarks:
+        classes = _ordered_union(f.get(bench, {}).keys() for fs in figures.values() for f in fs)
+        if "overall" in classes:
+            classes.remove("overall")
+            classes.append("overall")
+        metrics = _ordered_union(c.keys() for fs in figures.values() for f in fs for c in f.get(bench, {}).values())
+        for metric in metrics:
+            rows = {}
+            for m in methods:
+                row = {}
+                for cls in classes:
+                    values, seeds = [], []
+                    for r, f in zip(m.runs, figures[m.label]):
+                        v = f.get(bench, {}).get(cls, {}).get(metric)
+                        if v is not None and math.isfinite(v):
+                            values.append(v)
+                            seeds.append(r.seed)
+                    if values:
+                        row[cls] = {**summarize(values), "values": values, "seeds": seeds}
+                rows[m.label] = row
+            _add_deltas(rows, base.label)
+            tables.setdefault(bench, {})[metric] = {"direction": direction(metric), "classes": classes, "rows": rows}
+    return {
+        "schema": "adaptlang.compare/1",
+        "baseline": base.label,
+        "stage_option": stage,
+        "methods": {m.label: _method_info(m) for m in methods},
+        "tables": tables,
+        "by_stage": _by_stage(methods, tables),
+        "environment": {r.name: r.metrics.get("environment", {}) for m in methods for r in m.runs},
+        "config_differences": _config_differences(methods),
+        "common": _common_setup(methods),
+    }
+
+
+def _add_deltas(rows: dict, base_label: str) -> None:
+    base = rows.get(base_label, {})
+    for label, row in rows.items():
+        for cls, cell in row.items():
+            if label == base_label or cls not in base:
+                continue
+            b = base[cls]
+            if sorted(map(str, cell["seeds"])) == sorted(map(str, b["seeds"])) and len(set(map(str, b["seeds"]))) == len(b["seeds"]):
+                by_seed = dict(zip(map(str, b["seeds"]), b["values"]))
+                diffs = [v - by_seed[str(s)] for s, v in zip(cell["seeds"], cell["values"])]
+                s = summarize(diffs)
+                cell["delta"], cell["delta_std"], cell["delta_paired"] = s["mean"], s["std"], True
+            else:
+                cell["delta"], cell["delta_std"], cell["delta_paired"] = cell["mean"] - b["mean"], cell["std"], False
+
+
+def _by_stage(methods: list[Method], tables: dict) -> dict:
+    """benchmark -> metric -> method -> class -> stage -> summary (every evaluated stage)."""
+    out: dict = {}
+    for bench, metrics in tables.items():
+        for metric, table in metrics.items():
+            for m in methods:
+                per: dict = {}
+                for r in m.runs:
+                    for stage in r.evaluated_stages():
+                        figs = _class_figures(r, stage).get(bench, {})
+                        for cls in table["classes"]:
+                            v = figs.get(cls, {}).get(metric)
+                            if v is not None and math.isfinite(v):
+                                per.setdefault(cls, {}).setdefault(stage, []).append(v)
+                out.setdefault(bench, {}).setdefault(metric, {})[m.label] = {
+                    cls: {st: summarize(vals) for st, vals in stages.items()} for cls, stages in per.items()}
+    return out
+
+
+def _method_info(m: Method) -> dict:
+    runs = []
+    for r in m.runs:
+        stage = m.stages[r.name]
+        st = r.metrics["stages"][stage]
+        runs.append({
+            "name": r.name, "path": str(r.path), "seed": r.seed, "status": r.metrics.get("status", "?"),
+            "stage": stage, "strategies": r.metrics.get("strategies", []),
+            "parameters": r.metrics.get("model", {}).get("parameters", {}),
+            "stage_parameters": st.get("parameters", {}),
+            "vocab_size": _vocab_at(r, stage),
+            "model_source": r.metrics.get("model", {}).get("source"),
+            "steps": {s: v.get("train", {}).get("steps") for s, v in r.metrics["stages"].items()},
+            "tokens": {s: v.get("train", {}).get("tokens") for s, v in r.metrics["stages"].items()},
+            "seconds": r.metrics.get("seconds"),
+            "rerun": _rerun_command(r),
+        })
+    return {"runs": runs, "seeds": m.seeds, "strategies": m.runs[0].metrics.get("strategies", [])}
+
+
+def _vocab_at(run: Run, stage: str):
+    """The vocabulary size of the model evaluated at ``stage`` (the vocab strategy grows it)."""
+    size = run.metrics.get("model", {}).get("vocab_size")
+    for name, st in run.metrics["stages"].items():
+        size = ((st.get("strategy_notes") or {}).get("vocab") or {}).get("vocab_size_after", size)
+        if name == stage:
+            break
+    return size
+
+
+def _rerun_command(run: Run) -> str:
+    if not (run.path / "config.yaml").is_file():
+        return "(no config.yaml: cannot be rerun from its directory)"
+    cmd = f"adaptlang run --config {run.path / 'config.yaml'} output_dir=rerun"
+    if run.config is not None and not run.config.get("name"):
+        cmd += f" name={run.name}"
+    return cmd
+
+
+def _flatten(obj, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out or {prefix[:-1]: {}}
+    return {prefix[:-1]: json.dumps(obj) if isinstance(obj, list) else obj}
+
+
+def _short(v, limit: int = 200) -> str:
+    s = json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v)
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def _config_differences(methods: list[Method]) -> dict:
+    """dotted key -> method -> value, for keys whose values differ between methods. The
+    options of a strategy that not every method has are summed up by the ``strategy`` row."""
+    if len(methods) < 2 or any(not m.runs[0].config for m in methods):
+        return {}
+    configs = {m.label: {k: v for k, v in m.runs[0].config.items() if k not in IGNORED_CONFIG_KEYS} for m in methods}
+    names = {label: list((c.get("strategy") or {}).keys()) for label, c in configs.items()}
+    shared = set.intersection(*[set(n) for n in names.values()])
+    out = {}
+    if len({tuple(n) for n in names.values()}) > 1:
+        out["strategy"] = {label: "+".join(n) or "none" for label, n in names.items()}
+    for name in _ordered_union(names.values()):  # a strategy not every method has: its options in one row
+        if name not in shared:
+            out[f"strategy.{name}"] = {
+                label: " ".join(f"{k}={_short(v, 30)}" for k, v in c["strategy"][name].items())
+                if name in (c.get("strategy") or {}) else "(absent)" for label, c in configs.items()}
+    flat = {}
+    for label, c in configs.items():
+        c = dict(c)
+        c["strategy"] = {k: v for k, v in (c.get("strategy") or {}).items() if k in shared}
+        stages = (c.get("experiment") or {}).get("stages")
+        if isinstance(stages, list):  # one readable row per stage instead of a JSON list
+            c["experiment"] = {k: v for k, v in c["experiment"].items() if k != "stages"}
+            c["experiment"]["stages"] = {str(st.get("name")): {k: v for k, v in st.items() if k != "name"}
+                                         for st in stages if isinstance(st, dict)}
+        flat[label] = _flatten(c)
+    for key in _ordered_union(f.keys() for f in flat.values()):
+        values = {label: f.get(key, "(absent)") for label, f in flat.items()}
+        if len({json.dumps(v, default=str) for v in values.values()}) > 1:
+            out[key] = values
+    return out
+
+
+def _common_setup(methods: list[Method]) -> dict:
+    cfg = methods[0].runs[0].config or {}
+    model = cfg.get("model") or {}
+    classes = (cfg.get("languages") or {}).get("classes") or {}
+    return {
+        "model": {k: model.get(k) for k in ("name_or_path", "architecture", "hidden_size", "intermediate_size",
+                                             "num_hidden_layers", "num_attention_heads", "tie_word_embeddings")
+                  if model.get(k) is not None},
+        "tokenizer_vocab": (model.get("tokenizer") or {}).get("vocab_size"),
+        "classes": classes,
+        "data": cfg.get("data") or {},
+        "eval": cfg.get("eval") or {},
+        "max_steps": (cfg.get("train") or {}).get("max_steps"),
+        "experiment_stages": [{"name": s.get("name"), "data": s.get("data"), "steps": s.get("steps")}
+                              for s in (cfg.get("experiment") or {}).get("stages", [])],
+    }
+
+
+def default_out(comp: dict, first_run: Path) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9_.+=-]+", "_", "_".join(comp["methods"]))
+    if len(slug) > 60:
+        slug = slug[:50] + "-" + hashlib.sha1(slug.encode()).hexdigest()[:8]
+    return first_run.parent / f"compare-{slug}"
+
+
+def compare(run_paths: list[str | Path], baseline: str | Path | None = None, out: str | Path | None = None,
+            stage: str | None = None, plots: bool = True) -> Path:
+    """Build the comparison and write it; returns the output folder."""
+    from .compare_report import write
+
+    comp = build(run_paths, baseline, stage)
+    return write(comp, Path(out) if out else default_out(comp, Path(run_paths[0])), plots)

@@ -1,0 +1,250 @@
+"""Comparison reports from saved runs: the tables must show the runs' own numbers.
+
+Runs here are hand-written run directories in the metrics.json schema (adaptlang.metrics/1);
+tests/test_grid.py builds a report from real runs and checks that this schema still matches.
+"""
+import base64
+import json
+import re
+import statistics
+
+import pytest
+import yaml
+
+from adaptlang.cli import main
+from adaptlang.compare import build, compare
+from adaptlang.errors import UserError
+
+CLASSES = ("pretraining", "adapting", "other")
+STAGES = ("pretrain", "adapt", "instruct")
+
+
+def perplexity_result(rng_values: dict) -> dict:
+    """A perplexity result: per class figures (and overall = their mean)."""
+    classes = {c: {"ppl_token": v, "bits_per_char": v / 10, "ppl_char": v * 3, "bits_per_byte": v / 20,
+                   "n_languages": 2} for c, v in rng_values.items()}
+    overall = sum(rng_values.values()) / len(rng_values)
+    classes["overall"] = {"ppl_token": overall, "bits_per_char": overall / 10, "ppl_char": overall * 3,
+                          "bits_per_byte": overall / 20, "n_languages": 6}
+    return {"languages": {}, "classes": classes, "skipped": {}}
+
+
+def make_run(root, name, strategies, seed, values_by_stage, extra_eval=None, config_extra=None):
+    """values_by_stage: stage -> class -> ppl_token."""
+    path = root / name
+    path.mkdir(parents=True)
+    stages = {}
+    for stage, values in values_by_stage.items():
+        ev = {"perplexity": perplexity_result(values)}
+        if extra_eval and stage in extra_eval:
+            ev.update(extra_eval[stage])
+        stages[stage] = {"strategies": [s for s in strategies if stage == "instruct"],
+                         "train": {"steps": 5, "examples": 20, "tokens": 640, "loss_tokens": 600, "seconds": 0.5,
+                                   "tokens_per_second": 1280.0, "first_loss": 7.0, "final_loss": 6.5},
+                         "strategy_notes": {}, "parameters": {"total": 1000, "trainable": 1000},
+                         "eval": ev, "eval_seconds": 0.1, "model_dir": f"stages/{stage}/model"}
+    metrics = {"schema": "adaptlang.metrics/1", "run": name, "status": "complete", "strategies": strategies,
+               "seed": seed, "environment": {"adaptlang": "0.1.0", "torch": "2.13.0"},
+               "model": {"source": "built from config", "parameters": {"total": 1000, "trainable": 1000},
+                         "vocab_size": 500},
+               "stages": stages, "seconds": 3.0}
+    (path / "metrics.json").write_text(json.dumps(metrics))
+    config = {"name": None, "output_dir": str(root), "seed": seed, "model": {"hidden_size": 32},
+              "strategy": {s: {"stages": ["instruct"]} for s in strategies}, "train": {"lr": 0.001}}
+    config.update(config_extra or {})
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
+    return path
+
+
+def values(base, seed, shift):
+    """Distinct, seed-dependent values per stage and class."""
+    return {stage: {c: base + 10 * i + 3 * j + seed * 1.7 + shift for j, c in enumerate(CLASSES)}
+            for i, stage in enumerate(STAGES)}
+
+
+@pytest.fixture
+def runs(tmp_path):
+    made = {}
+    for seed in (1, 2, 3):
+        made[f"mlm-s{seed}"] = make_run(tmp_path, f"mlm-s{seed}", ["mlm"], seed, values(100, seed, 0))
+        made[f"xling+replay-s{seed}"] = make_run(tmp_path, f"xling+replay-s{seed}", ["xling", "replay"], seed,
+                                                 values(100, seed, -5 + seed * 0.3))
+    made["af-s1"] = make_run(tmp_path, "af-s1", ["af"], 1, values(100, 1, 2.5))
+    return made
+
+
+def metric(path, stage, cls, name="ppl_token", bench="perplexity"):
+    m = json.loads((path / "metrics.json").read_text())
+    return m["stages"][stage]["eval"][bench]["classes"][cls][name]
+
+
+def parse_cell(cell: str) -> tuple[float, float | None]:
+    cell = cell.strip().strip("*").replace("−", "-")
+    mean, _, std = cell.partition(" ± ")
+    return float(mean), float(std) if std else None
+
+
+def md_table(text: str, heading: str) -> dict[str, dict[str, str]]:
+    """The Markdown table right after ``heading`` (or a line starting with it): row label -> column -> cell."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(heading))
+    rows = []
+    for line in lines[start + 1:]:
+        if line.startswith("|"):
+            rows.append([c.strip() for c in line.strip("|").split(" | ")])
+        elif rows:
+            break
+    header, body = rows[0], rows[2:]
+    return {r[0]: dict(zip(header, r)) for r in body}
+
+
+def close(shown: float, exact: float) -> bool:
+    """A shown (rounded) number equals the exact one to the shown precision."""
+    return abs(shown - exact) <= max(abs(exact) * 1e-3, 6e-3)
+
+
+def test_tables_match_the_runs_metrics_and_seed_statistics(runs, tmp_path):
+    out = compare([runs[n] for n in sorted(runs)], out=tmp_path / "cmp", plots=False)
+    md = (out / "report.md").read_text()
+    comp = json.loads((out / "comparison.json").read_text())
+    assert comp["baseline"] == "mlm"  # default: the mlm run
+    assert set(comp["methods"]) == {"mlm", "xling+replay", "af"}
+    assert comp["methods"]["xling+replay"]["seeds"] == [1, 2, 3]
+
+    table = md_table(md, "### perplexity · ppl_token")
+    deltas = md_table(md, "Δ ppl_token vs `mlm`")
+    for cls in (*CLASSES, "overall"):
+        for method in ("mlm", "xling+replay"):
+            vals = [metric(runs[f"{method}-s{s}"], "instruct", cls) for s in (1, 2, 3)]
+            mean, std = parse_cell(table[method][cls])
+            assert close(mean, statistics.mean(vals)) and close(std, statistics.stdev(vals))
+            cell = comp["tables"]["perplexity"]["ppl_token"]["rows"][method][cls]
+            assert cell["values"] == vals and cell["mean"] == pytest.approx(statistics.mean(vals))
+        # xling+replay vs mlm: same seeds, so the deltas are paired per seed
+        diffs = [metric(runs[f"xling+replay-s{s}"], "instruct", cls) - metric(runs[f"mlm-s{s}"], "instruct", cls)
+                 for s in (1, 2, 3)]
+        d, dstd = parse_cell(deltas["xling+replay"][cls])
+        assert close(d, statistics.mean(diffs)) and close(dstd, statistics.stdev(diffs))
+        assert deltas["xling+replay"][cls].startswith("−")  # lower than mlm: shown with its sign
+        # af: one seed, not the baseline's seeds: difference of the means, no ±
+        af = metric(runs["af-s1"], "instruct", cls)
+        base = statistics.mean(metric(runs[f"mlm-s{s}"], "instruct", cls) for s in (1, 2, 3))
+        assert parse_cell(table["af"][cls]) == (pytest.approx(af, abs=6e-3), None)
+        shown, _ = parse_cell(deltas["af"][cls])
+        assert close(shown, af - base)
+        # lower is better for perplexity: the lowest mean is bold
+        best = min(("mlm", "xling+replay", "af"), key=lambda m: parse_cell(table[m][cls])[0])
+        assert table[best][cls].startswith("**") and sum(table[m][cls].startswith("**") for m in table) == 1
+    # every perplexity metric has its table, bits per character included
+    bpc = md_table(md, "### perplexity · bits_per_char")
+    assert close(parse_cell(bpc["af"]["adapting"])[0], metric(runs["af-s1"], "instruct", "adapting", "bits_per_char"))
+
+
+def test_generic_benchmarks_directions_and_class_columns(tmp_path):
+    """Any benchmark of the {languages, classes, skipped} shape is tabulated; accuracy is
+    higher-is-better, an unknown metric has no direction (no bold)."""
+    def nusax(acc):
+        return {"nusax": {"languages": {}, "skipped": {},
+                          "classes": {"pretraining": {"accuracy": acc, "weighted_f1": acc - 0.1, "n_languages": 2},
+                                      "seen": {"accuracy": acc + 0.05, "weighted_f1": acc, "n_languages": 7},
+                                      "overall": {"accuracy": acc + 0.01, "weighted_f1": acc - 0.05,
+                                                  "n_languages": 12}}},
+                "mystery": {"languages": {}, "skipped": {}, "classes": {"overall": {"score": acc * 2}}}}
+
+    a = make_run(tmp_path, "zero-s0", [], 0, values(50, 0, 0), {"instruct": nusax(0.40)})
+    b = make_run(tmp_path, "ia-s0", ["xling"], 0, values(50, 0, 1), {"instruct": nusax(0.55)})
+    out = compare([b, a], baseline=a, out=tmp_path / "cmp", plots=False)
+    md = (out / "report.md").read_text()
+    comp = json.loads((out / "comparison.json").read_text())
+    assert comp["baseline"] == "zero" and list(comp["methods"]) == ["zero", "ia"]
+    acc = md_table(md, "### nusax · accuracy (higher is better)")
+    assert list(acc["ia"])[2:] == ["pretraining", "seen", "overall"]
+    assert acc["ia"]["seen"] == "**0.600**" and acc["zero"]["seen"] == "0.450"
+    assert md_table(md, "Δ accuracy vs `zero`")["ia"]["pretraining"] == "+0.150"
+    mystery = md_table(md, "### mystery · score (no known direction)")
+    assert mystery["ia"]["overall"] == "1.100" and "**" not in md.split("### mystery")[1].split("##")[0]
+    html = (out / "report.html").read_text()
+    assert 'class="num better">+0.150' in html  # higher accuracy than the baseline: better
+
+
+def test_html_is_self_contained_with_inline_pngs(runs, tmp_path):
+    out = compare([runs["mlm-s1"], runs["mlm-s2"], runs["xling+replay-s1"], runs["xling+replay-s2"]],
+                  out=tmp_path / "cmp")
+    html = (out / "report.html").read_text()
+    images = re.findall(r'<img [^>]*src="([^"]+)"', html)
+    # ppl_token and bits_per_char: delta bars + stage lines each
+    assert len(images) == 4
+    for src in images:
+        assert src.startswith("data:image/png;base64,")
+        png = base64.b64decode(src.split(",", 1)[1], validate=True)
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
+    assert not re.search(r'(src|href)="(https?:|//|plots/)', html) and "<script" not in html
+    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+    # the Markdown report links the same plots as files next to it
+    for rel in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (out / "report.md").read_text()):
+        assert (out / rel).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_states_what_was_compared_and_how_to_rerun(runs, tmp_path):
+    out = compare([runs["mlm-s1"], runs["af-s1"]], out=tmp_path / "cmp", plots=False)
+    md = (out / "report.md").read_text()
+    setup = md_table(md, "### Runs")
+    assert setup["mlm (baseline)"]["parameters at stage (total / trainable)"] == "1,000 / 1,000"
+    assert setup["af"]["steps per stage"] == "pretrain 5, adapt 5, instruct 5"
+    assert setup["af"]["stage compared"] == "instruct" and setup["af"]["seed"] == "1"
+    diff = md_table(md, "### Config differences")
+    assert diff["strategy"]["mlm"] == "mlm" and diff["strategy"]["af"] == "af"
+    assert "Environment (all runs): adaptlang 0.1.0, torch 2.13.0" in md
+    assert f"adaptlang run --config {runs['af-s1'] / 'config.yaml'} output_dir=rerun name=af-s1" in md
+    assert f"--baseline {runs['mlm-s1']} --out {out}" in md
+
+
+def test_stage_option_and_stage_lines(runs, tmp_path):
+    comp = build([runs["mlm-s1"], runs["af-s1"]], stage="adapt")
+    cell = comp["tables"]["perplexity"]["ppl_token"]["rows"]["af"]["other"]
+    assert cell["mean"] == metric(runs["af-s1"], "adapt", "other")
+    lines = comp["by_stage"]["perplexity"]["ppl_token"]["af"]["pretraining"]
+    assert {s: v["mean"] for s, v in lines.items()} == {s: metric(runs["af-s1"], s, "pretraining") for s in STAGES}
+    with pytest.raises(UserError, match="no evaluated stage 'adpat'. Did you mean 'adapt'"):
+        build([runs["mlm-s1"]], stage="adpat")
+
+
+def test_same_config_different_seed_is_one_method(tmp_path):
+    a = make_run(tmp_path, "x-s0", ["af"], 0, values(10, 0, 0))
+    b = make_run(tmp_path, "x-s1", ["af"], 1, values(10, 1, 0))
+    c = make_run(tmp_path, "x-lr-s0", ["af"], 0, values(10, 0, 1), config_extra={"train": {"lr": 0.01}})
+    comp = build([a, b, c])
+    assert {k: v["seeds"] for k, v in comp["methods"].items()} == {"x": [0, 1], "x-lr": [0]}
+    assert comp["config_differences"] == {"train.lr": {"x": 0.001, "x-lr": 0.01}}
+
+
+def test_cli_compare_and_its_errors(runs, tmp_path, capsys):
+    assert main(["compare", str(runs["af-s1"]), str(runs["mlm-s2"]), "--baseline", str(runs["af-s1"]),
+                 "--out", str(tmp_path / "c")]) == 0
+    assert json.loads((tmp_path / "c" / "comparison.json").read_text())["baseline"] == "af"
+    assert main(["compare", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"adaptlang: error: {tmp_path / 'nope'}: not a run directory (no metrics.json); "
+                   "a run directory is runs/<name>/"]
+
+
+def test_stage_order_and_tokenizer_note(tmp_path):
+    """A method without the adapt stage (AF paper's Baseline) keeps the stage order of the
+    others; a vocabulary expansion marks the per-token table as not comparable."""
+    from adaptlang.compare import _merge_orders
+
+    assert _merge_orders([["pretrain", "instruct"], ["pretrain", "adapt", "instruct"]]) == \
+        ["pretrain", "adapt", "instruct"]
+    base = make_run(tmp_path, "Baseline-s0", [], 0, {s: values(10, 0, 0)[s] for s in ("pretrain", "instruct")})
+    ba = make_run(tmp_path, "BA-s0", ["vocab"], 0, values(10, 0, 1))
+    m = json.loads((ba / "metrics.json").read_text())
+    m["stages"]["adapt"]["strategy_notes"]["vocab"] = {"vocab_size_after": 700}
+    (ba / "metrics.json").write_text(json.dumps(m))
+    out = compare([base, ba], out=tmp_path / "cmp")
+    comp = json.loads((out / "comparison.json").read_text())
+    assert list(comp["by_stage"]["perplexity"]["ppl_token"]["Baseline"]["other"]) == ["pretrain", "instruct"]
+    assert [r["vocab_size"] for info in comp["methods"].values() for r in info["runs"]] == [500, 700]
+    md = (out / "report.md").read_text()
+    ppl = md.split("### perplexity · ppl_token")[1].split("###")[0]
+    bpc = md.split("### perplexity · bits_per_char")[1].split("###")[0]
+    assert "not comparable across tokenizers" in ppl and "not comparable" not in bpc
