@@ -66,7 +66,7 @@ def loss_on_targets(model, batch: dict):
 
 
 def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strategy], tcfg: Any,
-                steps: int, accelerator, ctx: StageContext, checkpointer: Checkpointer | None = None) -> dict:
+                steps: int, accelerator, ctx: StageContext, checkpointer: Checkpointer | None = None) -> tuple[Any, dict]:
     """Train one stage; resumes from ``checkpointer``'s latest checkpoint when there is one."""
     optimizer = torch.optim.AdamW(
         param_groups(model, float(tcfg.weight_decay)), lr=float(tcfg.lr),
