@@ -48,25 +48,13 @@ from typing import Any
 import yaml
 
 from .errors import UserError, listing, suggest
+from .forgetting import DIRECTIONS, direction  # noqa: F401  (one table of metric directions)
 
-# Which way is better, per metric name (a metric not listed: no direction, no bold/colour).
-# Perplexity family and Ethayarajh self-similarity (the AF paper's "isotropy", Table 2:
-# lower = better contextualised): lower; task scores: higher.
-DIRECTIONS = {
-    "ppl_token": "lower", "bits_per_char": "lower", "ppl_char": "lower", "bits_per_byte": "lower",
-    "self_similarity": "lower", "adjusted_self_similarity": "lower",
-    "accuracy": "higher", "weighted_f1": "higher", "f1": "higher", "macro_f1": "higher",
-    "bleu": "higher", "chrf": "higher",
-}
 # Per-token figures: not comparable between models with different tokenizers.
 PER_TOKEN = ("ppl_token",)
 # Metrics that get plots (a benchmark with none of these: its first metric).
 HEADLINE = ("ppl_token", "bits_per_char", "self_similarity", "bleu", "chrf", "accuracy", "weighted_f1")
 IGNORED_CONFIG_KEYS = ("seed", "name", "output_dir", "overwrite")
-
-
-def direction(metric: str) -> str | None:
-    return DIRECTIONS.get(metric)
 
 
 @dataclass

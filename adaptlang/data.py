@@ -241,18 +241,22 @@ class ExampleStream:
         self._order = self._permutation()
 
 
+def pad_right(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists right-padded into (input_ids, attention_mask)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
 def collate(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad to the longest example; padded label positions are -100 (no loss).
     ``num_tokens`` counts the non-padding tokens (the loop pops it before the forward)."""
-    width = max(len(e["input_ids"]) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for i, e in enumerate(examples):
-        n = len(e["input_ids"])
-        ids[i, :n] = torch.tensor(e["input_ids"])
-        labels[i, :n] = torch.tensor(e.get("labels", e["input_ids"]))
-        mask[i, :n] = 1
+    ids, mask = pad_right([e["input_ids"] for e in examples], pad_id)
+    labels, _ = pad_right([e.get("labels", e["input_ids"]) for e in examples], -100)
     return {"input_ids": ids, "labels": labels, "attention_mask": mask, "num_tokens": mask.sum()}
 
 

@@ -13,17 +13,19 @@ others); Instruct-Align Figure 2 (delta against the zero-shot baseline per langu
 """
 from __future__ import annotations
 
-LOWER_IS_BETTER = frozenset({"ppl_token", "bits_per_char", "ppl_char", "bits_per_byte",
-                             "self_similarity", "adjusted_self_similarity"})
-HIGHER_IS_BETTER = frozenset({"bleu", "chrf", "accuracy", "weighted_f1"})
+# Which way is better, per metric name (a metric not listed has no direction). Perplexity
+# family and Ethayarajh self-similarity (the AF paper's "isotropy", Table 2: lower = better
+# contextualised): lower; task scores: higher. Shared with the comparison reports.
+DIRECTIONS = {
+    "ppl_token": "lower", "bits_per_char": "lower", "ppl_char": "lower", "bits_per_byte": "lower",
+    "self_similarity": "lower", "adjusted_self_similarity": "lower",
+    "accuracy": "higher", "weighted_f1": "higher", "f1": "higher", "macro_f1": "higher",
+    "bleu": "higher", "chrf": "higher",
+}
 
 
 def direction(metric: str) -> str | None:
-    if metric in LOWER_IS_BETTER:
-        return "lower"
-    if metric in HIGHER_IS_BETTER:
-        return "higher"
-    return None
+    return DIRECTIONS.get(metric)
 
 
 def _numeric(figures: dict) -> dict:

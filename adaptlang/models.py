@@ -110,6 +110,17 @@ def check_tokenizer_matches(model, tokenizer, where: str = "model") -> None:
         )
 
 
+def head_and_body(model):
+    """(LM head, body) when the logits are exactly ``head(body(...).last_hidden_state)``, so
+    callers can project only the positions they need; (None, None) where that does not hold
+    (no separable head, logit soft-capping, a wrapper such as DDP)."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    body = getattr(model, "base_model", None)
+    if head is None or body is None or body is model or getattr(model.config, "final_logit_softcapping", None):
+        return None, None
+    return head, body
+
+
 def count_parameters(model) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

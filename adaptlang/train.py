@@ -26,6 +26,7 @@ from transformers import get_cosine_schedule_with_warmup
 from .checkpoint import Checkpointer
 from .data import ExampleStream, make_batch
 from .errors import UserError
+from .models import head_and_body
 from .strategy import StageContext, Strategy, TrainState
 
 log = logging.getLogger("adaptlang")
@@ -51,9 +52,8 @@ def loss_on_targets(model, batch: dict):
     default: 2*128*8000 FLOPs a token against ~0.4M for the body), and instruction prompts
     and padding carry no loss. Falls back to the model's own loss where the shortcut does
     not apply (no separable body/head, logit soft-capping, a distributed wrapper)."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    body = getattr(model, "base_model", None)
-    if head is None or body is None or body is model or getattr(model.config, "final_logit_softcapping", None):
+    head, body = head_and_body(model)
+    if head is None:
         outputs = model(**batch)
         return outputs.loss, outputs
     inputs = {k: v for k, v in batch.items() if k != "labels"}

@@ -17,17 +17,12 @@ from typing import Sequence
 
 import torch
 
+from ..data import pad_right
+from ..models import head_and_body
+
 
 def _device(model):
     return next(model.parameters()).device
-
-
-def _head_and_body(model):
-    head = model.get_output_embeddings()
-    body = getattr(model, "base_model", None)
-    if head is None or body is None or body is model or getattr(model.config, "final_logit_softcapping", None):
-        return None, None
-    return head, body
 
 
 def _by_length(fn, model, prompts, continuations, pad_id, batch_size):
@@ -119,17 +114,13 @@ def _separately(model, prompts: Sequence[list[int]], continuations: Sequence[Seq
     model.eval()
     pairs = [(i, j) for i, c in enumerate(continuations) for j in range(len(c))]
     result = [[0.0] * len(c) for c in continuations]
-    head, body = _head_and_body(model)
+    head, body = head_and_body(model)
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
         seqs = [list(prompts[i]) + list(continuations[i][j]) for i, j in chunk]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
+        ids, mask = pad_right(seqs, pad_id)
         target = torch.zeros_like(ids, dtype=torch.bool)  # positions whose *next* token is a label token
         for row, ((i, j), s) in enumerate(zip(chunk, seqs)):
-            ids[row, : len(s)] = torch.tensor(s)
-            mask[row, : len(s)] = 1
             target[row, len(prompts[i]) - 1 : len(s) - 1] = True
         ids, mask = ids.to(device), mask.to(device)
         nxt = torch.roll(ids, -1, dims=1)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data import heldout_texts
+from ..data import heldout_texts, pad_right
 from ..errors import UserError
 from . import register_benchmark
 from ._common import means_by_group
@@ -86,12 +86,7 @@ def hidden_states(model, tokenizer, texts: list[str], layers: list[int], batch_s
     toks, sents = [], []
     for start in range(0, len(encoded), batch_size):
         chunk = encoded[start : start + batch_size]
-        width = max(len(c) for c in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, c in enumerate(chunk):
-            ids[row, : len(c)] = torch.tensor(c)
-            mask[row, : len(c)] = 1
+        ids, mask = pad_right(chunk, pad)
         out = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True)
         keep = mask.bool()
         keep[:, : len(bos)] = False

@@ -20,7 +20,8 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from ..data import heldout_texts
+from ..data import heldout_texts, pad_right
+from ..models import head_and_body
 from . import register_benchmark
 
 METRICS = ("ppl_token", "bits_per_char", "ppl_char", "bits_per_byte")
@@ -40,12 +41,7 @@ def score_texts(model, tokenizer, texts: list[str], batch_size: int = 32, max_le
     nll, tokens = 0.0, 0
     for start in range(0, len(order), batch_size):
         chunk = [encoded[i] for i in order[start : start + batch_size]]
-        width = max(len(c) for c in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, c in enumerate(chunk):
-            ids[row, : len(c)] = torch.tensor(c)
-            mask[row, : len(c)] = 1
+        ids, mask = pad_right(chunk, pad)
         ids, mask = ids.to(device), mask.to(device)
         nll += token_nll(model, ids, mask)
         tokens += int(mask[:, 1:].sum())
@@ -61,9 +57,8 @@ def token_nll(model, ids, mask) -> float:
     """Summed NLL of tokens 1..n given their prefixes. The LM head runs only on the positions
     that are scored (padding is never projected onto the vocabulary): with an 8000-piece
     vocabulary and byte-fallback scripts the full logits tensor dominated the cost."""
-    head = model.get_output_embeddings()
-    body = getattr(model, "base_model", None)
-    if head is None or body is None or body is model or getattr(model.config, "final_logit_softcapping", None):
+    head, body = head_and_body(model)
+    if head is None:
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
         keep = mask[:, 1:].bool()
         return float(torch.nn.functional.cross_entropy(logits[keep], ids[:, 1:][keep], reduction="sum"))
