@@ -252,11 +252,17 @@ def pad_right(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return ids, mask
 
 
+def labels_of(example: dict):
+    """An example's labels: instruction examples carry their own (-100 on the prompt);
+    language-modelling blocks carry none, their labels are their inputs."""
+    return example.get("labels", example["input_ids"])
+
+
 def collate(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad to the longest example; padded label positions are -100 (no loss).
     ``num_tokens`` counts the non-padding tokens (the loop pops it before the forward)."""
     ids, mask = pad_right([e["input_ids"] for e in examples], pad_id)
-    labels, _ = pad_right([e.get("labels", e["input_ids"]) for e in examples], -100)
+    labels, _ = pad_right([labels_of(e) for e in examples], -100)
     return {"input_ids": ids, "labels": labels, "attention_mask": mask, "num_tokens": mask.sum()}
 
 
@@ -298,7 +304,7 @@ def collate_packed(examples: list[dict], pad_id: int, width: int) -> dict[str, t
             e = examples[i]
             n = len(e["input_ids"])
             ids[r, start : start + n] = torch.tensor(e["input_ids"])
-            labels[r, start : start + n] = torch.tensor(e.get("labels", e["input_ids"]))
+            labels[r, start : start + n] = torch.tensor(labels_of(e))
             positions[r, start : start + n] = torch.arange(n)
             allowed[r, start : start + n, start : start + n] = causal[:n, :n]
             start += n

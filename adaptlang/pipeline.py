@@ -238,6 +238,7 @@ def run_stage(index: int, stage: DictConfig, cfg: DictConfig, composed: Composed
                        seed=int(cfg.seed), tokenizer=tokenizer, model=model)
     active = composed.active(ctx.name)
     set_seed(int(cfg.seed) + index)
+    setup_start = time.perf_counter()
     for strategy in active:
         model, tokenizer = strategy.setup_model(model, tokenizer, ctx)
         ctx.model, ctx.tokenizer = model, tokenizer
@@ -249,6 +250,7 @@ def run_stage(index: int, stage: DictConfig, cfg: DictConfig, composed: Composed
         stream = stage_stream(stage, tcfg, tokenizer, languages, cfg, ctx, cache_dir)
     for strategy in active:
         stream = strategy.setup_data(stream, ctx)
+    setup_seconds = time.perf_counter() - setup_start
     steps = stage_steps(cfg, stage)
     log.info("stage %s: strategies [%s], %d steps", ctx.name, ", ".join(s.name for s in active), steps)
     checkpointer = Checkpointer(rundir.stage_dir(ctx.name) / "checkpoints", int(cfg.train.checkpoint_every))
@@ -265,6 +267,7 @@ def run_stage(index: int, stage: DictConfig, cfg: DictConfig, composed: Composed
     metrics["stages"][ctx.name] = {
         "strategies": [s.name for s in active],
         "train": stats,
+        "setup_seconds": round(setup_seconds, 3),
         "strategy_notes": ctx.notes,
         "parameters": parameters,
         "eval": results,

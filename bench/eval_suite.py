@@ -23,6 +23,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from _emit import emit  # noqa: E402
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -53,11 +55,13 @@ def main() -> None:
     print(f"model ready in {time.perf_counter() - started:.1f}s; torch threads = {torch.get_num_threads()}")
 
     total = 0.0
+    seconds = {}
     for name in args.suite.split(","):
         t = time.perf_counter()
         result = run_benchmarks([name], model, tokenizer, languages, cfg)[name]
         dt = time.perf_counter() - t
         total += dt
+        seconds[name] = dt
         print(f"{name:14s} {dt:7.1f}s  {len(result['languages'])} languages, {len(result['skipped'])} skipped")
     print(f"{'suite total':14s} {total:7.1f}s  ({args.suite}); load average {os.getloadavg()[0]:.1f}")
 
@@ -87,6 +91,8 @@ def main() -> None:
     print(f"label scoring (fastest of {args.repeats}): {len(prompts)} prompts x {len(conts[0])} labels ({n_pairs} pairs, label lengths "
           f"{label_tokens} tokens, batch {batch}): shared prompt {shared[0]:.2f}s, separately {separate[0]:.2f}s, "
           f"speed-up x{separate[0] / shared[0]:.2f}; max |difference| {np.abs(shared[1] - separate[1]).max():.2e}")
+    emit("eval", seconds=seconds, total_seconds=total, load_average=os.getloadavg()[0],
+         scoring_speedup=separate[0] / shared[0], scoring_max_difference=float(np.abs(shared[1] - separate[1]).max()))
 
 
 if __name__ == "__main__":

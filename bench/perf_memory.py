@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _emit import emit
+
 CHILD = r'''
 import json, resource, sys, time
 from adaptlang import load_config
@@ -72,6 +74,9 @@ def main() -> None:
     for scale, r in rows:
         print(f"{scale:>6d}x {r['lines']:8d} {r['blocks']:8d} {r['seconds']:8.1f} {r['peak_rss_mb']:12.0f}")
     print(f"peak RSS 10x / 1x = {rows[1][1]['peak_rss_mb'] / rows[0][1]['peak_rss_mb']:.2f}")
+    emit("memory", rss_1x_mb=rows[0][1]["peak_rss_mb"], rss_10x_mb=rows[1][1]["peak_rss_mb"],
+         ratio=rows[1][1]["peak_rss_mb"] / rows[0][1]["peak_rss_mb"], lines_1x=rows[0][1]["lines"],
+         lines_10x=rows[1][1]["lines"])
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from _emit import emit  # noqa: E402
+
 
 def setup(batch_size: int):
     from adaptlang import instructions, load_config
@@ -176,6 +178,9 @@ def main() -> None:
     achieved = flops / results["adaptlang"][1]
     print(f"\nfp32 matmul peak {peak / 1e9:.1f} GFLOP/s (1024^3 torch.mm); adaptlang executed {achieved / 1e9:.2f} "
           f"GFLOP/s = MFU {achieved / peak:.1%} (body 6N + attention on every token, LM head on labelled tokens only)")
+    emit("train", tokens_per_second=rate, vs_trainer=rate["adaptlang"] / rate["HF Trainer"],
+         vs_bare=rate["adaptlang"] / rate["bare loop"], af_replay=rate["adaptlang af+replay"] / rate["adaptlang"],
+         peak_gflops=peak / 1e9, achieved_gflops=achieved / 1e9, mfu=achieved / peak)
     profile(cfg, copy.deepcopy(model), tokenizer, data)
 
 

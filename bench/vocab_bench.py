@@ -21,6 +21,7 @@ import torch  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from _emit import emit  # noqa: E402
 from adaptlang import compose, load_config  # noqa: E402
 from adaptlang.languages import LanguageSet  # noqa: E402
 from adaptlang.pipeline import initial_model, stage_stream, stage_train_config  # noqa: E402
@@ -70,6 +71,8 @@ def main() -> None:
     print(f"  new model pieces {notes['new_model_pieces']}, candidates {notes['candidates']}, added "
           f"{notes['added_tokens']}, dropped to keep old languages exact {notes['dropped_for_old_languages']}, "
           f"rounds {notes['rounds']}; vocabulary {notes['vocab_size_before']} -> {notes['vocab_size_after']}")
+    emit("vocab", base_pieces=notes["vocab_size_before"], new_model_pieces=notes["new_model_pieces"],
+         added=notes["added_tokens"], merge_seconds=notes["merge_seconds"], setup_seconds=res["setup_seconds"])
     s = res["stats"]
     print(f"adapt with vocab ({res['trainable']:,} trainable): {s['steps']} steps, {s['tokens']:,} tokens in "
           f"{s['seconds']:.1f}s = {s['tokens_per_second']:,.0f} tokens/s ({s['seconds'] / s['steps']:.3f} s/step), "

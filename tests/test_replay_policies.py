@@ -108,6 +108,16 @@ def test_reservoir_carries_new_examples_into_the_next_stage_and_survives_state(t
     assert sum(1 for ids in set(olds) if ids[:2] == (7, 1)) == carried  # the carried new examples are replayed
 
 
+def test_reservoir_carries_language_modelling_blocks_with_their_inputs_as_labels(tokenizer):
+    replay = ExperienceReplay(size=1000, policy="reservoir")
+    blocks = ExampleStream([{"input_ids": [9, 3, i]} for i in range(500)], seed=0)  # as lm_examples: no labels
+    ctx = stage_ctx(tokenizer, index=1, name="adapt")
+    replay.setup_data(blocks, ctx)
+    replay.on_stage_end(ctx)
+    carried = [item for item in replay.reservoir.items if item.get("stage") == "adapt"]
+    assert carried and all(item["labels"] == item["input_ids"] for item in carried)
+
+
 @pytest.mark.parametrize("policy", ["random", "reservoir", "balanced"])
 def test_every_policy_composes_with_xling(tokenizer, policy):
     cfg = load_config(["languages=nusax", "strategy=xling+replay", "strategy.xling.max_pairs=5",

@@ -21,7 +21,7 @@ import random
 import torch
 
 from ..avalanche_bridge import Bridge, avalanche, lm_gradients
-from ..data import make_batch
+from ..data import labels_of, make_batch
 from ..errors import UserError
 from ..strategy import StageContext, Strategy, TrainState, register_strategy
 
@@ -83,7 +83,7 @@ class AGEM(Strategy):
             keep = [next(self.stream) for _ in range(self.patterns)]
         else:
             keep = [pool[i] for i in rng.sample(range(len(pool)), min(self.patterns, len(pool)))]
-        self.memory += [{"input_ids": list(e["input_ids"]), "labels": list(e["labels"])} for e in keep]
+        self.memory += [{"input_ids": list(e["input_ids"]), "labels": list(labels_of(e))} for e in keep]
         ctx.notes["agem_memory"] = len(self.memory)
         self.stream = None
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import random
 
 from .. import instructions
-from ..data import ExampleStream
+from ..data import ExampleStream, labels_of
 from ..errors import UserError, listing
 from ..replay_buffer import POLICIES, Reservoir, balanced_ids, group_of, random_ids
 from ..strategy import StageContext, Strategy, register_strategy
@@ -121,7 +121,7 @@ class ExperienceReplay(Strategy):
     def on_stage_end(self, ctx: StageContext) -> None:
         if self.policy == "reservoir" and self.reservoir is not None and self._new is not None:
             examples = getattr(self._new, "examples", [])
-            self.reservoir.offer({"stage": ctx.name, "input_ids": list(e["input_ids"]), "labels": list(e["labels"])}
+            self.reservoir.offer({"stage": ctx.name, "input_ids": list(e["input_ids"]), "labels": list(labels_of(e))}
                                  for e in examples)
         self._new = None
 

@@ -1,0 +1,91 @@
+"""What a composed recipe costs: the default pipeline (pretrain -> adapt -> instruct, the
+tiny model, the vendored data, the default steps) run with ``strategy=none`` and with
+``strategy=af+replay+vocab``, alternately, in this process.
+
+Per stage it prints useful (non-padding) tokens/s of the training loop and the stage's
+set-up seconds (strategies' model and data set-up, e.g. vocab's merge, plus the stage's
+data preparation); then, for the whole run, tokens/s over training time alone and over
+training plus set-up, and the ratio of the recipe to plain training.
+
+What differs by design, and so is not "overhead": vocab trains only the new embedding rows
+and the LM head in adapt (the body is frozen, so its weight gradients are never computed),
+and leaves a larger vocabulary (a larger LM head) for instruct; replay interleaves past
+English instructions, whose lengths differ from the new translation instructions.
+
+    PYTHONPATH=. python bench/perf_strategies.py [--strategy af+replay+vocab] [--repeats 1] [key=value ...]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from _emit import emit  # noqa: E402
+
+
+def one_run(strategy: str, out: str, label: str, overrides: list[str]) -> dict:
+    import adaptlang
+
+    cfg = adaptlang.load_config([f"strategy={strategy}", f"output_dir={out}", f"name={label}", "eval.benchmarks=[]",
+                                 "train.checkpoint_every=0", "train.log_every=1000", *overrides])
+    path = adaptlang.run(cfg)
+    import json
+
+    metrics = json.loads((path / "metrics.json").read_text())
+    return {name: {"tokens": st["train"]["tokens"], "seconds": st["train"]["seconds"],
+                   "setup": st["setup_seconds"], "trainable": st["parameters"]["trainable"],
+                   "strategies": st["strategies"]} for name, st in metrics["stages"].items()}
+
+
+def summed(runs: list[dict]) -> dict:
+    """Per stage: tokens and seconds added over the repeats."""
+    out: dict = {}
+    for run in runs:
+        for name, st in run.items():
+            acc = out.setdefault(name, {"tokens": 0, "seconds": 0.0, "setup": 0.0, "trainable": st["trainable"],
+                                        "strategies": st["strategies"]})
+            for k in ("tokens", "seconds", "setup"):
+                acc[k] += st[k]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--strategy", default="af+replay+vocab")
+    parser.add_argument("--repeats", type=int, default=1, help="alternating pairs of runs (plain, recipe)")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    runs: dict[str, list] = {"none": [], args.strategy: []}
+    with tempfile.TemporaryDirectory(prefix="adaptlang-bench-") as out:
+        for r in range(args.repeats):
+            for strategy in runs:
+                runs[strategy].append(one_run(strategy, out, f"{strategy}-{r}", args.overrides))
+    plain, recipe = summed(runs["none"]), summed(runs[args.strategy])
+    print(f"\n{'stage':10s} {'strategies':18s} {'trainable':>10s} {'tokens':>9s} {'train s':>8s} {'tokens/s':>9s} "
+          f"{'set-up s':>9s} {'vs none':>8s}")
+    for name in plain:
+        for label, runs_ in (("none", plain), (args.strategy, recipe)):
+            st = runs_[name]
+            rate = st["tokens"] / st["seconds"]
+            vs = rate / (plain[name]["tokens"] / plain[name]["seconds"])
+            print(f"{name:10s} {'+'.join(st['strategies']) or '-':18s} {st['trainable']:10,d} {st['tokens']:9d} "
+                  f"{st['seconds']:8.1f} {rate:9.0f} {st['setup']:9.1f} {vs:8.3f}")
+
+    def whole(s: dict, with_setup: bool) -> float:
+        return sum(x["tokens"] for x in s.values()) / sum(x["seconds"] + (x["setup"] if with_setup else 0) for x in s.values())
+
+    train_ratio = whole(recipe, False) / whole(plain, False)
+    total_ratio = whole(recipe, True) / whole(plain, True)
+    print(f"\nwhole run, training time only: {args.strategy} / none = {train_ratio:.3f}  (target >= 0.95)")
+    print(f"whole run, training + set-up:  {args.strategy} / none = {total_ratio:.3f}")
+    per_stage = {name: (recipe[name]["tokens"] / recipe[name]["seconds"]) / (plain[name]["tokens"] / plain[name]["seconds"])
+                 for name in plain}
+    emit("strategies", strategy=args.strategy, repeats=args.repeats, train_ratio=train_ratio, total_ratio=total_ratio,
+         per_stage=per_stage, setup_seconds={n: recipe[n]["setup"] / args.repeats for n in recipe},
+         plain_setup_seconds={n: plain[n]["setup"] / args.repeats for n in plain})
+
+
+if __name__ == "__main__":
+    main()
