@@ -20,6 +20,7 @@ which the default install does not have (see README).
 from __future__ import annotations
 
 import importlib
+import sys
 from types import SimpleNamespace
 
 import torch
@@ -31,7 +32,15 @@ ADAPTER_MARKERS = ("lora_", "ia3_l", "trainable_tokens_delta")
 
 
 def avalanche(module: str, name: str):
-    """``getattr(import_module(module), name)`` with a one-line error when avalanche-lib is missing."""
+    """``getattr(import_module(module), name)`` with a one-line error when avalanche-lib is missing.
+
+    Several processes: avalanche's training modules create a logger when first imported, which
+    it refuses on a rank other than 0 once torch.distributed is initialized. So the strategies
+    import it when they are built, before accelerate starts the process group, as
+    ``adaptlang.run`` does (compose, then Accelerator)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and module not in sys.modules:
+        raise UserError("build the avalanche-backed strategies (compose) before accelerate starts the process "
+                        "group: avalanche-lib cannot be imported first on a rank other than 0")
     try:
         return getattr(importlib.import_module(module), name)
     except ImportError as exc:  # ModuleNotFoundError, or torchvision/torch mismatches inside avalanche

@@ -95,12 +95,14 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
     tokens = loss_tokens = 0
     losses: list[float] = []
     first_step, seconds_before = 1, 0.0
+    spent = {"data_seconds": 0.0, "strategy_seconds": 0.0}  # drawing + collating batches; inside strategy hooks
     if checkpointer is not None:
         resumed = checkpointer.load(state.model, inner_optimizer, scheduler, stream, strategies)
         if resumed:
             first_step = resumed["step"] + 1
             tokens, loss_tokens, losses = resumed["tokens"], resumed["loss_tokens"], resumed["losses"]
             seconds_before = resumed["seconds"]
+            spent = {k: resumed.get(k, 0.0) for k in spent}
             log.info("stage %s: resumed after step %d", ctx.name, resumed["step"])
     model.train()
     start = time.perf_counter() - seconds_before
@@ -109,8 +111,10 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
     for step in range(first_step, steps + 1):
         step_loss = 0.0
         for _ in range(accum):
+            t = time.perf_counter()
             examples = [next(stream) for _ in range(batch_size)]  # the global batch, identical on every rank
             batch = make_batch(examples[rank * share:(rank + 1) * share], pad_id, pack_width)
+            spent["data_seconds"] += time.perf_counter() - t
             n_tokens = int(batch.pop("num_tokens"))
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             if batch["attention_mask"].dtype.is_floating_point:
@@ -126,16 +130,20 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
                 n_tokens, global_loss_tokens = int(counts[0]), int(counts[1])
                 loss = (loss if n_loss else torch.nan_to_num(loss)) * (n_loss * world / global_loss_tokens)
                 n_loss = global_loss_tokens
+            t = time.perf_counter()
             for strategy in strategies:
                 extra = strategy.extra_loss(batch, outputs, state)
                 if extra is not None:
                     loss = loss + extra
+            spent["strategy_seconds"] += time.perf_counter() - t
             accelerator.backward(loss / accum)
             step_loss += (accelerator.reduce(loss.detach(), "mean") if world > 1 else loss).item() / accum
             tokens += n_tokens
             loss_tokens += n_loss
+        t = time.perf_counter()
         for strategy in strategies:
             strategy.on_gradients(state)
+        spent["strategy_seconds"] += time.perf_counter() - t
         if float(tcfg.max_grad_norm) > 0:
             accelerator.clip_grad_norm_(model.parameters(), float(tcfg.max_grad_norm))
         optimizer.step()
@@ -143,8 +151,10 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
         optimizer.zero_grad(set_to_none=True)
 
         state.step, state.loss = step, step_loss
+        t = time.perf_counter()
         for strategy in strategies:
             strategy.on_step_end(state)
+        spent["strategy_seconds"] += time.perf_counter() - t
         losses.append(step_loss)
         if not math.isfinite(step_loss):
             raise RuntimeError(f"stage {ctx.name}: loss is {step_loss} at step {step} (lower train.lr?)")
@@ -156,7 +166,7 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
                      step_loss, scheduler.get_last_lr()[0], tokens / max(elapsed, 1e-9))
         if checkpointer is not None and checkpointer.due(step, steps) and accelerator.is_main_process:
             checkpointer.save(step, state.model, inner_optimizer, scheduler, stream, strategies,
-                              {"tokens": tokens, "loss_tokens": loss_tokens, "losses": losses, "seconds": elapsed})
+                              {"tokens": tokens, "loss_tokens": loss_tokens, "losses": losses, "seconds": elapsed, **spent})
     bar.close()
     seconds = time.perf_counter() - start
     accelerator.wait_for_everyone()
@@ -172,6 +182,7 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
         "loss_tokens": loss_tokens,
         "seconds": round(seconds, 3),
         "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),
+        **{k: round(v, 3) for k, v in spent.items()},
         "first_loss": round(losses[0], 4),
         "final_loss": round(sum(tail) / len(tail), 4),
     }

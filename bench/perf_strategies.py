@@ -1,6 +1,6 @@
 """What a composed recipe costs: the default pipeline (pretrain -> adapt -> instruct, the
 tiny model, the vendored data, the default steps) run with ``strategy=none`` and with
-``strategy=af+replay+vocab``, alternately, in this process.
+``strategy=af+replay+vocab``, alternately (ABBA), in this process.
 
 Per stage it prints useful (non-padding) tokens/s of the training loop and the stage's
 set-up seconds (strategies' model and data set-up, e.g. vocab's merge, plus the stage's
@@ -35,6 +35,7 @@ def one_run(strategy: str, out: str, label: str, overrides: list[str]) -> dict:
 
     metrics = json.loads((path / "metrics.json").read_text())
     return {name: {"tokens": st["train"]["tokens"], "seconds": st["train"]["seconds"],
+                   "hooks": st["train"]["strategy_seconds"], "data": st["train"]["data_seconds"],
                    "setup": st["setup_seconds"], "trainable": st["parameters"]["trainable"],
                    "strategies": st["strategies"]} for name, st in metrics["stages"].items()}
 
@@ -44,9 +45,10 @@ def summed(runs: list[dict]) -> dict:
     out: dict = {}
     for run in runs:
         for name, st in run.items():
-            acc = out.setdefault(name, {"tokens": 0, "seconds": 0.0, "setup": 0.0, "trainable": st["trainable"],
-                                        "strategies": st["strategies"]})
-            for k in ("tokens", "seconds", "setup"):
+            acc = out.setdefault(name, {"tokens": 0, "seconds": 0.0, "setup": 0.0, "hooks": 0.0, "data": 0.0,
+                                        "trainable": st["trainable"], "strategies": st["strategies"], "rates": []})
+            acc["rates"].append(st["tokens"] / st["seconds"])
+            for k in ("tokens", "seconds", "setup", "hooks", "data"):
                 acc[k] += st[k]
     return out
 
@@ -59,19 +61,20 @@ def main() -> None:
     args = parser.parse_args()
     runs: dict[str, list] = {"none": [], args.strategy: []}
     with tempfile.TemporaryDirectory(prefix="adaptlang-bench-") as out:
-        for r in range(args.repeats):
-            for strategy in runs:
+        for r in range(args.repeats):  # ABBA order: neither side always runs first
+            for strategy in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
                 runs[strategy].append(one_run(strategy, out, f"{strategy}-{r}", args.overrides))
     plain, recipe = summed(runs["none"]), summed(runs[args.strategy])
-    print(f"\n{'stage':10s} {'strategies':18s} {'trainable':>10s} {'tokens':>9s} {'train s':>8s} {'tokens/s':>9s} "
-          f"{'set-up s':>9s} {'vs none':>8s}")
+    print(f"\n{'stage':10s} {'strategies':18s} {'trainable':>10s} {'tokens':>9s} {'train s':>8s} {'hooks s':>8s} "
+          f"{'data s':>7s} {'tokens/s':>9s} {'set-up s':>9s} {'vs none':>8s}  tokens/s of each run")
     for name in plain:
         for label, runs_ in (("none", plain), (args.strategy, recipe)):
             st = runs_[name]
             rate = st["tokens"] / st["seconds"]
             vs = rate / (plain[name]["tokens"] / plain[name]["seconds"])
             print(f"{name:10s} {'+'.join(st['strategies']) or '-':18s} {st['trainable']:10,d} {st['tokens']:9d} "
-                  f"{st['seconds']:8.1f} {rate:9.0f} {st['setup']:9.1f} {vs:8.3f}")
+                  f"{st['seconds']:8.1f} {st['hooks']:8.2f} {st['data']:7.2f} {rate:9.0f} {st['setup']:9.1f} {vs:8.3f}  "
+                  + ", ".join(f"{r:.0f}" for r in st["rates"]))
 
     def whole(s: dict, with_setup: bool) -> float:
         return sum(x["tokens"] for x in s.values()) / sum(x["seconds"] + (x["setup"] if with_setup else 0) for x in s.values())
@@ -80,9 +83,15 @@ def main() -> None:
     total_ratio = whole(recipe, True) / whole(plain, True)
     print(f"\nwhole run, training time only: {args.strategy} / none = {train_ratio:.3f}  (target >= 0.95)")
     print(f"whole run, training + set-up:  {args.strategy} / none = {total_ratio:.3f}")
+    seconds = sum(x["seconds"] for x in recipe.values())
+    hooks = sum(x["hooks"] for x in recipe.values()) / seconds
+    extra_data = (sum(x["data"] for x in recipe.values()) - sum(x["data"] for x in plain.values())) / seconds
+    print(f"share of the recipe's training time inside strategy hooks: {hooks:.2%}; extra batch-drawing time "
+          f"over plain training: {extra_data:.2%}")
     per_stage = {name: (recipe[name]["tokens"] / recipe[name]["seconds"]) / (plain[name]["tokens"] / plain[name]["seconds"])
                  for name in plain}
     emit("strategies", strategy=args.strategy, repeats=args.repeats, train_ratio=train_ratio, total_ratio=total_ratio,
+         hook_share=hooks, extra_data_share=extra_data,
          per_stage=per_stage, setup_seconds={n: recipe[n]["setup"] / args.repeats for n in recipe},
          plain_setup_seconds={n: plain[n]["setup"] / args.repeats for n in plain})
 

@@ -12,7 +12,7 @@ instructions, 1:1), batch size, optimizer and schedule:
 Prints useful (non-padding) tokens per second for each and the ratios, then the model
 FLOP utilisation against the measured fp32 matmul peak and the top ops of a profile.
 
-    python bench/perf_train.py [--steps 40] [--batch-size 16]
+    python bench/perf_train.py [--steps 40] [--batch-size 16] [--repeats 3]
 """
 from __future__ import annotations
 
@@ -149,6 +149,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each loop, alternating; the median counts")
     args = parser.parse_args()
     cfg, model, tokenizer, data = setup(args.batch_size)
     lengths = [len(x) for x in data["input_ids"]]
@@ -156,22 +157,35 @@ def main() -> None:
           f"(min {min(lengths)}, max {max(lengths)}); {args.steps} steps x batch {args.batch_size}; "
           f"{torch.get_num_threads()} threads")
     run_bare(cfg, copy.deepcopy(model), tokenizer, data, 3)  # warm-up (allocator, kernels)
-    results = {}
-    results["adaptlang"] = run_adaptlang(cfg, copy.deepcopy(model), tokenizer, data, args.steps)
-    plain_stats = dict(LAST_STATS)
-    results["bare loop"] = run_bare(cfg, copy.deepcopy(model), tokenizer, data, args.steps)
+    variants = {
+        "adaptlang": lambda: run_adaptlang(cfg, copy.deepcopy(model), tokenizer, data, args.steps),
+        "bare loop": lambda: run_bare(cfg, copy.deepcopy(model), tokenizer, data, args.steps),
+        "HF Trainer": lambda: run_trainer(cfg, copy.deepcopy(model), tokenizer, data, args.steps, tmp),
+        "adaptlang af+replay": lambda: run_adaptlang(cfg, copy.deepcopy(model), tokenizer, data, args.steps,
+                                                     [ExperienceReplay(size=1000), ActiveForgetting(every=10)]),
+    }
+    runs: dict[str, list] = {k: [] for k in variants}
+    hooks: dict[str, list] = {k: [] for k in variants}
+    names = list(variants)
     with tempfile.TemporaryDirectory() as tmp:
-        results["HF Trainer"] = run_trainer(cfg, copy.deepcopy(model), tokenizer, data, args.steps, tmp)
-    results["adaptlang af+replay"] = run_adaptlang(
-        cfg, copy.deepcopy(model), tokenizer, data, args.steps,
-        [ExperienceReplay(size=1000), ActiveForgetting(every=10)])
+        for r in range(args.repeats):  # the order rotates every repeat; each loop's median run counts
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                LAST_STATS.clear()
+                runs[name].append(variants[name]())
+                hooks[name].append(LAST_STATS.get("strategy_seconds", 0.0) + LAST_STATS.get("data_seconds", 0.0))
+                if name == "adaptlang":
+                    plain_stats = dict(LAST_STATS)
+    results = {k: sorted(v, key=lambda r: r[0] / r[1])[len(v) // 2] for k, v in runs.items()}
     rate = {k: t / s for k, (t, s) in results.items()}
-    print(f"\n{'loop':22s} {'tokens':>9s} {'seconds':>8s} {'tokens/s':>9s}")
+    print(f"\n{'loop (median run)':22s} {'tokens':>9s} {'seconds':>8s} {'tokens/s':>9s}  all runs, tokens/s")
     for k, (t, s) in results.items():
-        print(f"{k:22s} {t:9d} {s:8.2f} {rate[k]:9.0f}")
+        print(f"{k:22s} {t:9d} {s:8.2f} {rate[k]:9.0f}  {', '.join(f'{a / b:.0f}' for a, b in runs[k])}")
     print(f"\nadaptlang / HF Trainer        = {rate['adaptlang'] / rate['HF Trainer']:.2f}x  (target >= 1.5)")
     print(f"adaptlang / bare loop         = {rate['adaptlang'] / rate['bare loop']:.2f}x  (target >= 0.95)")
     print(f"af+replay / no strategy       = {rate['adaptlang af+replay'] / rate['adaptlang']:.3f}  (target >= 0.95)")
+    share = {k: sum(hooks[k]) / sum(sec for _, sec in runs[k]) for k in ("adaptlang", "adaptlang af+replay")}
+    print(f"time in strategy hooks + batch drawing: {share['adaptlang af+replay']:.2%} with af+replay, "
+          f"{share['adaptlang']:.2%} without")
     peak = matmul_peak()
     mean_len = sum(lengths) / len(lengths)
     flops = executed_flops(model, plain_stats["tokens"], plain_stats["loss_tokens"], int(mean_len))
@@ -180,6 +194,7 @@ def main() -> None:
           f"GFLOP/s = MFU {achieved / peak:.1%} (body 6N + attention on every token, LM head on labelled tokens only)")
     emit("train", tokens_per_second=rate, vs_trainer=rate["adaptlang"] / rate["HF Trainer"],
          vs_bare=rate["adaptlang"] / rate["bare loop"], af_replay=rate["adaptlang af+replay"] / rate["adaptlang"],
+         af_replay_loop_share=share["adaptlang af+replay"], plain_loop_share=share["adaptlang"],
          peak_gflops=peak / 1e9, achieved_gflops=achieved / 1e9, mfu=achieved / peak)
     profile(cfg, copy.deepcopy(model), tokenizer, data)
 

@@ -1,6 +1,7 @@
 """Run by tests/test_multiprocess.py, as one process or under ``accelerate launch``: one
-training stage with af and replay on a tiny model; writes per-step losses (rank 0) and every
-rank's final weights checksum to the folder given as argv[1]."""
+training stage with af and replay on a tiny model (``main``), or two stages with EWC, whose
+importances from the first stage penalize the second (``main_ewc``, argv[2] == "ewc");
+writes per-step losses and every rank's final weights checksum to the folder in argv[1]."""
 import json
 import os
 import sys
@@ -38,28 +39,57 @@ class Recorder(Strategy):
         self.losses.append(state.loss)
 
 
-def main(out: str, steps: int = 6, af_every: int = 2) -> None:
-    accelerator = Accelerator(cpu=True)
-    tokenizer = train_tokenizer(read_text(str(CORPORA / "ntrex128" / "eng-US.txt.gz"), 200),
-                                OmegaConf.create({"vocab_size": 400}), seed=0)
-    model = build_model(OmegaConf.create(MODEL), tokenizer, 0)
-    tcfg = OmegaConf.create(TCFG)
-    ctx = StageContext(name="instruct", index=2, config=OmegaConf.create({}), stage=OmegaConf.create({"train": TCFG}),
+def setup(name: str = "instruct", index: int = 2, stream_seed: int = 3, model=None, tokenizer=None):
+    if tokenizer is None:
+        tokenizer = train_tokenizer(read_text(str(CORPORA / "ntrex128" / "eng-US.txt.gz"), 200),
+                                    OmegaConf.create({"vocab_size": 400}), seed=0)
+        model = build_model(OmegaConf.create(MODEL), tokenizer, 0)
+    ctx = StageContext(name=name, index=index, config=OmegaConf.create({}), stage=OmegaConf.create({"train": TCFG}),
                        languages=None, seed=0, tokenizer=tokenizer, model=model)
     new = instructions.build("english", ["en"], None, 0)[::7]  # variable-length examples
-    stream = ExampleStream(instructions.encode_all(new, tokenizer, 64), seed=3)
+    stream = ExampleStream(instructions.encode_all(new, tokenizer, 64), seed=stream_seed)
+    return model, tokenizer, ctx, stream
+
+
+def checksums(model) -> dict:
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    return {"weights_sum": float(flat.double().sum()), "weights_abs": float(flat.double().abs().sum()),
+            "weights_head": flat[:64].tolist()}
+
+
+def main(out: str, steps: int = 6, af_every: int = 2) -> None:
+    accelerator = Accelerator(cpu=True)
+    model, tokenizer, ctx, stream = setup()
+    tcfg = OmegaConf.create(TCFG)
     recorder, af, replay = Recorder(), ActiveForgetting(every=af_every), ExperienceReplay(size=30, policy="balanced")
     stream = replay.setup_data(stream, ctx)
     model, stats = train_stage(model, tokenizer, stream, [af, replay, recorder], tcfg, steps, accelerator, ctx)
-    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
-    rank = accelerator.process_index
-    with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+    with open(os.path.join(out, f"rank{accelerator.process_index}.json"), "w") as f:
         json.dump({"world": accelerator.num_processes, "losses": recorder.losses, "af_resets": af.resets,
-                   "weights_sum": float(flat.double().sum()), "weights_abs": float(flat.double().abs().sum()),
-                   "weights_head": flat[:64].tolist(), "tokens": stats["tokens"],
-                   "loss_tokens": stats["loss_tokens"]}, f)
+                   "tokens": stats["tokens"], "loss_tokens": stats["loss_tokens"], **checksums(model)}, f)
+
+
+def main_ewc(out: str, steps: int = 4) -> None:
+    from adaptlang.strategies.ewc import EWC
+
+    ewc, recorder = EWC(ewc_lambda=1e4, fisher_batches=2), Recorder()  # before the process group, as the pipeline
+    accelerator = Accelerator(cpu=True)  # does: avalanche refuses to be imported on rank > 0 once it exists
+    model, tokenizer, ctx, stream = setup("adapt", 1, stream_seed=3)
+    tcfg = OmegaConf.create(TCFG)
+    model, _ = train_stage(model, tokenizer, ewc.setup_data(stream, ctx), [ewc, recorder], tcfg, steps, accelerator, ctx)
+    ctx.model = model
+    ewc.on_stage_end(ctx)  # importances on the first stage's batches: every rank draws the same ones
+    importances = [float(imp.data.double().sum()) for imp in ewc.plugin.importances[0].values()]
+    model, tokenizer, ctx, stream = setup("instruct", 2, stream_seed=4, model=model, tokenizer=tokenizer)
+    model, _ = train_stage(model, tokenizer, ewc.setup_data(stream, ctx), [ewc, recorder], tcfg, steps, accelerator, ctx)
+    with open(os.path.join(out, f"rank{accelerator.process_index}.json"), "w") as f:
+        json.dump({"world": accelerator.num_processes, "losses": recorder.losses, "importances": importances,
+                   "penalty": float(ewc.penalty(model)), **checksums(model)}, f)
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    main(sys.argv[1], *(int(a) for a in sys.argv[2:]))
+    if sys.argv[2:3] == ["ewc"]:
+        main_ewc(sys.argv[1], *(int(a) for a in sys.argv[3:]))
+    else:
+        main(sys.argv[1], *(int(a) for a in sys.argv[2:]))

@@ -1,6 +1,8 @@
 """Two processes (CPU, gloo, launched by ``accelerate launch``) train like one process with the
 same global batch: the same per-step losses and final weights within float tolerance, with
-af resets and the replay buffer identical on both ranks (tests/mp_train.py is the script)."""
+af resets and the replay buffer identical on both ranks, and EWC's importances (estimated at
+a stage end) the same on both ranks and as in one process (tests/mp_train.py is the script)."""
+import importlib.util
 import json
 import os
 import socket
@@ -46,4 +48,21 @@ def test_two_processes_give_the_one_process_loss_curve(tmp_path, af_every=2):
     assert r0["losses"] == pytest.approx(one["losses"], rel=1e-5, abs=1e-5)
     assert len(set(round(x, 3) for x in one["losses"])) > 3, "the loss curve should move"
     assert r0["weights_head"] == pytest.approx(one["weights_head"], abs=1e-5)
+    assert r0["weights_abs"] == pytest.approx(one["weights_abs"], rel=1e-6)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("avalanche") is None and not os.environ.get("CI"),
+                    reason="avalanche-lib not installed (the README's test command installs it)")
+def test_ewc_importances_and_penalized_stage_agree_across_two_processes(tmp_path):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    mp_train.main_ewc(str(tmp_path / "one"), 4)
+    launch(tmp_path / "two", 2, "ewc", "4")
+    one = json.loads((tmp_path / "one" / "rank0.json").read_text())
+    r0, r1 = (json.loads((tmp_path / "two" / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0 == r1, "the two ranks disagree (importances, penalty, losses or weights)"
+    assert sum(one["importances"]) > 0 and one["penalty"] > 0  # EWC really acted in the second stage
+    assert r0["importances"] == pytest.approx(one["importances"], rel=1e-4, abs=1e-9)
+    assert r0["losses"] == pytest.approx(one["losses"], rel=1e-5, abs=1e-5)
+    assert r0["penalty"] == pytest.approx(one["penalty"], rel=1e-3)
     assert r0["weights_abs"] == pytest.approx(one["weights_abs"], rel=1e-6)

@@ -55,7 +55,7 @@ def comparable(metrics):
     """Everything but wall-clock figures and environment."""
     out = {}
     for name, st in metrics["stages"].items():
-        train = {k: v for k, v in st["train"].items() if k not in ("seconds", "tokens_per_second")}
+        train = {k: v for k, v in st["train"].items() if k not in ("seconds", "tokens_per_second", "data_seconds", "strategy_seconds")}
         notes = {k: v for k, v in st["strategy_notes"].items()}
         out[name] = {"train": train, "eval": st["eval"], "notes": notes}
     return out
