@@ -10,19 +10,38 @@ training plus set-up, and the ratio of the recipe to plain training.
 What differs by design, and so is not "overhead": vocab trains only the new embedding rows
 and the LM head in adapt (the body is frozen, so its weight gradients are never computed),
 and leaves a larger vocabulary (a larger LM head) for instruct; replay interleaves past
-English instructions, whose lengths differ from the new translation instructions.
+English instructions, whose lengths differ from the new translation instructions. So it
+also prints the share of the loop's time spent inside strategy hooks and drawing batches
+(the framework's own cost of the strategies) and the executed FLOP/s of both runs (the work
+per token differs; the rate at which the loop gets work done should not).
 
     PYTHONPATH=. python bench/perf_strategies.py [--strategy af+replay+vocab] [--repeats 1] [key=value ...]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
+from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from _emit import emit  # noqa: E402
+
+
+def executed_flops(model_dir: Path, stage: dict, frozen_body: bool) -> float:
+    """FLOPs the loop executed in a stage, from the stage's saved model config: the body on
+    every token (6N to train it, 4N when it is frozen: activations' gradients but no weight
+    gradients), attention 12*L*d*T with T the mean example length (packing keeps attention
+    within an example), and the LM head (6*V*d) on the labelled tokens only."""
+    c = json.loads((model_dir / "config.json").read_text())
+    d, layers, inter, vocab = c["hidden_size"], c["num_hidden_layers"], c["intermediate_size"], c["vocab_size"]
+    kv = d // c["num_attention_heads"] * c.get("num_key_value_heads", c["num_attention_heads"])
+    body = layers * (2 * d * d + 2 * d * kv + 3 * d * inter)
+    length = stage["tokens"] / stage["examples"]
+    return ((4 if frozen_body else 6) * body + 12 * layers * d * length) * stage["tokens"] \
+        + 6 * vocab * d * stage["loss_tokens"]
 
 
 def one_run(strategy: str, out: str, label: str, overrides: list[str]) -> dict:
@@ -31,11 +50,12 @@ def one_run(strategy: str, out: str, label: str, overrides: list[str]) -> dict:
     cfg = adaptlang.load_config([f"strategy={strategy}", f"output_dir={out}", f"name={label}", "eval.benchmarks=[]",
                                  "train.checkpoint_every=0", "train.log_every=1000", *overrides])
     path = adaptlang.run(cfg)
-    import json
-
     metrics = json.loads((path / "metrics.json").read_text())
+    frozen = {name: "vocab" in st["strategies"] and cfg.strategy.vocab.body == "frozen"
+              for name, st in metrics["stages"].items()}
     return {name: {"tokens": st["train"]["tokens"], "seconds": st["train"]["seconds"],
                    "hooks": st["train"]["strategy_seconds"], "data": st["train"]["data_seconds"],
+                   "flops": executed_flops(path / st["model_dir"], st["train"], frozen[name]),
                    "setup": st["setup_seconds"], "trainable": st["parameters"]["trainable"],
                    "strategies": st["strategies"]} for name, st in metrics["stages"].items()}
 
@@ -45,10 +65,10 @@ def summed(runs: list[dict]) -> dict:
     out: dict = {}
     for run in runs:
         for name, st in run.items():
-            acc = out.setdefault(name, {"tokens": 0, "seconds": 0.0, "setup": 0.0, "hooks": 0.0, "data": 0.0,
+            acc = out.setdefault(name, {"tokens": 0, "seconds": 0.0, "setup": 0.0, "hooks": 0.0, "data": 0.0, "flops": 0.0,
                                         "trainable": st["trainable"], "strategies": st["strategies"], "rates": []})
             acc["rates"].append(st["tokens"] / st["seconds"])
-            for k in ("tokens", "seconds", "setup", "hooks", "data"):
+            for k in ("tokens", "seconds", "setup", "hooks", "data", "flops"):
                 acc[k] += st[k]
     return out
 
@@ -88,10 +108,16 @@ def main() -> None:
     extra_data = (sum(x["data"] for x in recipe.values()) - sum(x["data"] for x in plain.values())) / seconds
     print(f"share of the recipe's training time inside strategy hooks: {hooks:.2%}; extra batch-drawing time "
           f"over plain training: {extra_data:.2%}")
+    flop_rate = {k: sum(x["flops"] for x in v.values()) / sum(x["seconds"] for x in v.values())
+                 for k, v in (("none", plain), ("recipe", recipe))}
+    flop_ratio = flop_rate["recipe"] / flop_rate["none"]
+    work = (sum(x["flops"] / x["tokens"] for x in recipe.values()) / sum(x["flops"] / x["tokens"] for x in plain.values()))
+    print(f"executed FLOPs per token, recipe / none (mean over stages): {work:.3f}; executed FLOP/s, recipe / none: "
+          f"{flop_ratio:.3f} ({flop_rate['recipe'] / 1e9:.1f} vs {flop_rate['none'] / 1e9:.1f} GFLOP/s)")
     per_stage = {name: (recipe[name]["tokens"] / recipe[name]["seconds"]) / (plain[name]["tokens"] / plain[name]["seconds"])
                  for name in plain}
     emit("strategies", strategy=args.strategy, repeats=args.repeats, train_ratio=train_ratio, total_ratio=total_ratio,
-         hook_share=hooks, extra_data_share=extra_data,
+         hook_share=hooks, extra_data_share=extra_data, flop_ratio=flop_ratio,
          per_stage=per_stage, setup_seconds={n: recipe[n]["setup"] / args.repeats for n in recipe},
          plain_setup_seconds={n: plain[n]["setup"] / args.repeats for n in plain})
 

@@ -59,6 +59,8 @@ def rows(figures: dict) -> list[tuple[str, str, str, str]]:
         add(f"{s['strategy']} / none, whole default run, training time", f"{s['train_ratio']:.3f}", ">= 0.95",
             s["train_ratio"] >= 0.95)
         add(f"{s['strategy']} / none, whole default run, training + set-up", f"{s['total_ratio']:.3f}")
+        add(f"{s['strategy']} / none, executed FLOP/s (vocab enlarges the LM head, freezes the body)",
+            f"{s['flop_ratio']:.3f}")
         add(f"{s['strategy']}: share of training time in strategy hooks + extra batch drawing",
             f"{s['hook_share']:.2%} + {s['extra_data_share']:.2%}", "<= 5%", s["hook_share"] + s["extra_data_share"] <= 0.05)
         for stage, ratio in s["per_stage"].items():
