@@ -84,7 +84,7 @@ def main_ewc(out: str, steps: int = 4) -> None:
     model, _ = train_stage(model, tokenizer, ewc.setup_data(stream, ctx), [ewc, recorder], tcfg, steps, accelerator, ctx)
     with open(os.path.join(out, f"rank{accelerator.process_index}.json"), "w") as f:
         json.dump({"world": accelerator.num_processes, "losses": recorder.losses, "importances": importances,
-                   "penalty": float(ewc.penalty(model)), **checksums(model)}, f)
+                   "penalty": float(ewc.penalty(model).detach()), **checksums(model)}, f)
 
 
 if __name__ == "__main__":
