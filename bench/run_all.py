@@ -2,8 +2,8 @@
 one table of the figures against the targets (issue #8). Each script's own output goes to
 the terminal as it runs (or, with --log, to that file); the table comes last.
 
-    python bench/run_all.py                 # about 30 minutes on a 2-core CPU
-    python bench/run_all.py --only train,memory --log bench.log
+    python bench/run_all.py                 # about 16 minutes on a quiet 2-core CPU
+    python bench/run_all.py --only train,memory --log /tmp/bench.log
 
 Benchmarks: train (bench/perf_train.py: adaptlang's loop vs HF Trainer vs a bare loop, MFU,
 profile), strategies (bench/perf_strategies.py: af+replay+vocab vs no strategy over the
