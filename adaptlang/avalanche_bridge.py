@@ -84,6 +84,15 @@ class Bridge(SimpleNamespace):
                          train_mb_size=None, mb_x=None, mb_output=None, _criterion=None)
 
 
+def plugin_penalty(plugin, model, experiences: int) -> torch.Tensor:
+    """The regularization term a penalty plugin (EWC, SI) adds to the loss now: its
+    ``before_backward`` run on a zero loss."""
+    bridge = Bridge(model, experiences=experiences)
+    bridge.loss = torch.zeros((), device=bridge.device)
+    plugin.before_backward(bridge)
+    return bridge.loss
+
+
 def not_resumable(name: str, state: dict, has_data: bool) -> None:
     """The plugins keep tensors (importances, a teacher model) that checkpoints (JSON) do not hold."""
     if int(state.get("stages_done", 0)) > 0 and not has_data:

@@ -28,20 +28,18 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from _emit import emit  # noqa: E402
+from _flops import executed_flops  # noqa: E402
 
 
-def executed_flops(model_dir: Path, stage: dict, frozen_body: bool) -> float:
-    """FLOPs the loop executed in a stage, from the stage's saved model config: the body on
-    every token (6N to train it, 4N when it is frozen: activations' gradients but no weight
-    gradients), attention 12*L*d*T with T the mean example length (packing keeps attention
-    within an example), and the LM head (6*V*d) on the labelled tokens only."""
+def stage_flops(model_dir: Path, stage: dict, frozen_body: bool) -> float:
+    """Executed FLOPs of a stage (bench/_flops.py), sized from the stage's saved model config;
+    the attention length is the stage's mean example length."""
     c = json.loads((model_dir / "config.json").read_text())
     d, layers, inter, vocab = c["hidden_size"], c["num_hidden_layers"], c["intermediate_size"], c["vocab_size"]
     kv = d // c["num_attention_heads"] * c.get("num_key_value_heads", c["num_attention_heads"])
     body = layers * (2 * d * d + 2 * d * kv + 3 * d * inter)
-    length = stage["tokens"] / stage["examples"]
-    return ((4 if frozen_body else 6) * body + 12 * layers * d * length) * stage["tokens"] \
-        + 6 * vocab * d * stage["loss_tokens"]
+    return executed_flops(body, vocab * d, layers, d, stage["tokens"] / stage["examples"], stage["tokens"],
+                          stage["loss_tokens"], frozen_body)
 
 
 def one_run(strategy: str, out: str, label: str, overrides: list[str]) -> dict:
@@ -55,7 +53,7 @@ def one_run(strategy: str, out: str, label: str, overrides: list[str]) -> dict:
               for name, st in metrics["stages"].items()}
     return {name: {"tokens": st["train"]["tokens"], "seconds": st["train"]["seconds"],
                    "hooks": st["train"]["strategy_seconds"], "data": st["train"]["data_seconds"],
-                   "flops": executed_flops(path / st["model_dir"], st["train"], frozen[name]),
+                   "flops": stage_flops(path / st["model_dir"], st["train"], frozen[name]),
                    "setup": st["setup_seconds"], "trainable": st["parameters"]["trainable"],
                    "strategies": st["strategies"]} for name, st in metrics["stages"].items()}
 

@@ -26,6 +26,7 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from _emit import emit  # noqa: E402
+from _flops import executed_flops  # noqa: E402
 
 
 def setup(batch_size: int):
@@ -130,13 +131,12 @@ def matmul_peak(n=1024, repeat=10) -> float:
     return 2 * n**3 * repeat / (time.perf_counter() - start)
 
 
-def executed_flops(model, tokens: int, loss_tokens: int, seq_len: int) -> float:
-    """FLOPs adaptlang's loop executes: 6N (forward + backward) for the body on every token
-    plus attention 12*L*d*T, and the LM head (6*V*d) only on the tokens with a label."""
+def loop_flops(model, tokens: int, loss_tokens: int, seq_len: int) -> float:
+    """Executed FLOPs of training ``model`` (all of it) on ``tokens`` tokens (bench/_flops.py)."""
     c = model.config
     body = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name and "lm_head" not in name)
-    head = model.lm_head.weight.numel()
-    return (6 * body + 12 * c.num_hidden_layers * c.hidden_size * seq_len) * tokens + 6 * head * loss_tokens
+    return executed_flops(body, model.lm_head.weight.numel(), c.num_hidden_layers, c.hidden_size, seq_len, tokens,
+                          loss_tokens)
 
 
 def main() -> None:
@@ -188,7 +188,7 @@ def main() -> None:
           f"{share['adaptlang']:.2%} without")
     peak = matmul_peak()
     mean_len = sum(lengths) / len(lengths)
-    flops = executed_flops(model, plain_stats["tokens"], plain_stats["loss_tokens"], int(mean_len))
+    flops = loop_flops(model, plain_stats["tokens"], plain_stats["loss_tokens"], int(mean_len))
     achieved = flops / results["adaptlang"][1]
     print(f"\nfp32 matmul peak {peak / 1e9:.1f} GFLOP/s (1024^3 torch.mm); adaptlang executed {achieved / 1e9:.2f} "
           f"GFLOP/s = MFU {achieved / peak:.1%} (body 6N + attention on every token, LM head on labelled tokens only)")

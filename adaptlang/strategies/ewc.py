@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import torch
 
-from ..avalanche_bridge import Bridge, PlainView, avalanche, draw_batches, lm_gradients, not_resumable
+from ..avalanche_bridge import (Bridge, PlainView, avalanche, draw_batches, lm_gradients, not_resumable,
+                                plugin_penalty)
 from ..errors import UserError
 from ..strategy import StageContext, Strategy, TrainState, register_strategy
 
@@ -79,10 +80,7 @@ class EWC(Strategy):
 
     def penalty(self, model) -> torch.Tensor:
         """lambda * the EWC penalty of ``model`` now (Avalanche's before_backward)."""
-        bridge = Bridge(model, experiences=self.stages_done)
-        bridge.loss = torch.zeros((), device=bridge.device)
-        self.plugin.before_backward(bridge)
-        return bridge.loss
+        return plugin_penalty(self.plugin, model, self.stages_done)
 
     def extra_loss(self, batch, outputs, state: TrainState):
         return self.penalty(state.model) if self.stages_done else None

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from ..avalanche_bridge import Bridge, avalanche, not_resumable
+from ..avalanche_bridge import Bridge, avalanche, not_resumable, plugin_penalty
 from ..errors import UserError
 from ..strategy import StageContext, Strategy, TrainState, register_strategy
 
@@ -56,10 +56,8 @@ class SynapticIntelligence(Strategy):
         return model, tokenizer
 
     def penalty(self, model) -> torch.Tensor:
-        bridge = Bridge(model, experiences=self.stages_done)
-        bridge.loss = torch.zeros((), device=bridge.device)
-        self.plugin.before_backward(bridge)
-        return bridge.loss
+        """lambda * the SI penalty of ``model`` now (Avalanche's before_backward)."""
+        return plugin_penalty(self.plugin, model, self.stages_done)
 
     def extra_loss(self, batch, outputs, state: TrainState):
         return self.penalty(state.model) if self.stages_done else None
