@@ -1,9 +1,17 @@
 """adaptlang: continual language adaptation of decoder LLMs with composable strategies."""
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 from .config import load_config  # noqa: E402
 from .errors import UserError  # noqa: E402
-from .strategy import Strategy, compose, register_strategy  # noqa: E402
+from .composition import compose  # noqa: E402
+from .strategy import Strategy, register_strategy  # noqa: E402
+
+
+def make_plan(cfg, composed=None):
+    """Check a resolved config and return its plan (see adaptlang.plan.make_plan)."""
+    from .plan import make_plan as _make_plan
+
+    return _make_plan(cfg, composed)
 
 
 def run(cfg, composed=None):
@@ -13,4 +21,4 @@ def run(cfg, composed=None):
     return _run(cfg, composed)
 
 
-__all__ = ["Strategy", "UserError", "compose", "load_config", "register_strategy", "run", "__version__"]
+__all__ = ["Strategy", "UserError", "compose", "load_config", "make_plan", "register_strategy", "run", "__version__"]

@@ -25,7 +25,7 @@ from types import SimpleNamespace
 
 import torch
 
-from .data import make_batch
+from .batching import make_batch
 from .errors import UserError
 
 ADAPTER_MARKERS = ("lora_", "ia3_l", "trainable_tokens_delta")
@@ -93,11 +93,24 @@ def plugin_penalty(plugin, model, experiences: int) -> torch.Tensor:
     return bridge.loss
 
 
-def not_resumable(name: str, state: dict, has_data: bool) -> None:
-    """The plugins keep tensors (importances, a teacher model) that checkpoints (JSON) do not hold."""
-    if int(state.get("stages_done", 0)) > 0 and not has_data:
-        raise UserError(f"strategy '{name}' keeps tensors that are not checkpointed, so a run using it cannot be "
-                        "resumed after a stage in which it acted; start the run again")
+def params_state(params: dict) -> dict:
+    """Avalanche ``{name: ParamData}`` -> ``{name: tensor}`` (a strategy's state_dict, saved as safetensors)."""
+    return {name: p.data for name, p in params.items()}
+
+
+def params_from_state(state: dict, device=None) -> dict:
+    """The inverse of ``params_state``: ``{name: ParamData}`` holding the saved tensors (bit for bit)."""
+    ParamData = avalanche("avalanche.training.utils", "ParamData")
+    return {name: ParamData(name, init_tensor=t.clone().to(device or t.device), device=device or t.device)
+            for name, t in state.items()}
+
+
+def place(params: dict, device) -> None:
+    """Move ParamData tensors to the model's device (state is loaded on the CPU)."""
+    device = torch.device(device)
+    for p in params.values():
+        if p.data.device != device:
+            p.data, p.device = p.data.to(device), device
 
 
 def draw_batches(stream, tokenizer, batch_size: int, n: int, device) -> list[dict]:

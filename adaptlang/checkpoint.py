@@ -2,15 +2,17 @@
 
 Layout, under ``runs/<name>/stages/<stage>/checkpoints/``::
 
-    step-000040/            model.safetensors, optimizer.pt, rng.pt, state.json, COMPLETE
+    step-000040/            model.safetensors, optimizer.pt, rng.pt, state.json,
+                            strategies.json (+ strategies.safetensors), COMPLETE
     latest                  text file naming the newest complete step folder
 
 A checkpoint folder is written in full, ``COMPLETE`` last, and only then does ``latest``
 (written atomically) point at it; older folders are removed afterwards. A folder without
 ``COMPLETE`` (killed mid-write) is never read. Weights are safetensors; optimizer and RNG
 state are our own files, read back with ``torch.load(weights_only=True)`` (no pickle of
-arbitrary objects). The JSON part holds the step, the data streams' positions, every
-strategy's ``state_dict`` and the running training figures.
+arbitrary objects). ``state.json`` holds the step, the data streams' positions and the
+running training figures; every strategy's ``state_dict`` is in ``strategies.json``, its
+tensors in ``strategies.safetensors`` (adaptlang.state_io).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from safetensors.torch import load_model, save_model
 
 from .errors import UserError
 from .rundir import write_atomic, write_json
+from .state_io import load_state, save_state
 
 
 class Checkpointer:
@@ -55,9 +58,9 @@ class Checkpointer:
             write_json(path / "state.json", {
                 "step": step,
                 "stream": stream.state_dict() if hasattr(stream, "state_dict") else None,
-                "strategies": {s.name: s.state_dict() for s in strategies},
                 "progress": progress,
             })
+            save_state(path, "strategies", {s.name: s.state_dict() for s in strategies})
             (path / "COMPLETE").write_text("ok\n")
             write_atomic(self.folder / "latest", path.name + "\n")
         except OSError as exc:
@@ -85,9 +88,10 @@ class Checkpointer:
         state = json.loads((path / "state.json").read_text())
         if state["stream"] is not None:
             stream.load_state_dict(state["stream"])
+        states = load_state(path, "strategies")
         for strategy in strategies:
-            if strategy.name in state["strategies"]:
-                strategy.load_state_dict(state["strategies"][strategy.name])
+            if strategy.name in states:
+                strategy.load_state_dict(states[strategy.name])
         return {"step": state["step"], **state["progress"]}
 
     def clear(self) -> None:

@@ -5,7 +5,6 @@ User mistakes print one line (``adaptlang: error: ...``) and exit 2, without a t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -21,7 +20,8 @@ adaptlang compare RUN... [--baseline RUN] [--stage S] [--out DIR]
                                        report (Markdown + HTML) comparing runs with a baseline
 adaptlang resume runs/X                continue an interrupted run (same result as uninterrupted)
 adaptlang eval MODEL_PATH [key=value ...]  benchmarks on a saved model -> MODEL_PATH-eval.json or --out
-adaptlang config [key=value ...]       print the resolved config
+adaptlang config [key=value ...] [--resolved]
+                                       print the checked plan (--resolved: the resolved config YAML)
 adaptlang strategies                   list the registered strategies
 adaptlang instructions [key=value ...] [--source xling|mlm|...] [--out FILE] [--limit N]
                                        preview/export a stage's generated instructions as JSONL"""
@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", help="compare: the baseline run (default: the mlm run, else the first)")
     parser.add_argument("--stage", help="compare: the stage compared in every run (default: each run's last)")
     parser.add_argument("--source", help="instructions: the instruction source (default: xling, or mlm when active)")
-    ns = parser.parse_args(argv)
+    parser.add_argument("--resolved", action="store_true", help="config: print the resolved config instead of the plan")
+    ns = parser.parse_intermixed_args(argv)  # options may come anywhere among the key=value overrides
     try:
         return _dispatch(ns)
     except UserError as exc:
@@ -52,16 +53,24 @@ def _dispatch(ns) -> int:
     from .config import load_config, to_yaml
 
     if ns.command == "strategies":
-        from .strategy import STRATEGIES, _load_plugins
+        from .composition import strategy_defaults
+        from .strategy import STRATEGIES, load_plugins
 
-        _load_plugins()
+        load_plugins()
         for name in STRATEGIES:
             cls = STRATEGIES.get(name)
             doc = (cls.__doc__ or "").strip().splitlines()[0]
-            print(f"{name:10s} stages={','.join(cls.stages) or '-':12s} owns={','.join(sorted(cls.owns)) or '-':20s} {doc}")
+            stages = ",".join(strategy_defaults(name)["stages"]) or "-"
+            print(f"{name:10s} stages={stages:24s} owns={','.join(sorted(cls.owns)) or '-':28s} {doc}")
         return 0
     if ns.command == "config":
-        print(to_yaml(load_config(ns.args, base=ns.config)), end="")
+        cfg = load_config(ns.args, base=ns.config)
+        if ns.resolved:
+            print(to_yaml(cfg), end="")
+        else:
+            from .plan import make_plan
+
+            print(make_plan(cfg).describe(), end="")
         return 0
     if ns.command == "run":
         from .grid import is_grid, run_grid

@@ -20,14 +20,21 @@ What is compared, exactly:
   same ``{"languages", "classes", "skipped"}`` shape), ``overall`` last; one table per
   benchmark metric. A cell is the mean over the method's seeds, ``± sample standard
   deviation`` (n-1) when there are several. The best mean of a column is bold when the
-  metric's direction is known (``DIRECTIONS``).
+  metric's direction is known (adaptlang.forgetting.DIRECTIONS).
 * **Deltas** against the baseline, signed, ``method - baseline``: when the method and the
   baseline have the same seeds the per-seed differences are paired (mean ± std of the
   paired differences), otherwise difference of the means (± the method's std).
+  ``delta_rel``: the relative change of the mean, ``delta / |baseline mean|``.
+* **Perplexities** (adaptlang.forgetting.log_scale: ppl_token, ppl_char): differences of
+  exponentials are unreadable once the values are large, so their cells also get the
+  mean ± std of the natural logs of the values (``log_mean``, ``log_std``: log-ppl) and
+  the delta of those (``delta_log``, ``delta_log_std``, paired like ``delta``); the report
+  shows relative changes in percent, and log-ppl instead of perplexities too large to read.
 * **Plots**: per-class delta bars (Instruct-Align Figure 2: delta of each method against
   the baseline per language group) and metric-by-stage lines per class (forgetting: AF
   paper section 5 and Instruct-Align section 5 discuss the drop on the languages known
-  before adaptation), for the headline metrics (``HEADLINE``) of every benchmark.
+  before adaptation), for the headline metrics (adaptlang.compare_common.HEADLINE) of
+  every benchmark.
 * **Stage**: by default each run's last evaluated stage (named per method in the report);
   ``stage=`` compares one named stage in every run.
 
@@ -47,13 +54,11 @@ from typing import Any
 
 import yaml
 
+from .compare_common import ordered_union, short
+from .compare_report import write
 from .errors import UserError, listing, suggest
-from .forgetting import DIRECTIONS, direction  # noqa: F401  (one table of metric directions)
+from .forgetting import direction, log_scale
 
-# Per-token figures: not comparable between models with different tokenizers.
-PER_TOKEN = ("ppl_token",)
-# Metrics that get plots (a benchmark with none of these: its first metric).
-HEADLINE = ("ppl_token", "bits_per_char", "self_similarity", "bleu", "chrf", "accuracy", "weighted_f1")
 IGNORED_CONFIG_KEYS = ("seed", "name", "output_dir", "overwrite")
 
 
@@ -150,29 +155,6 @@ def _numeric(figures: dict) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.startswith("n_")}
 
 
-def _merge_orders(sequences) -> list:
-    """One order of stages that keeps every run's own order (pretrain, instruct + pretrain,
-    adapt, instruct -> pretrain, adapt, instruct)."""
-    out: list = []
-    for seq in sequences:
-        seq = list(seq)
-        for i, x in enumerate(seq):
-            if x in out:
-                continue
-            nxt = next((y for y in seq[i + 1:] if y in out), None)
-            out.insert(out.index(nxt) if nxt is not None else len(out), x)
-    return out
-
-
-def _ordered_union(lists) -> list:
-    out: list = []
-    for items in lists:
-        for x in items:
-            if x not in out:
-                out.append(x)
-    return out
-
-
 def summarize(values: list[float]) -> dict:
     """mean, sample std (n-1; None for one value), n."""
     mean = sum(values) / len(values)
@@ -213,14 +195,14 @@ def build(run_paths: list[str | Path], baseline: str | Path | None = None, stage
     methods.insert(0, base)
 
     figures = {m.label: [_class_figures(r, m.stages[r.name]) for r in m.runs] for m in methods}
-    benchmarks = _ordered_union(f.keys() for fs in figures.values() for f in fs)
+    benchmarks = ordered_union(f.keys() for fs in figures.values() for f in fs)
     tables: dict = {}
     for bench in benchmarks:
-        classes = _ordered_union(f.get(bench, {}).keys() for fs in figures.values() for f in fs)
+        classes = ordered_union(f.get(bench, {}).keys() for fs in figures.values() for f in fs)
         if "overall" in classes:
             classes.remove("overall")
             classes.append("overall")
-        metrics = _ordered_union(c.keys() for fs in figures.values() for f in fs for c in f.get(bench, {}).values())
+        metrics = ordered_union(c.keys() for fs in figures.values() for f in fs for c in f.get(bench, {}).values())
         for metric in metrics:
             rows = {}
             for m in methods:
@@ -234,6 +216,9 @@ def build(run_paths: list[str | Path], baseline: str | Path | None = None, stage
                             seeds.append(r.seed)
                     if values:
                         row[cls] = {**summarize(values), "values": values, "seeds": seeds}
+                        if log_scale(metric) and all(v > 0 for v in values):
+                            s = summarize([math.log(v) for v in values])
+                            row[cls].update(log_mean=s["mean"], log_std=s["std"])
                 rows[m.label] = row
             _add_deltas(rows, base.label)
             tables.setdefault(bench, {})[metric] = {"direction": direction(metric), "classes": classes, "rows": rows}
@@ -251,19 +236,33 @@ def build(run_paths: list[str | Path], baseline: str | Path | None = None, stage
 
 
 def _add_deltas(rows: dict, base_label: str) -> None:
+    """``delta`` (± ``delta_std``, ``delta_paired``) and ``delta_rel`` of every cell against
+    the baseline's; ``delta_log`` (± ``delta_log_std``) where both cells have ``log_mean``."""
     base = rows.get(base_label, {})
     for label, row in rows.items():
         for cls, cell in row.items():
             if label == base_label or cls not in base:
                 continue
             b = base[cls]
-            if sorted(map(str, cell["seeds"])) == sorted(map(str, b["seeds"])) and len(set(map(str, b["seeds"]))) == len(b["seeds"]):
-                by_seed = dict(zip(map(str, b["seeds"]), b["values"]))
-                diffs = [v - by_seed[str(s)] for s, v in zip(cell["seeds"], cell["values"])]
-                s = summarize(diffs)
-                cell["delta"], cell["delta_std"], cell["delta_paired"] = s["mean"], s["std"], True
-            else:
-                cell["delta"], cell["delta_std"], cell["delta_paired"] = cell["mean"] - b["mean"], cell["std"], False
+            paired = (sorted(map(str, cell["seeds"])) == sorted(map(str, b["seeds"]))
+                      and len(set(map(str, b["seeds"]))) == len(b["seeds"]))
+            for key, get in (("delta", lambda c: c["values"]), ("delta_log", _logs)):
+                mine, theirs = get(cell), get(b)
+                if mine is None or theirs is None:
+                    continue
+                if paired:
+                    by_seed = dict(zip(map(str, b["seeds"]), theirs))
+                    s = summarize([v - by_seed[str(seed)] for seed, v in zip(cell["seeds"], mine)])
+                    cell[key], cell[f"{key}_std"] = s["mean"], s["std"]
+                else:
+                    cell[key] = summarize(mine)["mean"] - summarize(theirs)["mean"]
+                    cell[f"{key}_std"] = summarize(mine)["std"]
+            cell["delta_paired"] = paired
+            cell["delta_rel"] = cell["delta"] / abs(b["mean"]) if b["mean"] else None
+
+
+def _logs(cell: dict) -> list[float] | None:
+    return [math.log(v) for v in cell["values"]] if "log_mean" in cell else None
 
 
 def _by_stage(methods: list[Method], tables: dict) -> dict:
@@ -306,10 +305,15 @@ def _method_info(m: Method) -> dict:
 
 
 def _vocab_at(run: Run, stage: str):
-    """The vocabulary size of the model evaluated at ``stage`` (the vocab strategy grows it)."""
+    """The vocabulary size of the model evaluated at ``stage``: the stage's ``vocab_size``
+    (len(tokenizer) after it); for run folders written before stages carried it, the last
+    size a stage's ``strategy_notes.vocab.vocab_size_after`` reported, else the model's."""
     size = run.metrics.get("model", {}).get("vocab_size")
     for name, st in run.metrics["stages"].items():
-        size = ((st.get("strategy_notes") or {}).get("vocab") or {}).get("vocab_size_after", size)
+        if st.get("vocab_size") is not None:
+            size = st["vocab_size"]
+        else:
+            size = ((st.get("strategy_notes") or {}).get("vocab") or {}).get("vocab_size_after", size)
         if name == stage:
             break
     return size
@@ -333,11 +337,6 @@ def _flatten(obj, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: json.dumps(obj) if isinstance(obj, list) else obj}
 
 
-def _short(v, limit: int = 200) -> str:
-    s = json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v)
-    return s if len(s) <= limit else s[: limit - 1] + "…"
-
-
 def _config_differences(methods: list[Method]) -> dict:
     """dotted key -> method -> value, for keys whose values differ between methods. The
     options of a strategy that not every method has are summed up by the ``strategy`` row."""
@@ -349,10 +348,10 @@ def _config_differences(methods: list[Method]) -> dict:
     out = {}
     if len({tuple(n) for n in names.values()}) > 1:
         out["strategy"] = {label: "+".join(n) or "none" for label, n in names.items()}
-    for name in _ordered_union(names.values()):  # a strategy not every method has: its options in one row
+    for name in ordered_union(names.values()):  # a strategy not every method has: its options in one row
         if name not in shared:
             out[f"strategy.{name}"] = {
-                label: " ".join(f"{k}={_short(v, 30)}" for k, v in c["strategy"][name].items())
+                label: " ".join(f"{k}={short(v, 30)}" for k, v in c["strategy"][name].items())
                 if name in (c.get("strategy") or {}) else "(absent)" for label, c in configs.items()}
     flat = {}
     for label, c in configs.items():
@@ -364,7 +363,7 @@ def _config_differences(methods: list[Method]) -> dict:
             c["experiment"]["stages"] = {str(st.get("name")): {k: v for k, v in st.items() if k != "name"}
                                          for st in stages if isinstance(st, dict)}
         flat[label] = _flatten(c)
-    for key in _ordered_union(f.keys() for f in flat.values()):
+    for key in ordered_union(f.keys() for f in flat.values()):
         values = {label: f.get(key, "(absent)") for label, f in flat.items()}
         if len({json.dumps(v, default=str) for v in values.values()}) > 1:
             out[key] = values
@@ -399,7 +398,5 @@ def default_out(comp: dict, first_run: Path) -> Path:
 def compare(run_paths: list[str | Path], baseline: str | Path | None = None, out: str | Path | None = None,
             stage: str | None = None, plots: bool = True) -> Path:
     """Build the comparison and write it; returns the output folder."""
-    from .compare_report import write
-
     comp = build(run_paths, baseline, stage)
     return write(comp, Path(out) if out else default_out(comp, Path(run_paths[0])), plots)

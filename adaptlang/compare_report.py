@@ -3,7 +3,10 @@
 
 Plots (matplotlib, Agg backend): per-class delta bars against the baseline (Instruct-Align
 Figure 2) and the metric by stage per class, one line per method (forgetting: AF paper
-section 5, Instruct-Align section 5). One number format (``fmt``) for every table.
+section 5, Instruct-Align section 5). One number format (``fmt``, adaptlang.compare_common)
+for every table. Perplexities (adaptlang.forgetting.log_scale) are compared by relative
+change in percent, and a perplexity table with values too large to read (``log_view``) shows
+log-ppl = ln(ppl) instead: never an exponent or a twelve-digit number in a cell.
 """
 from __future__ import annotations
 
@@ -13,49 +16,70 @@ import io
 import math
 from pathlib import Path
 
-from .compare import HEADLINE, PER_TOKEN, _merge_orders, _ordered_union, _short
+from .compare_common import (HEADLINE, PER_TOKEN, fmt, fmt_delta, fmt_log, fmt_pct, merge_orders,
+                             ordered_union, short, too_large)
+from .forgetting import log_scale
 from .rundir import write_atomic, write_json
 
 # ---------------------------------------------------------------- formatting
+# (fmt, fmt_delta: adaptlang.compare_common, the one number format of every report table)
 
-def fmt(x: float | None) -> str:
-    """The one number format of the report (tests parse it back)."""
-    if x is None:
-        return "–"
-    if abs(x) >= 1e5:
-        return f"{x:.4g}"
-    if abs(x) >= 100:
-        return f"{x:.2f}"
-    if x == 0 or abs(x) >= 0.01:
-        return f"{x:.3f}"
-    return f"{x:.2e}"  # small differences stay visible
+def log_view(table: dict, metric: str) -> bool:
+    """Whether a perplexity table is shown as log-ppl (some mean is too large to read)."""
+    return too_large(metric, *(c["mean"] for row in table["rows"].values() for c in row.values()))
 
 
-def fmt_delta(x: float | None) -> str:
-    if x is None:
-        return "–"
-    return "+" + fmt(x) if x >= 0 else "−" + fmt(-x)
+def _fmt_log_delta(x: float | None) -> str:
+    return "–" if x is None else ("+" if x >= 0 else "−") + fmt_log(abs(x))
 
 
-def cell_text(cell: dict | None) -> str:
+def cell_text(cell: dict | None, log: bool = False) -> str:
+    """mean ± std; ``log``: of the log-ppl (``log_mean`` ± ``log_std``)."""
     if not cell:
         return "–"
+    if log:
+        if cell.get("log_mean") is None:
+            return "n/a"
+        return fmt_log(cell["log_mean"]) + (f" ± {fmt_log(cell['log_std'])}" if cell.get("log_std") is not None else "")
     return fmt(cell["mean"]) + (f" ± {fmt(cell['std'])}" if cell["std"] is not None else "")
 
 
-def delta_text(cell: dict | None) -> str:
+def delta_text(cell: dict | None, metric: str | None = None, log: bool = False) -> str:
+    """Δ ± std; for a perplexity ``metric`` the relative change of the mean first, then Δ
+    (``log``: Δ log-ppl) in parentheses: ``−3.90% (−4.870 ± 0.300)``."""
     if not cell or "delta" not in cell:
         return "–"
-    return fmt_delta(cell["delta"]) + (f" ± {fmt(cell['delta_std'])}" if cell.get("delta_std") is not None else "")
+    if log:
+        if cell.get("delta_log") is None:
+            raw = "Δ log-ppl n/a"
+        else:
+            raw = "Δ log-ppl " + _fmt_log_delta(cell["delta_log"]) + (
+                f" ± {fmt_log(cell['delta_log_std'])}" if cell.get("delta_log_std") is not None else "")
+    else:
+        raw = fmt_delta(cell["delta"]) + (f" ± {fmt(cell['delta_std'])}" if cell.get("delta_std") is not None else "")
+    if metric is not None and log_scale(metric):
+        return f"{fmt_pct(cell.get('delta_rel'))} ({raw})"
+    return raw
 
 
-def best_label(table: dict, cls: str) -> str | None:
+def best_label(table: dict, cls: str, log: bool = False) -> str | None:
     d = table["direction"]
-    cells = {label: row[cls]["mean"] for label, row in table["rows"].items() if cls in row}
+    key = "log_mean" if log else "mean"
+    cells = {label: row[cls][key] for label, row in table["rows"].items() if row.get(cls, {}).get(key) is not None}
     if d is None or len(cells) < 2:
         return None
     pick = min if d == "lower" else max
     return pick(cells, key=cells.get)
+
+
+def table_note(metric: str, log: bool) -> str:
+    """What the cells of a perplexity table are (empty for other metrics)."""
+    if not log_scale(metric):
+        return ""
+    if log:
+        return (f"Perplexities too large to read: cells are log-ppl = ln({metric}) (mean ± std over seeds of the "
+                f"natural log). Δ: relative change of the mean {metric}, then Δ log-ppl.")
+    return f"Δ: relative change of the mean {metric}, then method − baseline."
 
 
 def verdict(delta: float | None, metric_direction: str | None) -> str:
@@ -115,18 +139,28 @@ def delta_bars(comp: dict, bench: str, metric: str) -> bytes | None:
         return None
     plt = _plt()
     classes = table["classes"]
+    log = log_view(table, metric)
+    percent = log_scale(metric) and not log
     width = 0.8 / len(others)
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(classes) + 0.5 * len(others)), 3.4), layout="constrained")
     for i, label in enumerate(others):
         row = table["rows"][label]
         xs = [j + (i - (len(others) - 1) / 2) * width for j in range(len(classes))]
-        ys = [row.get(c, {}).get("delta", math.nan) for c in classes]
-        errs = [row.get(c, {}).get("delta_std") or 0.0 for c in classes]
+        cells = [row.get(c, {}) for c in classes]
+        if log:  # Δ log-ppl
+            ys = [math.nan if c.get("delta_log") is None else c["delta_log"] for c in cells]
+            errs = [c.get("delta_log_std") or 0.0 for c in cells]
+        elif percent:  # relative change of the mean perplexity
+            ys = [math.nan if c.get("delta_rel") is None else 100 * c["delta_rel"] for c in cells]
+            errs = [0.0 for c in cells]
+        else:
+            ys = [c.get("delta", math.nan) for c in cells]
+            errs = [c.get("delta_std") or 0.0 for c in cells]
         ax.bar(xs, ys, width, yerr=errs if any(errs) else None, capsize=3, label=label,
                color=_style(comp, label)["color"])
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(classes)), classes)
-    ax.set_ylabel(f"Δ {metric}")
+    ax.set_ylabel(f"Δ ln({metric})" if log else f"Δ {metric} (%)" if percent else f"Δ {metric}")
     ax.set_title(f"{bench} {metric}: Δ vs {comp['baseline']} ({_dir_note(table['direction'])})", fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
@@ -138,7 +172,7 @@ def stage_lines(comp: dict, bench: str, metric: str) -> bytes | None:
     of a lower-is-better metric on the classes learned earlier)."""
     data = comp["by_stage"][bench][metric]
     classes = comp["tables"][bench][metric]["classes"]
-    stages = _merge_orders(st.keys() for per in data.values() for st in per.values())
+    stages = merge_orders(st.keys() for per in data.values() for st in per.values())
     if len(stages) < 2:
         return None
     plt = _plt()
@@ -159,6 +193,9 @@ def stage_lines(comp: dict, bench: str, metric: str) -> bytes | None:
         ax.set_xticks(range(len(stages)), stages, rotation=20, fontsize=8)
         ax.set_title(cls, fontsize=10)
         ax.grid(alpha=0.3)
+    if log_scale(metric):  # perplexities grow geometrically
+        for ax in axes[0]:
+            ax.set_yscale("log")
     axes[0][0].set_ylabel(metric)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), fontsize=8)
@@ -200,7 +237,7 @@ def _setup_lines(comp: dict) -> list[tuple[str, list]]:
         labels = list(comp["methods"])
         rows = [["config key", *labels]]
         for key, values in comp["config_differences"].items():
-            rows.append([key, *[_short(values.get(label)) for label in labels]])
+            rows.append([key, *[short(values.get(label)) for label in labels]])
         blocks.append(("Config differences between methods", rows))
     return blocks
 
@@ -235,7 +272,7 @@ def _common_text(comp: dict) -> list[str]:
     if note:
         lines.append(note)
     envs = list(comp["environment"].values())
-    keys = _ordered_union(e.keys() for e in envs)
+    keys = ordered_union(e.keys() for e in envs)
     same = {k: envs[0].get(k) for k in keys if all(e.get(k) == envs[0].get(k) for e in envs)}
     lines.append("Environment (all runs): " + ", ".join(f"{k} {v}" for k, v in same.items()))
     for k in keys:
@@ -278,11 +315,12 @@ def _seeds_text(info: dict) -> str:
 def value_rows(comp: dict, bench: str, metric: str, markdown: bool = True) -> list[list[str]]:
     table = comp["tables"][bench][metric]
     rows = [["method", "seeds", *table["classes"]]]
-    best = {cls: best_label(table, cls) for cls in table["classes"]}
+    log = log_view(table, metric)
+    best = {cls: best_label(table, cls, log) for cls in table["classes"]}
     for label, row in table["rows"].items():
         cells = []
         for cls in table["classes"]:
-            t = cell_text(row.get(cls))
+            t = cell_text(row.get(cls), log)
             cells.append(f"**{t}**" if markdown and best[cls] == label else t)
         rows.append([label, _seeds_text(comp["methods"][label]), *cells])
     return rows
@@ -290,10 +328,11 @@ def value_rows(comp: dict, bench: str, metric: str, markdown: bool = True) -> li
 
 def delta_rows(comp: dict, bench: str, metric: str) -> list[list[str]]:
     table = comp["tables"][bench][metric]
+    log = log_view(table, metric)
     rows = [["method", *table["classes"]]]
     for label, row in table["rows"].items():
         if label != comp["baseline"]:
-            rows.append([label, *[delta_text(row.get(cls)) for cls in table["classes"]]])
+            rows.append([label, *[delta_text(row.get(cls), metric, log) for cls in table["classes"]]])
     return rows
 
 
@@ -314,8 +353,10 @@ def to_markdown(comp: dict, plot_files: dict[str, str], out: Path | None = None)
         for bench, metric in pairs:
             table = comp["tables"][bench][metric]
             note = _tokenizer_note(comp, metric)
+            shown = table_note(metric, log_view(table, metric))
             out += [f"### {bench} · {metric} ({_dir_note(table['direction'])})", "",
                     *([f"*{note}*", ""] if note else []),
+                    *([f"*{shown}*", ""] if shown else []),
                     *_md_table(value_rows(comp, bench, metric), numeric_from=2), ""]
             if len(table["rows"]) > 1:
                 out += [f"Δ {metric} vs `{comp['baseline']}`:", "", *_md_table(delta_rows(comp, bench, metric)), ""]
@@ -382,8 +423,11 @@ def to_html(comp: dict, plots: dict[str, tuple[str, bytes]], out: Path | None = 
             note = _tokenizer_note(comp, metric)
             if note:
                 parts.append(f'<p class="warn">{e(note)}</p>')
+            shown = table_note(metric, log_view(table, metric))
+            if shown:
+                parts.append(f'<p class="note">{e(shown)}</p>')
             rows = value_rows(comp, bench, metric, markdown=False)
-            best = {c: best_label(table, c) for c in table["classes"]}
+            best = {c: best_label(table, c, log_view(table, metric)) for c in table["classes"]}
             marks = [["", "", *["best" if best[c] == label else "" for c in table["classes"]]] for label in table["rows"]]
             rcs = ["baseline" if label == comp["baseline"] else "" for label in table["rows"]]
             parts.append(_html_table(rows, 2, marks, rcs))

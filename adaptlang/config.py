@@ -7,16 +7,16 @@ Order of application (torchtune's habit, DESIGN.md section 3):
   2. group selections (``model=``, ``languages=``, ``experiment=``): the named file from
      ``configs/<group>/`` (or a path to a YAML file) becomes that key's value;
   3. ``strategy=a+b``: each name's defaults from ``configs/strategy/<name>.yaml`` go under
-     ``strategy.<name>``, in the composed order (see adaptlang.strategy.compose);
+     ``strategy.<name>``, in set-up order (adaptlang.composition: the one place that orders);
   4. every other ``dotted.key=value`` override, checked against the keys that exist: a
      typo is an error that suggests the nearest key, never a silent no-op.
 
 Values are parsed as YAML scalars/lists (never evaluated as code). The working directory
-is never changed.
+is never changed. What the keys mean together (stages, strategies per stage, cross-strategy
+rules, data, benchmarks) is checked by the plan (adaptlang.plan), before anything runs.
 """
 from __future__ import annotations
 
-from importlib import resources
 import re
 from pathlib import Path
 from typing import Any, Iterable
@@ -24,9 +24,10 @@ from typing import Any, Iterable
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from .composition import order_strategies, strategy_defaults, strategy_names
 from .errors import UserError, listing, suggest
+from .yamlfiles import CONFIG_ROOT, read_yaml
 
-CONFIG_ROOT = Path(str(resources.files("adaptlang") / "configs"))
 GROUPS = ("model", "languages", "experiment")
 # Mappings whose keys are the user's own (language codes, file names): any key is accepted.
 FREE_FORM = {"data.train_files", "data.eval_files"}
@@ -36,24 +37,12 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_ROOT / group).glob("*.yaml"))
 
 
-def _read_yaml(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    return data
-
-
 def load_group(group: str, choice: str) -> dict:
     path = Path(choice)
     if choice.endswith((".yaml", ".yml")):
         if not path.is_file():
             raise UserError(f"{group}={choice}: file not found")
-        return _read_yaml(path)
+        return read_yaml(path)
     path = CONFIG_ROOT / group / f"{choice}.yaml"
     if not path.is_file():
         options = group_options(group)
@@ -61,7 +50,7 @@ def load_group(group: str, choice: str) -> dict:
             f"unknown {group} '{choice}'.{suggest(choice, options)} Valid: {listing(options)} "
             f"(or a path to a .yaml file)"
         )
-    return _read_yaml(path)
+    return read_yaml(path)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -78,28 +67,6 @@ def parse_override(text: str) -> tuple[str, Any]:
     except yaml.YAMLError:
         value = raw  # not YAML: take the literal string
     return key, value
-
-
-def strategy_names(spec: Any) -> list[str]:
-    if isinstance(spec, (dict, DictConfig)):
-        return list(spec.keys())
-    if spec is None or str(spec).strip() in ("", "none"):
-        return []
-    names = [n.strip() for n in str(spec).split("+")]
-    if any(not n for n in names):
-        raise UserError(f"strategy='{spec}': empty name in the composition (use a+b+c)")
-    return names
-
-
-def strategy_defaults(name: str) -> dict:
-    from .strategy import STRATEGIES, _load_plugins
-
-    _load_plugins()
-    cls = STRATEGIES.get(name)  # UserError listing valid names
-    path = CONFIG_ROOT / "strategy" / f"{name}.yaml"
-    options = _read_yaml(path) if path.is_file() else {}
-    options.setdefault("stages", list(cls.stages))
-    return options
 
 
 # Keys that take either a class name or a list of language codes.
@@ -162,9 +129,9 @@ def load_config(overrides: Iterable[str] = (), base: str | Path | None = None) -
         base_path = Path(base)
         if not base_path.is_file():
             raise UserError(f"config file {base} not found")
-        raw = _read_yaml(base_path)
+        raw = read_yaml(base_path)
     else:
-        raw = _read_yaml(CONFIG_ROOT / "base.yaml")
+        raw = read_yaml(CONFIG_ROOT / "base.yaml")
 
     selections = {k: v for k, v in pairs if k in GROUPS or k == "strategy"}
     for group in GROUPS:
@@ -194,27 +161,9 @@ def load_config(overrides: Iterable[str] = (), base: str | Path | None = None) -
             continue
         apply_override(cfg, key, value)
 
-    from .strategy import order_strategies  # validates names, order and conflicts
-
     ordered = order_strategies(list(cfg.strategy.keys()))
     cfg.strategy = OmegaConf.create({n: cfg.strategy[n] for n in ordered})
-    _validate(cfg)
     return cfg
-
-
-def _validate(cfg: DictConfig) -> None:
-    stage_names = [s.name for s in cfg.experiment.stages]
-    if len(set(stage_names)) != len(stage_names):
-        raise UserError(f"experiment: duplicate stage names in {stage_names}")
-    for name, opts in cfg.strategy.items():
-        for stage in opts.stages:
-            if stage not in stage_names:
-                raise UserError(
-                    f"strategy.{name}.stages: unknown stage '{stage}'.{suggest(stage, stage_names)} "
-                    f"Stages of this experiment: {listing(stage_names)}"
-                )
-    if cfg.train.batch_size < 1:
-        raise UserError(f"train.batch_size={cfg.train.batch_size}: must be at least 1")
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -8,10 +8,19 @@ stage of the run (``pretrain`` in the default experiment) unless given. Counts (
 are not differenced. ``direction`` says, for the metrics it knows, whether lower or higher
 is better, so ``worse`` (a delta in the bad direction) can be read off per figure.
 
+Perplexities (``log_scale``: ppl_token, ppl_char, any ``ppl*`` or ``*perplexity`` metric)
+are exponentials of a mean log-loss: their differences are meaningless to a reader once
+the values are large (an untrained model's per-character perplexity is ~1e11, and a delta
+of -241588325432 says nothing). For them the result also has ``relative`` (``later /
+baseline - 1``) and ``log_ratio`` (``ln later - ln baseline``, the change of log-ppl, i.e.
+of nats per token or character); ``deltas`` stay the raw differences.
+
 AF paper section 5 (Table 3 and its discussion: adapting to new languages degrades the
 others); Instruct-Align Figure 2 (delta against the zero-shot baseline per language group).
 """
 from __future__ import annotations
+
+import math
 
 # Which way is better, per metric name (a metric not listed has no direction). Perplexity
 # family and Ethayarajh self-similarity (the AF paper's "isotropy", Table 2: lower = better
@@ -24,8 +33,35 @@ DIRECTIONS = {
 }
 
 
+# Perplexity-like metrics: exp(mean log-loss), shown as relative change / log-ppl.
+LOG_SCALE = ("ppl_token", "ppl_char")
+
+
 def direction(metric: str) -> str | None:
     return DIRECTIONS.get(metric)
+
+
+def log_scale(metric: str) -> bool:
+    """Whether ``metric`` is a perplexity (an exponential): compare it by ratio, not difference."""
+    return metric in LOG_SCALE or metric.startswith("ppl") or metric.endswith("perplexity")
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def relative_change(before, after) -> float | None:
+    """``after / before - 1`` (0.125 = 12.5 % more); None when undefined (zero or not finite)."""
+    if not (_finite(before) and _finite(after)) or before == 0:
+        return None
+    return (after - before) / abs(before)
+
+
+def log_ratio(before, after) -> float | None:
+    """``ln after - ln before`` for positive finite values, else None."""
+    if not (_finite(before) and _finite(after)) or before <= 0 or after <= 0:
+        return None
+    return math.log(after) - math.log(before)
 
 
 def _numeric(figures: dict) -> dict:
@@ -36,10 +72,12 @@ def _numeric(figures: dict) -> dict:
 def forgetting(stages: dict, baseline: str | None = None) -> dict:
     """``stages``: metrics["stages"] (stage -> {"eval": {benchmark: result}}).
     Returns {"baseline", "direction": {metric: lower|higher}, "deltas": {stage: {benchmark:
-    {class: {metric: delta}}}}, "worse": {stage: {benchmark: {class: [metrics]}}}}."""
+    {class: {metric: delta}}}}, "worse": {stage: {benchmark: {class: [metrics]}}},
+    "relative" and "log_ratio": {stage: {benchmark: {class: {metric: value}}}} for the
+    perplexity-like metrics (``log_scale``) where defined}."""
     names = list(stages)
     if not names:
-        return {"baseline": None, "direction": {}, "deltas": {}, "worse": {}}
+        return {"baseline": None, "direction": {}, "deltas": {}, "worse": {}, "relative": {}, "log_ratio": {}}
     base = baseline if baseline is not None else names[0]
     if base not in stages:
         raise KeyError(f"baseline stage '{base}' is not among {names}")
@@ -47,6 +85,7 @@ def forgetting(stages: dict, baseline: str | None = None) -> dict:
     deltas: dict = {}
     worse: dict = {}
     directions: dict = {}
+    derived: dict = {"relative": {}, "log_ratio": {}}
     for stage in names[names.index(base) + 1:]:
         for bench, result in stages[stage].get("eval", {}).items():
             before = base_eval.get(bench, {}).get("classes", {})
@@ -59,9 +98,14 @@ def forgetting(stages: dict, baseline: str | None = None) -> dict:
                         continue
                     delta = value - old[metric]
                     deltas.setdefault(stage, {}).setdefault(bench, {}).setdefault(cls, {})[metric] = delta
+                    if log_scale(metric):
+                        for key, fn in (("relative", relative_change), ("log_ratio", log_ratio)):
+                            v = fn(old[metric], value)
+                            if v is not None:
+                                derived[key].setdefault(stage, {}).setdefault(bench, {}).setdefault(cls, {})[metric] = v
                     d = direction(metric)
                     if d:
                         directions[metric] = d
                         if (d == "lower" and delta > 0) or (d == "higher" and delta < 0):
                             worse.setdefault(stage, {}).setdefault(bench, {}).setdefault(cls, []).append(metric)
-    return {"baseline": base, "direction": directions, "deltas": deltas, "worse": worse}
+    return {"baseline": base, "direction": directions, "deltas": deltas, "worse": worse, **derived}

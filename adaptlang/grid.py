@@ -36,7 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from .config import CONFIG_ROOT, GROUPS, _read_yaml, load_config, parse_override, to_yaml
+from .config import GROUPS, load_config, parse_override, to_yaml
+from .rundir import run_name
+from .yamlfiles import CONFIG_ROOT, read_yaml
 from .errors import UserError, listing, suggest
 from .rundir import read_status
 
@@ -98,7 +100,7 @@ def _string_list(value, where: str) -> list[str]:
 
 def load_grid(choice: str) -> dict:
     path = _grid_file(choice)
-    raw = _read_yaml(path)
+    raw = read_yaml(path)
     for key in raw:
         if key not in GRID_KEYS:
             raise UserError(f"{path}: unknown key '{key}'.{suggest(key, GRID_KEYS)} Valid: {listing(GRID_KEYS)}")
@@ -167,7 +169,8 @@ def expand(args: list[str], base: str | Path | None = None) -> tuple[list[GridRu
                 for seed in seeds:
                     ov = [*grid["common"], *overrides, *fixed, *[f"{k}={v}" for (k, _), v in zip(other, combo)],
                           f"seed={seed}"]
-                    runs.append(GridRun(f"{tag}-s{seed}", tag, ov + [f"name={tag}-s{seed}"], label))
+                    name = run_name(tag, int(seed))
+                    runs.append(GridRun(name, tag, ov + [f"name={name}"], label))
         settings = {"name": grid["name"], "baseline": grid["baseline"]}
     else:
         keys = [k for k, _ in sweeps]
@@ -178,7 +181,8 @@ def expand(args: list[str], base: str | Path | None = None) -> tuple[list[GridRu
             parts = [lead] + [_value_name(k, v) for k, v in zip(keys, combo)
                               if k != "seed" and (k != "strategy" or user_name)]
             tag = "-".join(parts)
-            runs.append(GridRun(f"{tag}-s{cfg.seed}", tag, ov + [f"name={tag}-s{cfg.seed}"]))
+            name = run_name(tag, int(cfg.seed))
+            runs.append(GridRun(name, tag, ov + [f"name={name}"]))
         settings = {"name": None, "baseline": None}
     runs = _strategy_options(runs, strategy_options, base)
     names = [r.name for r in runs]

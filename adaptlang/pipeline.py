@@ -1,10 +1,12 @@
-"""A pipeline of stages: each stage = data + the model + the strategies active in it.
+"""A pipeline of stages: the plan's stages, run one after another, written into a run directory.
 
     from adaptlang import load_config, run
     run(load_config(["strategy=af+replay", "train.max_steps=20"]))
 
-Everything that can be checked before training (strategies, keys, languages, data kinds)
-is checked before the run directory is created, so a user mistake leaves nothing behind.
+Everything that can be checked before training is checked by the plan (adaptlang.plan)
+before the run directory is created, so a user mistake leaves nothing behind. Each stage
+runs through adaptlang.stage_runner; after it, the model and every strategy's state are
+saved and the benchmarks run.
 """
 from __future__ import annotations
 
@@ -16,104 +18,29 @@ import time
 from pathlib import Path
 from typing import Any
 
-import datasets
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from . import __version__, instructions
-from .benchmarks import check_benchmarks, run_benchmarks
+from ._version import __version__
+from .benchmarks import run_benchmarks
 from .checkpoint import Checkpointer
+from .composition import Composed
 from .config import to_yaml
-from .data import ExampleStream, line_limit, lm_examples, text_dataset, training_source
-from .errors import UserError, listing, suggest
+from .errors import UserError
 from .forgetting import forgetting
-from .languages import LanguageSet
-from .models import build_model, check_tokenizer_matches, count_parameters, load_pretrained, train_tokenizer
+from .models import build_model, count_parameters, load_pretrained, train_tokenizer
+from .plan import Plan, make_plan
 from .report import write_report
 from .rundir import RunDir, write_atomic, write_json
-from .strategy import Composed, StageContext, compose
-from .train import train_stage
+from .seeds import derive_seed
+from .sources import text_for
+from .stage_runner import run_stage
+from .state_io import load_state, save_state
 
 log = logging.getLogger("adaptlang")
-DATA_KINDS = ("text", "instructions")
-STAGE_KEYS = ("name", "data", "steps", "train")
 
 
-def stage_train_config(cfg: DictConfig, stage: DictConfig) -> DictConfig:
-    own = stage.get("train") or {}
-    for key in own:
-        if key not in cfg.train:
-            raise UserError(f"experiment stage '{stage.name}': unknown train key '{key}'.{suggest(key, cfg.train)} "
-                            f"Valid: {listing(cfg.train)}")
-    return OmegaConf.merge(cfg.train, own)
-
-
-def stage_steps(cfg: DictConfig, stage: DictConfig) -> int:
-    steps = int(stage.steps)
-    cap = cfg.train.get("max_steps")
-    return min(steps, int(cap)) if cap else steps
-
-
-def check_experiment(cfg: DictConfig, languages: LanguageSet) -> None:
-    for stage in cfg.experiment.stages:
-        for key in stage:
-            if key not in STAGE_KEYS:
-                raise UserError(f"experiment stage '{stage.get('name')}': unknown key '{key}'."
-                                f"{suggest(key, STAGE_KEYS)} Valid: {listing(STAGE_KEYS)}")
-        kind = stage.data.get("kind")
-        if kind not in DATA_KINDS:
-            raise UserError(f"stage '{stage.name}': data.kind='{kind}'.{suggest(str(kind), DATA_KINDS)} "
-                            f"Valid: {listing(DATA_KINDS)}")
-        languages.resolve(stage.data.get("languages", "all"))
-        if kind == "instructions":
-            instructions.load_builtin()
-            for source in stage.data.get("sources", []):
-                instructions.SOURCES.get(source)
-        if int(stage.steps) < 1:
-            raise UserError(f"stage '{stage.name}': steps must be >= 1")
-        stage_train_config(cfg, stage)
-    for code in list(cfg.data.get("train_files") or {}) + list(cfg.data.get("eval_files") or {}):
-        languages.check(code, where="data.train_files/eval_files")
-    check_benchmarks(list(cfg.eval.benchmarks), cfg, languages)
-
-
-def text_for(codes: list[str], languages: LanguageSet, cfg: DictConfig):
-    """Training text per language as memory-mapped Datasets, and the languages without any."""
-    texts, skipped = {}, {}
-    for code in codes:
-        source, why = training_source(code, languages, cfg)
-        if source is None:
-            skipped[code] = why
-            continue
-        texts[code] = text_dataset(source, line_limit(cfg))
-    if not texts:
-        raise UserError(f"no training text for any of {codes}: " + "; ".join(f"{c}: {w}" for c, w in skipped.items()))
-    return texts, skipped
-
-
-def stage_stream(stage: DictConfig, tcfg: DictConfig, tokenizer, languages: LanguageSet, cfg: DictConfig,
-                 ctx: StageContext, cache_dir: str | None = None) -> ExampleStream:
-    codes = languages.resolve(stage.data.get("languages", "all"))
-    if stage.data.kind == "text":
-        texts, skipped = text_for(codes, languages, cfg)
-        if skipped:
-            ctx.notes["skipped_languages"] = skipped
-            log.warning("stage %s: no training text for %s", stage.name, ", ".join(skipped))
-        ctx.notes["trained_languages"] = list(texts)
-        corpus = datasets.concatenate_datasets(list(texts.values()))
-        blocks = lm_examples(corpus, tokenizer, int(tcfg.block_size), cache_dir)
-        return ExampleStream(blocks, ctx.seed + ctx.index, name=f"stage {stage.name}")
-    examples = []
-    for source in stage.data.get("sources", []):
-        examples += instructions.build(source, codes, cfg, ctx.seed + ctx.index)
-    if not examples:
-        raise UserError(f"stage '{stage.name}': its instruction sources produced no examples")
-    ctx.notes["instruction_examples"] = len(examples)
-    encoded = instructions.encode_all(examples, tokenizer, int(tcfg.max_length))
-    return ExampleStream(encoded, ctx.seed + ctx.index, name=f"stage {stage.name}")
-
-
-def initial_model(cfg: DictConfig, languages: LanguageSet):
+def initial_model(cfg: DictConfig, languages):
     mcfg = cfg.model
     if mcfg.get("name_or_path"):
         return load_pretrained(str(mcfg.name_or_path), bool(mcfg.get("trust_remote_code", False)))
@@ -124,9 +51,10 @@ def initial_model(cfg: DictConfig, languages: LanguageSet):
     texts, _ = text_for(codes, languages, cfg)
     started = time.perf_counter()
     lines = (t for ds in texts.values() for batch in ds.iter(batch_size=1000) for t in batch["text"])
-    tokenizer = train_tokenizer(lines, mcfg.tokenizer, int(cfg.seed))
+    seed = derive_seed(int(cfg.seed), "", "model")
+    tokenizer = train_tokenizer(lines, mcfg.tokenizer, seed)
     print(f"sentencepiece tokenizer: {len(tokenizer)} pieces in {time.perf_counter() - started:.1f}s")
-    return build_model(mcfg, tokenizer, int(cfg.seed)), tokenizer
+    return build_model(mcfg, tokenizer, seed), tokenizer
 
 
 def environment() -> dict:
@@ -149,20 +77,22 @@ def _setup_logging(path: Path) -> logging.Handler:
 
 
 def run(cfg: DictConfig, composed: Composed | None = None, resume: bool = False) -> Path:
-    """Run every stage of ``cfg.experiment`` and write the run directory; returns its path.
+    """Plan ``cfg`` (strategies built from it, or ``composed``), then run the plan."""
+    return run_plan(make_plan(cfg, composed), resume=resume)
 
-    With ``resume=True`` the existing run directory of ``cfg.name`` is continued: completed
-    stages are loaded from their saved models, an interrupted stage continues from its
-    latest checkpoint (see adaptlang.checkpoint), and the result is the same, bit for bit
-    on CPU, as an uninterrupted run.
+
+def run_plan(plan: Plan, resume: bool = False) -> Path:
+    """Run every stage of the plan and write the run directory; returns its path.
+
+    With ``resume=True`` the existing run directory of the plan's name is continued:
+    completed stages are loaded from their saved models and strategy states, an interrupted
+    stage continues from its latest checkpoint (see adaptlang.checkpoint), and the result is
+    the same, bit for bit on CPU, as an uninterrupted run.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    composed = composed or compose(OmegaConf.to_container(cfg.strategy))
-    languages = LanguageSet.from_config(cfg.languages)
-    check_experiment(cfg, languages)
-    name = str(cfg.get("name") or f"{'+'.join(composed.names) or 'none'}-s{cfg.seed}")
+    cfg, composed, name = plan.config, plan.composed, plan.name
     accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=str(cfg.mixed_precision))
     main = accelerator.is_main_process  # several processes (accelerate launch): only rank 0 writes files
     if resume:
@@ -170,9 +100,9 @@ def run(cfg: DictConfig, composed: Composed | None = None, resume: bool = False)
     else:
         RunDir.check_free(str(cfg.output_dir), name, bool(cfg.overwrite))
     accelerator.wait_for_everyone()  # every rank has checked before rank 0 creates the folder
-    set_seed(int(cfg.seed))
+    set_seed(derive_seed(plan.seed, "", "model"))
     started = time.perf_counter()
-    model, tokenizer = initial_model(cfg, languages)  # a bad model path fails before any output exists
+    model, tokenizer = initial_model(cfg, plan.languages)  # a bad model path fails before any output exists
     if not resume:
         if main:
             rundir = RunDir.create(str(cfg.output_dir), name, bool(cfg.overwrite))
@@ -186,24 +116,47 @@ def run(cfg: DictConfig, composed: Composed | None = None, resume: bool = False)
     try:
         metrics: dict[str, Any] = {
             "schema": "adaptlang.metrics/1", "run": name, "status": "running",
-            "strategies": composed.names, "seed": int(cfg.seed), "environment": environment(),
+            "strategies": composed.names, "seed": plan.seed, "environment": environment(),
             "model": {"source": cfg.model.get("name_or_path") or "built from config",
                       "parameters": count_parameters(model), "vocab_size": len(tokenizer)},
             "stages": {},
         }
         done = rundir.completed_stages() if resume else {}
         metrics["stages"].update(done)
-        for index, stage in enumerate(cfg.experiment.stages):
+        for stage in plan.stages:
+            folder = rundir.stage_dir(stage.name)
             if stage.name in done:
-                model, tokenizer = load_pretrained(str(rundir.stage_dir(stage.name) / "model"))
-                for strategy, state in rundir.strategy_states(stage.name).items():
-                    for s, _ in composed.items:
-                        if s.name == strategy:
-                            s.load_state_dict(state)
-                log.info("stage %s: complete, loaded from %s", stage.name, rundir.stage_dir(stage.name))
+                model, tokenizer = load_pretrained(str(folder / "model"))
+                for strategy_name, state in load_state(folder, "strategies").items():
+                    if composed.get(strategy_name) is not None:
+                        composed.get(strategy_name).load_state_dict(state)
+                log.info("stage %s: complete, loaded from %s", stage.name, folder)
                 continue
-            model, tokenizer = run_stage(index, stage, cfg, composed, languages, model, tokenizer,
-                                         accelerator, rundir, metrics, cache.name)
+            checkpointer = Checkpointer(folder / "checkpoints", int(cfg.train.checkpoint_every))
+            result = run_stage(stage, composed.active(stage.name), model, tokenizer, seed=plan.seed,
+                               accelerator=accelerator, languages=plan.languages, config=cfg,
+                               cache_dir=cache.name, checkpointer=checkpointer)
+            model, tokenizer = result.model, result.tokenizer
+            if main:
+                rundir.save_model(stage.name, model, tokenizer)
+                save_state(folder, "strategies", {s.name: s.state_dict() for s, _ in composed.items})
+            eval_start = time.perf_counter()
+            results = run_benchmarks(plan.benchmarks, model, tokenizer, plan.languages, cfg)
+            metrics["stages"][stage.name] = {
+                "strategies": result.strategies,
+                "train": result.train,
+                "setup_seconds": result.setup_seconds,
+                "strategy_notes": result.notes,
+                "parameters": result.parameters,
+                "vocab_size": len(tokenizer),
+                "eval": results,
+                "eval_seconds": round(time.perf_counter() - eval_start, 3),
+                "model_dir": str((folder / "model").relative_to(rundir.path)),
+            }
+            if main:
+                write_json(rundir.path / "metrics.json", metrics)
+                checkpointer.clear()
+            accelerator.wait_for_everyone()
         metrics["forgetting"] = forgetting(metrics["stages"])
         metrics["status"] = "complete"
         metrics["seconds"] = round(time.perf_counter() - started, 2)
@@ -226,56 +179,3 @@ def run(cfg: DictConfig, composed: Composed | None = None, resume: bool = False)
         log.removeHandler(handler)
         handler.close()
         cache.cleanup()
-
-
-def run_stage(index: int, stage: DictConfig, cfg: DictConfig, composed: Composed, languages: LanguageSet,
-              model, tokenizer, accelerator, rundir: RunDir, metrics: dict, cache_dir: str | None = None):
-    from accelerate.utils import set_seed
-
-    tcfg = stage_train_config(cfg, stage)
-    stage_cfg = OmegaConf.create({**OmegaConf.to_container(stage), "train": OmegaConf.to_container(tcfg)})
-    ctx = StageContext(name=str(stage.name), index=index, config=cfg, stage=stage_cfg, languages=languages,
-                       seed=int(cfg.seed), tokenizer=tokenizer, model=model)
-    active = composed.active(ctx.name)
-    set_seed(int(cfg.seed) + index)
-    setup_start = time.perf_counter()
-    for strategy in active:
-        model, tokenizer = strategy.setup_model(model, tokenizer, ctx)
-        ctx.model, ctx.tokenizer = model, tokenizer
-    check_tokenizer_matches(model, tokenizer, f"stage {ctx.name}")
-    parameters = count_parameters(model)  # as trained (strategies may freeze parts), before merging back
-    if any("data.new_examples" in s.owns for s in active):
-        stream = None  # a strategy builds this stage's new examples itself (xling, mlm)
-    else:
-        stream = stage_stream(stage, tcfg, tokenizer, languages, cfg, ctx, cache_dir)
-    for strategy in active:
-        stream = strategy.setup_data(stream, ctx)
-    setup_seconds = time.perf_counter() - setup_start
-    steps = stage_steps(cfg, stage)
-    log.info("stage %s: strategies [%s], %d steps", ctx.name, ", ".join(s.name for s in active), steps)
-    checkpointer = Checkpointer(rundir.stage_dir(ctx.name) / "checkpoints", int(cfg.train.checkpoint_every))
-    model, stats = train_stage(model, tokenizer, stream, active, tcfg, steps, accelerator, ctx, checkpointer)
-    for strategy in reversed(active):  # teardown in reverse set-up order (lora merges before vocab)
-        strategy.on_stage_end(ctx)
-    main = accelerator.is_main_process
-    if main:
-        rundir.save_model(ctx.name, model, tokenizer)
-        write_json(rundir.stage_dir(ctx.name) / "strategies.json", {s.name: s.state_dict() for s, _ in composed.items})
-    model_dir = rundir.stage_dir(ctx.name) / "model"
-    eval_start = time.perf_counter()
-    results = run_benchmarks(list(cfg.eval.benchmarks), model, tokenizer, languages, cfg)
-    metrics["stages"][ctx.name] = {
-        "strategies": [s.name for s in active],
-        "train": stats,
-        "setup_seconds": round(setup_seconds, 3),
-        "strategy_notes": ctx.notes,
-        "parameters": parameters,
-        "eval": results,
-        "eval_seconds": round(time.perf_counter() - eval_start, 3),
-        "model_dir": str(model_dir.relative_to(rundir.path)),
-    }
-    if main:
-        write_json(rundir.path / "metrics.json", metrics)
-        checkpointer.clear()
-    accelerator.wait_for_everyone()
-    return model, tokenizer

@@ -25,6 +25,8 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
+from .seeds import derive_seed
+
 POLICIES = ("random", "reservoir", "balanced")
 
 
@@ -67,7 +69,7 @@ class Reservoir:
             if len(self.items) < self.size:
                 self.items.append(item)
             else:
-                j = random.Random(self.seed * 1_000_003 + t).randrange(t + 1)
+                j = random.Random(derive_seed(self.seed, "", f"reservoir/{t}")).randrange(t + 1)
                 if j < self.size:
                     self.items[j] = item
             self.seen += 1

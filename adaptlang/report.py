@@ -1,37 +1,87 @@
-"""The human report of one run (Markdown)."""
+"""The human report of one run (Markdown).
+
+A section that presents a strategy's notes comes from that strategy
+(``Strategy.report_section``, looked up in the registry by the names in
+``stages.<stage>.strategies``): this module knows no strategy's note keys, and lists the
+notes themselves one short line each. Numbers use the formats of adaptlang.compare_common:
+a perplexity too large to read is shown as log-ppl = ln(ppl), the forgetting table gives
+a perplexity's change in percent with the two values beside it; never an exponent.
+"""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+from .compare_common import fmt, fmt_change, fmt_delta, fmt_metric, short
 from .config import to_yaml
+from .forgetting import LOG_SCALE
 from .rundir import write_atomic
+from .strategy import STRATEGIES
+
+log = logging.getLogger("adaptlang")
+NOTE_ENTRIES = 4  # a note (dict or list) with more entries than this is summed up in its line
 
 
-def _fmt(x) -> str:
-    return f"{x:.3f}" if isinstance(x, float) else str(x)
+def _scalar(v) -> str:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return fmt(v) if isinstance(v, float) else short(v, 60)
 
 
-def _vocab_table(metrics: dict) -> list[str]:
-    """Token fertility before/after a vocabulary expansion (strategy ``vocab``)."""
-    lines = []
-    for name, st in metrics["stages"].items():
-        vocab = st["strategy_notes"].get("vocab")
-        if not vocab:
-            continue
-        lines += ["", f"## Vocabulary expansion (stage {name})", "",
-                  f"{vocab['added_tokens']:,} tokens added ({vocab['vocab_size_before']:,} -> "
-                  f"{vocab['vocab_size_after']:,}); {vocab['dropped_for_old_languages']:,} new pieces dropped to keep "
-                  "the protected languages' tokenization exact.", "",
-                  "| language | class | tokens/word before | after | tokens/char before | after |",
-                  "|---|---|---:|---:|---:|---:|"]
-        for code, f in vocab["fertility"].items():
-            b, a = f["before"], f["after"]
-            lines.append(f"| {code} | {f['class']} | {b['tokens_per_word']:.2f} | {a['tokens_per_word']:.2f} | "
-                         f"{b['tokens_per_char']:.3f} | {a['tokens_per_char']:.3f} |")
-    return lines
+def note_text(value, own_section: bool = False) -> str:
+    """One strategy note as a short line: a dict or list of more than ``NOTE_ENTRIES``
+    entries is summed up (its first scalar entries, the sum of numbers), the full value is
+    in metrics.json; ``own_section``: a strategy's report section presents it."""
+    if own_section and isinstance(value, (dict, list)):
+        return f"{len(value)} entries, presented in the strategy's section below"
+    if isinstance(value, dict) and len(value) > NOTE_ENTRIES:
+        scalars = [(k, v) for k, v in value.items() if not isinstance(v, (dict, list))]
+        numbers = [v for _, v in scalars if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        total = f" (sum {_scalar(sum(numbers))})" if numbers and len(numbers) == len(value) else ""
+        shown = scalars[:NOTE_ENTRIES]
+        text = f"{len(value)} entries{total}"
+        if shown:
+            text += ": " + ", ".join(f"{k} {_scalar(v)}" for k, v in shown)
+        rest = len(value) - len(shown)
+        return text + (f", and {rest} more in metrics.json" if rest else "")
+    if isinstance(value, list) and len(value) > NOTE_ENTRIES:
+        return (f"{len(value)} items: " + ", ".join(short(v, 40) for v in value[:NOTE_ENTRIES])
+                + f", and {len(value) - NOTE_ENTRIES} more in metrics.json")
+    return short(value, 160)
+
+
+def strategy_sections(metrics: dict) -> tuple[list[str], set[tuple[str, str]]]:
+    """The report sections of the strategies of every stage (``Strategy.report_section``),
+    and the (stage, strategy) pairs that gave one. A strategy name that is not registered
+    (a plugin not imported here) is skipped; a section that fails is reported as such."""
+    from .plugins import import_all
+
+    import_all("adaptlang.strategies")
+    lines: list[str] = []
+    given: set[tuple[str, str]] = set()
+    for stage, st in metrics["stages"].items():
+        notes = st.get("strategy_notes") or {}
+        for name in st.get("strategies") or []:
+            if name not in STRATEGIES:
+                continue
+            try:
+                section = list(STRATEGIES.get(name).report_section(stage, notes) or [])
+            except Exception as exc:  # a plugin's report section must not lose the run's report
+                log.warning("report: the section of strategy %s (stage %s) failed: %s", name, stage, exc)
+                section = ["", f"*The report section of strategy `{name}` (stage {stage}) failed: "
+                               f"{type(exc).__name__}: {short(str(exc), 200)}*"]
+            if section:
+                given.add((stage, name))
+                lines += section
+    return lines, given
 
 
 def write_report(path: Path, metrics: dict, cfg) -> None:
+    write_atomic(path, render_report(metrics, cfg))
+
+
+def render_report(metrics: dict, cfg=None) -> str:
+    """report.md of a run from its metrics (and resolved config: its section, when given)."""
     lines = [f"# adaptlang run `{metrics['run']}`", "",
              f"Strategies: {' + '.join(metrics['strategies']) or 'none'} | seed {metrics['seed']} | "
              f"model: {metrics['model']['source']}, {metrics['model']['parameters']['total']:,} parameters, "
@@ -43,24 +93,30 @@ def write_report(path: Path, metrics: dict, cfg) -> None:
         t = st["train"]
         lines.append(f"| {name} | {', '.join(st['strategies']) or '-'} | {t['steps']} | {t['tokens']:,} | "
                      f"{t['seconds']:.1f} | {t['tokens_per_second']:,.0f} | {t['first_loss']:.3f} | {t['final_loss']:.3f} |")
-    for name, st in metrics["stages"].items():
-        for key, value in st["strategy_notes"].items():
-            if key == "vocab":  # a table of its own below
-                value = {k: v for k, v in value.items() if k != "fertility"}
-            lines.append(f"- {name}: {key} = {value}")
-    lines += _vocab_table(metrics)
+    sizes = {name: st.get("vocab_size") for name, st in metrics["stages"].items()}
+    if any(v is not None for v in sizes.values()):
+        lines += ["", "Vocabulary after each stage: " + ", ".join(f"{n} {_scalar(v)}" for n, v in sizes.items())]
+    sections, given = strategy_sections(metrics)
+    notes = [(name, key, value) for name, st in metrics["stages"].items()
+             for key, value in (st.get("strategy_notes") or {}).items()]
+    if notes:
+        lines.append("")
+    for name, key, value in notes:
+        lines.append(f"- {name}: {key} = {note_text(value, (name, key) in given)}")
+    lines += sections
     ppl = {n: st["eval"].get("perplexity") for n, st in metrics["stages"].items() if "perplexity" in st["eval"]}
     if ppl:
         classes = list(next(iter(ppl.values()))["classes"])
         lines += ["", "## Held-out perplexity by language class", "",
-                  "Per token (not comparable across tokenizers) and bits per character (comparable).", "",
+                  "Per token (not comparable across tokenizers) and bits per character (comparable); "
+                  "a perplexity too large to read as log-ppl = ln(ppl).", "",
                   "| stage | " + " | ".join(f"{c} ppl/token | {c} bits/char" for c in classes) + " |",
                   "|---|" + "---:|---:|" * len(classes)]
         for stage, res in ppl.items():
             cells = []
             for c in classes:
                 v = res["classes"].get(c, {})
-                cells += [_fmt(v.get("ppl_token", "-")), _fmt(v.get("bits_per_char", "-"))]
+                cells += [fmt_metric("ppl_token", v.get("ppl_token")), fmt_metric("bits_per_char", v.get("bits_per_char"))]
             lines.append(f"| {stage} | " + " | ".join(cells) + " |")
         last = list(ppl.values())[-1]
         if last["skipped"]:
@@ -68,12 +124,14 @@ def write_report(path: Path, metrics: dict, cfg) -> None:
         lines += ["", "### Per language (last stage)", "", "| language | class | ppl/token | bits/char | source |",
                   "|---|---|---:|---:|---|"]
         for code, v in last["languages"].items():
-            lines.append(f"| {code} | {v['class']} | {v['ppl_token']:.2f} | {v['bits_per_char']:.3f} | {v['source']} |")
+            lines.append(f"| {code} | {v['class']} | {fmt_metric('ppl_token', v.get('ppl_token'))} | "
+                         f"{fmt_metric('bits_per_char', v.get('bits_per_char'))} | {v.get('source', '?')} |")
     lines += _benchmark_tables(metrics)
     env = metrics["environment"]
-    lines += ["", "## Environment", "", ", ".join(f"{k} {v}" for k, v in env.items()), "",
-              "## Resolved config", "", "```yaml", to_yaml(cfg).rstrip(), "```", ""]
-    write_atomic(path, "\n".join(lines))
+    lines += ["", "## Environment", "", ", ".join(f"{k} {v}" for k, v in env.items()), ""]
+    if cfg is not None:
+        lines += ["## Resolved config", "", "```yaml", to_yaml(cfg).rstrip(), "```", ""]
+    return "\n".join(lines)
 
 
 def _figures(classes: dict) -> tuple[list[str], list[str]]:
@@ -95,28 +153,51 @@ def _benchmark_tables(metrics: dict) -> list[str]:
                   "|---|---|" + "---:|" * len(cols)]
         for stage, res in rows.items():
             for m in names:
-                lines.append(f"| {stage} | {m} | " + " | ".join(_fmt(res["classes"].get(c, {}).get(m, "-")) for c in cols) + " |")
+                lines.append(f"| {stage} | {m} | " + " | ".join(fmt_metric(m, res["classes"].get(c, {}).get(m))
+                                                               for c in cols) + " |")
         last = list(rows.values())[-1]
         if last.get("skipped"):
             lines += ["", "Skipped: " + "; ".join(f"{c} ({why})" for c, why in last["skipped"].items())]
         if last.get("signatures"):
             lines += ["", "Signatures: " + "; ".join(f"{k} `{v}`" for k, v in last["signatures"].items())]
+    lines += forgetting_tables(metrics)
+    return lines
+
+
+def forgetting_tables(metrics: dict) -> list[str]:
+    """The change of every class figure from the baseline stage (metrics["forgetting"],
+    adaptlang.forgetting) with both values beside it; a perplexity's change in percent."""
     forg = metrics.get("forgetting")
-    if forg and forg.get("deltas"):
-        lines += ["", f"## Forgetting: change from stage `{forg['baseline']}`", "",
-                  "later - baseline per class; * marks a change for the worse "
-                  f"(lower is better: {', '.join(m for m, d in forg['direction'].items() if d == 'lower') or '-'}).", ""]
-        for stage, benches in forg["deltas"].items():
-            for bench, classes in benches.items():
-                cols, names = _figures(classes)
-                bad = forg.get("worse", {}).get(stage, {}).get(bench, {})
-                lines += [f"**{stage} / {bench}**", "", "| metric | " + " | ".join(cols) + " |",
-                          "|---|" + "---:|" * len(cols)]
-                for m in names:
-                    cells = []
-                    for c in cols:
-                        v = classes.get(c, {}).get(m)
-                        cells.append("-" if v is None else f"{v:+.3f}" + ("*" if m in bad.get(c, []) else ""))
-                    lines.append(f"| {m} | " + " | ".join(cells) + " |")
-                lines.append("")
+    if not forg or not forg.get("deltas"):
+        return []
+    base = forg["baseline"]
+    base_eval = metrics["stages"].get(base, {}).get("eval", {})
+    lower = ", ".join(m for m, d in forg["direction"].items() if d == "lower") or "-"
+    lines = ["", f"## Forgetting: change from stage `{base}`", "",
+             "Per class: later − baseline, then (baseline → later); perplexities "
+             f"({', '.join(LOG_SCALE)}) as relative change in percent, their values as log-ppl = ln(ppl) when too "
+             f"large to read. * marks a change for the worse (lower is better: {lower}).", ""]
+    for stage, benches in forg["deltas"].items():
+        later_eval = metrics["stages"].get(stage, {}).get("eval", {})
+        for bench, classes in benches.items():
+            cols, names = _figures(classes)
+            bad = forg.get("worse", {}).get(stage, {}).get(bench, {})
+            before = base_eval.get(bench, {}).get("classes", {})
+            after = later_eval.get(bench, {}).get("classes", {})
+            lines += [f"**{stage} / {bench}**", "", "| metric | " + " | ".join(cols) + " |",
+                      "|---|" + "---:|" * len(cols)]
+            for m in names:
+                cells = []
+                for c in cols:
+                    delta = classes.get(c, {}).get(m)
+                    mark = "*" if m in bad.get(c, []) else ""
+                    b, a = before.get(c, {}).get(m), after.get(c, {}).get(m)
+                    if delta is None:
+                        cells.append("–")
+                    elif b is None or a is None:
+                        cells.append(fmt_delta(delta) + mark)
+                    else:
+                        cells.append(fmt_change(m, b, a, mark))
+                lines.append(f"| {m} | " + " | ".join(cells) + " |")
+            lines.append("")
     return lines

@@ -15,12 +15,26 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 from .errors import UserError
+
+
+def run_name(label: str | list[str], seed: int) -> str:
+    """The default run folder name: ``<label>-s<seed>``, the label being the strategies joined
+    with '+' ('none' without any) or a grid's run label."""
+    if not isinstance(label, str):
+        label = "+".join(label) or "none"
+    return f"{label}-s{int(seed)}"
+
+
+def method_label(name: str) -> str:
+    """A run name without its ``-s<seed>`` suffix: the method that several seeds share."""
+    return re.sub(r"-s\d+$", "", name)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -94,9 +108,6 @@ class RunDir:
         return {name: st for name, st in stages.items()
                 if (self.stage_dir(name) / "model" / "config.json").is_file()
                 and (self.stage_dir(name) / "strategies.json").is_file()}
-
-    def strategy_states(self, stage: str) -> dict:
-        return json.loads((self.stage_dir(stage) / "strategies.json").read_text())
 
     def set_status(self, status: str, **extra) -> None:
         write_json(self.path / "status.json", {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra})

@@ -1,40 +1,61 @@
-"""The strategy protocol, its registry, and the composer.
+"""The strategy protocol and its registry.
 
-A strategy is a small class in its own file under ``adaptlang/strategies/``, registered by
-name. Every hook is optional; the training loop (adaptlang.train) is the only place that
-calls them. ``owns`` declares what a strategy changes exclusively, so that two strategies
-claiming the same thing are refused before any training starts; ``after`` names the
-strategies that must set up before it when both are active.
+A strategy is a small class in its own file under ``adaptlang/strategies/`` (or a user's
+module), registered by name. Every hook is optional; the stage runner
+(adaptlang.stage_runner) and the training loop (adaptlang.train) are the only places that
+call them. What a strategy declares is read by the plan (adaptlang.plan) before anything
+runs:
+
+* ``owns``: what it changes exclusively in a stage ("data.mixture", "embeddings.rows", ...):
+  two strategies active in the same stage that own the same thing are refused;
+* ``after``: strategies that must set up before it when both are active;
+* ``builds_examples``: it makes the stage's new examples itself (xling, mlm), so the stage's
+  own data is not built;
+* ``changes``: what it changes on the model that outlives its stages ("vocabulary": the
+  embedding and head sizes grow); everything else it changes (``requires_grad``, wrapped
+  modules, hooks) the runner checks is undone when the stage ends;
+* ``remembers``: what it keeps from earlier stages and applies later: "model" (a copy of
+  the model, which must match the later model's shapes exactly), "parameters" (per-parameter
+  tensors; parameters that grew are handled by the strategy), "examples" (token ids);
+* ``check_plan``: rules that depend on options or other strategies, checked in the plan.
+
+Options come from ``configs/strategy/<name>.yaml`` (the one place where a built-in
+strategy's defaults are written; a plugin strategy without a YAML file takes its
+``__init__`` defaults), including ``stages``, the stages it acts in.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import inspect
-
-from .errors import UserError, listing, suggest
+from .errors import UserError, listing
 from .registry import Registry
+from .seeds import derive_seed
 
 
 @dataclass
 class StageContext:
-    """What a strategy can see while a stage is being set up or trained."""
+    """What a strategy sees while its stage is set up, trained and closed."""
 
-    name: str
-    index: int
-    config: Any  # the run's resolved config (DictConfig)
-    stage: Any  # this stage's config
-    languages: Any  # adaptlang.languages.LanguageSet
-    seed: int
+    name: str  # the stage's name
+    index: int  # its position in the experiment
+    seed: int  # the run's seed: draw with seed_for(purpose), never with arithmetic on it
+    train: Any  # the stage's resolved train options (batch_size, max_length, lr, ...)
+    languages: Any = None  # adaptlang.languages.LanguageSet of the run
+    stage_languages: list = field(default_factory=list)  # codes this stage trains on
+    config: Any = None  # the run's resolved config (read-only: data and instruction sources)
     tokenizer: Any = None
     model: Any = None
     notes: dict = field(default_factory=dict)  # strategy figures that go into metrics.json
 
+    def seed_for(self, purpose: str) -> int:
+        """The seed of one purpose in this stage (adaptlang.seeds.derive_seed)."""
+        return derive_seed(self.seed, self.name, purpose)
+
 
 @dataclass
 class TrainState:
-    """Passed to on_step_end / extra_loss: the loop's live objects."""
+    """Passed to extra_loss / on_gradients / on_step_end: the loop's live objects."""
 
     step: int  # optimizer steps done in this stage (1-based after the first step)
     total_steps: int
@@ -50,12 +71,24 @@ class Strategy:
     name: ClassVar[str] = ""
     owns: ClassVar[frozenset[str]] = frozenset()
     after: ClassVar[tuple[str, ...]] = ()
-    stages: ClassVar[tuple[str, ...]] = ()  # default stages it acts in (overridable in config)
+    stages: ClassVar[tuple[str, ...]] = ()  # default stages of a plugin without a YAML file
     needs_logits: ClassVar[bool] = False  # extra_loss reads outputs.logits (disables the loss shortcut)
+    builds_examples: ClassVar[bool] = False  # setup_data makes the stage's new examples itself
+    changes: ClassVar[frozenset[str]] = frozenset()  # lasting model changes: "vocabulary"
+    remembers: ClassVar[str | None] = None  # "model" | "parameters" | "examples"
 
     def __init__(self, **options: Any):
         if options:
             raise UserError(f"strategy '{self.name}' has no options {listing(options)}")
+
+    def claims(self) -> frozenset[str]:
+        """What this strategy, with its options, owns in its stages (``owns`` by default)."""
+        return frozenset(self.owns)
+
+    @classmethod
+    def check_plan(cls, plan, me) -> None:
+        """Raise UserError for a combination this strategy cannot run (checked before any stage).
+        ``plan`` is the adaptlang.plan.Plan, ``me`` this strategy's PlannedStrategy in it."""
 
     # --- hooks -----------------------------------------------------------------------
     def setup_model(self, model, tokenizer, ctx: StageContext):
@@ -78,10 +111,17 @@ class Strategy:
         pass
 
     def state_dict(self) -> dict:
+        """The strategy's state: JSON values and torch tensors (saved as safetensors)."""
         return {}
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+    @classmethod
+    def report_section(cls, stage: str, notes: dict) -> list[str]:
+        """Markdown lines that present this strategy's ``notes`` of one stage (its entries in
+        ``metrics.json`` -> ``stages.<stage>.strategy_notes``) in report.md; none by default."""
+        return []
 
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
@@ -95,81 +135,8 @@ def register_strategy(name: str):
     return add
 
 
-def _load_plugins() -> None:
+def load_plugins() -> None:
+    """Import every built-in strategy module (each registers itself)."""
     from .plugins import import_all
 
     import_all("adaptlang.strategies")
-
-
-def order_strategies(names: list[str]) -> list[str]:
-    """Order by declared dependencies (stable otherwise); refuse conflicting claims."""
-    _load_plugins()
-    classes = {n: STRATEGIES.get(n) for n in names}
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            shared = classes[a].owns & classes[b].owns
-            if shared:
-                raise UserError(
-                    f"strategies '{a}' and '{b}' conflict: both own {listing(shared)}; use one of them"
-                )
-    ordered: list[str] = []
-    visiting: set[str] = set()
-
-    def visit(n: str) -> None:
-        if n in ordered:
-            return
-        if n in visiting:
-            raise UserError(f"strategy dependency cycle through '{n}'")
-        visiting.add(n)
-        for dep in classes[n].after:
-            if dep in classes:
-                visit(dep)
-        visiting.discard(n)
-        ordered.append(n)
-
-    for n in names:
-        visit(n)
-    return ordered
-
-
-@dataclass
-class Composed:
-    """Strategies in set-up order, each with the stages it acts in."""
-
-    items: list[tuple[Strategy, tuple[str, ...]]]
-
-    def active(self, stage: str) -> list[Strategy]:
-        return [s for s, stages in self.items if stage in stages]
-
-    @property
-    def names(self) -> list[str]:
-        return [s.name for s, _ in self.items]
-
-
-def compose(spec: Any, options: dict | None = None) -> Composed:
-    """Build strategies from 'a+b+c' (or a list / a resolved ``strategy`` config section).
-
-    ``options`` maps a strategy name to its keyword options (``stages`` included).
-    """
-    from .config import strategy_defaults, strategy_names
-
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(spec, DictConfig):
-        spec = OmegaConf.to_container(spec)
-    names = list(spec) if isinstance(spec, (list, dict)) else strategy_names(spec)
-    if isinstance(spec, dict):
-        options = {**{k: dict(v or {}) for k, v in spec.items()}, **(options or {})}
-    items = []
-    for name in order_strategies(names):
-        opts = {**strategy_defaults(name), **dict((options or {}).get(name, {}))}
-        stages = tuple(opts.pop("stages"))
-        cls = STRATEGIES.get(name)
-        valid = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "options")]
-        for key in opts:
-            if key not in valid:
-                raise UserError(f"strategy '{name}' has no option '{key}'.{suggest(key, valid)} "
-                                f"Valid: {listing(valid + ['stages'])}")
-        strategy = cls(**opts)
-        items.append((strategy, stages))
-    return Composed(items)

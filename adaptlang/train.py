@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from .checkpoint import Checkpointer
-from .data import ExampleStream, make_batch
+from .batching import make_batch
+from .data import ExampleStream
 from .errors import UserError
 from .models import head_and_body
 from .strategy import StageContext, Strategy, TrainState

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import gzip
 import json
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from _emit import emit
@@ -23,11 +21,11 @@ from _emit import emit
 CHILD = r'''
 import json, resource, sys, time
 from adaptlang import load_config
-from adaptlang.data import ExampleStream, make_batch
+from adaptlang.batching import make_batch
+from adaptlang.data import ExampleStream, lm_examples
 from adaptlang.languages import LanguageSet
 from adaptlang.models import load_pretrained
-from adaptlang.pipeline import text_for
-from adaptlang.data import lm_examples
+from adaptlang.sources import text_for
 from transformers import AutoTokenizer
 
 overrides = json.loads(sys.argv[1])

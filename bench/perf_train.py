@@ -53,8 +53,7 @@ def tcfg(cfg, packing=True):
 def ctx(cfg):
     from adaptlang.strategy import StageContext
 
-    return StageContext(name="bench", index=0, config=cfg, stage=OmegaConf.create({"train": {"batch_size": cfg.train.batch_size, "max_length": 192}}),
-                        languages=None, seed=0)
+    return StageContext(name="bench", index=0, seed=0, train=tcfg(cfg), config=cfg)
 
 
 def run_adaptlang(cfg, model, tokenizer, data, steps, strategies=()):
@@ -80,7 +79,8 @@ LAST_STATS: dict = {}
 def run_bare(cfg, model, tokenizer, data, steps):
     from transformers import get_cosine_schedule_with_warmup
 
-    from adaptlang.data import ExampleStream, make_batch
+    from adaptlang.batching import make_batch
+    from adaptlang.data import ExampleStream
 
     stream = ExampleStream(data, 0)
     bs = int(cfg.train.batch_size)
@@ -143,8 +143,7 @@ def main() -> None:
     import copy
     import tempfile
 
-    from adaptlang.strategies.af import ActiveForgetting
-    from adaptlang.strategies.replay import ExperienceReplay
+    from adaptlang.composition import build_strategy
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=40)
@@ -162,7 +161,7 @@ def main() -> None:
         "bare loop": lambda: run_bare(cfg, copy.deepcopy(model), tokenizer, data, args.steps),
         "HF Trainer": lambda: run_trainer(cfg, copy.deepcopy(model), tokenizer, data, args.steps, tmp),
         "adaptlang af+replay": lambda: run_adaptlang(cfg, copy.deepcopy(model), tokenizer, data, args.steps,
-                                                     [ExperienceReplay(size=1000), ActiveForgetting(every=10)]),
+                                                     [build_strategy("replay", size=1000), build_strategy("af", every=10)]),
     }
     runs: dict[str, list] = {k: [] for k in variants}
     hooks: dict[str, list] = {k: [] for k in variants}

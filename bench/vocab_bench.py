@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import os
 import time
 
@@ -19,34 +20,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 
 from _emit import emit  # noqa: E402
-from adaptlang import compose, load_config  # noqa: E402
-from adaptlang.languages import LanguageSet  # noqa: E402
-from adaptlang.pipeline import initial_model, stage_stream, stage_train_config  # noqa: E402
-from adaptlang.strategy import StageContext  # noqa: E402
-from adaptlang.train import train_stage  # noqa: E402
+from adaptlang import load_config  # noqa: E402
+from adaptlang.pipeline import initial_model  # noqa: E402
+from adaptlang.plan import make_plan  # noqa: E402
+from adaptlang.stage_runner import run_stage  # noqa: E402
 
 
-def adapt_throughput(model, tokenizer, strategies, cfg, languages, steps: int) -> dict:
-    stage = next(s for s in cfg.experiment.stages if s.name == "adapt")
-    tcfg = stage_train_config(cfg, stage)
-    ctx = StageContext(name="adapt", index=1, config=cfg, stage=OmegaConf.create({**OmegaConf.to_container(stage),
-                       "train": OmegaConf.to_container(tcfg)}), languages=languages, seed=int(cfg.seed),
-                       tokenizer=tokenizer, model=model)
-    started = time.perf_counter()
-    for s in strategies:
-        model, tokenizer = s.setup_model(model, tokenizer, ctx)
-        ctx.model, ctx.tokenizer = model, tokenizer
-    setup = time.perf_counter() - started
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    stream = stage_stream(stage, tcfg, tokenizer, languages, cfg, ctx)
-    model, stats = train_stage(model, tokenizer, stream, strategies, tcfg, steps, Accelerator(cpu=True), ctx)
-    for s in strategies:
-        s.on_stage_end(ctx)
-    return {"setup_seconds": setup, "trainable": trainable, "stats": stats, "notes": ctx.notes,
-            "vocab": len(tokenizer)}
+def adapt_throughput(model, tokenizer, plan, steps: int) -> dict:
+    """The adapt stage of the plan through the stage runner, capped at ``steps``."""
+    stage = dataclasses.replace(plan.stage("adapt"), steps=steps)
+    result = run_stage(stage, plan.composed.active("adapt"), model, tokenizer, seed=plan.seed,
+                       accelerator=Accelerator(cpu=True), languages=plan.languages, config=plan.config)
+    return {"setup_seconds": result.setup_seconds, "trainable": result.parameters["trainable"],
+            "stats": result.train, "notes": result.notes, "vocab": len(result.tokenizer)}
 
 
 def main() -> None:
@@ -55,7 +43,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     cfg = load_config(["strategy=vocab", *args.overrides])
-    languages = LanguageSet.from_config(cfg.languages)
+    plan = make_plan(cfg)
+    languages = plan.languages
     print(f"torch threads: {torch.get_num_threads()}")
     started = time.perf_counter()
     model, tokenizer = initial_model(cfg, languages)
@@ -63,8 +52,7 @@ def main() -> None:
           f"{sum(p.numel() for p in model.parameters()):,} parameters, {time.perf_counter() - started:.1f}s")
     base = copy.deepcopy(model)
 
-    vocab = compose(OmegaConf.to_container(cfg.strategy))
-    res = adapt_throughput(model, tokenizer, vocab.active("adapt"), cfg, languages, args.steps)
+    res = adapt_throughput(model, tokenizer, plan, args.steps)
     notes = res["notes"]["vocab"]
     print(f"\nmerge (strategy setup: new sentencepiece model, merge, protection, resize, init, fertility): "
           f"{res['setup_seconds']:.1f}s (merge alone {notes['merge_seconds']:.1f}s)")
@@ -78,7 +66,7 @@ def main() -> None:
           f"{s['seconds']:.1f}s = {s['tokens_per_second']:,.0f} tokens/s ({s['seconds'] / s['steps']:.3f} s/step), "
           f"loss {s['first_loss']:.3f} -> {s['final_loss']:.3f}")
 
-    ref = adapt_throughput(base, tokenizer, [], cfg, languages, args.steps)
+    ref = adapt_throughput(base, tokenizer, make_plan(load_config(["strategy=none", *args.overrides])), args.steps)
     r = ref["stats"]
     print(f"adapt without vocab (full model, {ref['trainable']:,} trainable): {r['tokens']:,} tokens in "
           f"{r['seconds']:.1f}s = {r['tokens_per_second']:,.0f} tokens/s")

@@ -11,7 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from adaptlang.data import read_text  # noqa: E402
+from adaptlang.sources import read_text  # noqa: E402
 from adaptlang.languages import CORPORA  # noqa: E402
 from adaptlang.models import build_model, train_tokenizer  # noqa: E402
 
@@ -49,3 +49,28 @@ def tied_model(tokenizer):
 
 def snapshot(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def stage_ctx(name: str = "stage", index: int = 0, seed: int = 0, config=None, train: dict | None = None,
+              tokenizer=None, model=None, stage_languages=()):
+    """A StageContext as the stage runner makes it (languages from ``config`` when given)."""
+    from adaptlang.languages import LanguageSet
+    from adaptlang.stage_runner import adhoc_stage
+    from adaptlang.strategy import StageContext
+
+    stage = adhoc_stage(name, train={"batch_size": 4, "max_length": 64, **(train or {})}, index=index)
+    languages = LanguageSet.from_config(config.languages) if config is not None else None
+    return StageContext(name=name, index=index, seed=seed, train=OmegaConf.create(stage.train), languages=languages,
+                        stage_languages=list(stage_languages), config=config, tokenizer=tokenizer, model=model)
+
+
+def run_test_stage(model, tokenizer, strategies, stream, name: str = "stage", index: int = 0, steps: int = 5,
+                   train: dict | None = None, seed: int = 0, config=None, checkpointer=None):
+    """One stage through the stage runner (the pipeline's own lifecycle) on a given stream."""
+    from adaptlang.languages import LanguageSet
+    from adaptlang.stage_runner import adhoc_stage, run_stage
+
+    stage = adhoc_stage(name, steps, {"batch_size": 4, "max_length": 64, **(train or {})}, index=index)
+    languages = LanguageSet.from_config(config.languages) if config is not None else None
+    return run_stage(stage, list(strategies), model, tokenizer, seed=seed, languages=languages, config=config,
+                     stream=stream, checkpointer=checkpointer)

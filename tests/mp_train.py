@@ -14,11 +14,11 @@ from accelerate import Accelerator  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from adaptlang import instructions  # noqa: E402
-from adaptlang.data import ExampleStream, read_text  # noqa: E402
+from adaptlang.composition import build_strategy  # noqa: E402
+from adaptlang.sources import read_text  # noqa: E402
+from adaptlang.data import ExampleStream  # noqa: E402
 from adaptlang.languages import CORPORA  # noqa: E402
 from adaptlang.models import build_model, train_tokenizer  # noqa: E402
-from adaptlang.strategies.af import ActiveForgetting  # noqa: E402
-from adaptlang.strategies.replay import ExperienceReplay  # noqa: E402
 from adaptlang.strategy import StageContext, Strategy  # noqa: E402
 from adaptlang.train import train_stage  # noqa: E402
 
@@ -44,8 +44,7 @@ def setup(name: str = "instruct", index: int = 2, stream_seed: int = 3, model=No
         tokenizer = train_tokenizer(read_text(str(CORPORA / "ntrex128" / "eng-US.txt.gz"), 200),
                                     OmegaConf.create({"vocab_size": 400}), seed=0)
         model = build_model(OmegaConf.create(MODEL), tokenizer, 0)
-    ctx = StageContext(name=name, index=index, config=OmegaConf.create({}), stage=OmegaConf.create({"train": TCFG}),
-                       languages=None, seed=0, tokenizer=tokenizer, model=model)
+    ctx = StageContext(name=name, index=index, seed=0, train=OmegaConf.create(TCFG), tokenizer=tokenizer, model=model)
     new = instructions.build("english", ["en"], None, 0)[::7]  # variable-length examples
     stream = ExampleStream(instructions.encode_all(new, tokenizer, 64), seed=stream_seed)
     return model, tokenizer, ctx, stream
@@ -61,7 +60,7 @@ def main(out: str, steps: int = 6, af_every: int = 2) -> None:
     accelerator = Accelerator(cpu=True)
     model, tokenizer, ctx, stream = setup()
     tcfg = OmegaConf.create(TCFG)
-    recorder, af, replay = Recorder(), ActiveForgetting(every=af_every), ExperienceReplay(size=30, policy="balanced")
+    recorder, af, replay = Recorder(), build_strategy("af", every=af_every), build_strategy("replay", size=30, policy="balanced")
     stream = replay.setup_data(stream, ctx)
     model, stats = train_stage(model, tokenizer, stream, [af, replay, recorder], tcfg, steps, accelerator, ctx)
     with open(os.path.join(out, f"rank{accelerator.process_index}.json"), "w") as f:
@@ -70,9 +69,8 @@ def main(out: str, steps: int = 6, af_every: int = 2) -> None:
 
 
 def main_ewc(out: str, steps: int = 4) -> None:
-    from adaptlang.strategies.ewc import EWC
 
-    ewc, recorder = EWC(ewc_lambda=1e4, fisher_batches=2), Recorder()  # before the process group, as the pipeline
+    ewc, recorder = build_strategy("ewc", ewc_lambda=1e4, fisher_batches=2), Recorder()  # before the process group, as the pipeline
     accelerator = Accelerator(cpu=True)  # does: avalanche refuses to be imported on rank > 0 once it exists
     model, tokenizer, ctx, stream = setup("adapt", 1, stream_seed=3)
     tcfg = OmegaConf.create(TCFG)

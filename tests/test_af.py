@@ -1,7 +1,9 @@
 """af resets exactly the embedding rows (and a tied head) and their optimizer state, every k steps."""
+import pytest
 import torch
 from omegaconf import OmegaConf
 
+from adaptlang.composition import build_strategy
 from adaptlang.strategies.af import ActiveForgetting
 from adaptlang.strategy import StageContext, TrainState
 
@@ -9,7 +11,7 @@ from conftest import snapshot
 
 
 def ctx():
-    return StageContext(name="pretrain", index=0, config=None, stage=None, languages=None, seed=3)
+    return StageContext(name="pretrain", index=0, seed=3, train=None)
 
 
 def warm_optimizer(model, steps=3):
@@ -30,7 +32,7 @@ def test_reset_only_embeddings_and_their_optimizer_state(model):
     opt = warm_optimizer(model)
     before, states = snapshot(model), optimizer_snapshot(opt)
     emb = model.get_input_embeddings().weight
-    af = ActiveForgetting(every=2)
+    af = build_strategy("af", every=2)
     af.on_step_end(TrainState(step=1, total_steps=10, model=model, optimizer=opt, ctx=ctx()))
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters()), "reset off-schedule"
     af.on_step_end(TrainState(step=2, total_steps=10, model=model, optimizer=opt, ctx=ctx()))
@@ -53,7 +55,7 @@ def test_tied_head_is_reset_with_embeddings(tied_model):
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
     opt = warm_optimizer(model)
     before = snapshot(model)
-    ActiveForgetting(every=1).on_step_end(TrainState(step=1, total_steps=5, model=model, optimizer=opt, ctx=ctx()))
+    build_strategy("af", every=1).on_step_end(TrainState(step=1, total_steps=5, model=model, optimizer=opt, ctx=ctx()))
     head = model.get_output_embeddings().weight
     assert not torch.equal(head, before["model.embed_tokens.weight"])
     assert torch.equal(head, model.get_input_embeddings().weight)
@@ -65,11 +67,12 @@ def test_tied_head_is_reset_with_embeddings(tied_model):
 def test_untied_head_is_left_alone(model):
     opt = warm_optimizer(model)
     head_before = model.lm_head.weight.detach().clone()
-    ActiveForgetting(every=1).on_step_end(TrainState(step=1, total_steps=5, model=model, optimizer=opt, ctx=ctx()))
+    build_strategy("af", every=1).on_step_end(TrainState(step=1, total_steps=5, model=model, optimizer=opt, ctx=ctx()))
     assert torch.equal(model.lm_head.weight, head_before)
     assert model.lm_head.weight in opt.state
 
 
+@pytest.mark.slow
 def test_resets_every_k_steps_in_the_training_loop(model, tokenizer):
     from accelerate import Accelerator
 
@@ -105,5 +108,5 @@ def test_reset_is_deterministic_for_a_seed(tokenizer):
     a, b = make_model(tokenizer), make_model(tokenizer)
     for m in (a, b):
         opt = torch.optim.AdamW(m.parameters())
-        ActiveForgetting(every=1).on_step_end(TrainState(step=1, total_steps=5, model=m, optimizer=opt, ctx=ctx()))
+        build_strategy("af", every=1).on_step_end(TrainState(step=1, total_steps=5, model=m, optimizer=opt, ctx=ctx()))
     assert torch.equal(a.get_input_embeddings().weight, b.get_input_embeddings().weight)

@@ -41,6 +41,16 @@ def cases(tmp_path, model_dirs):
         (["experiment.stages.0.data.kind=video"], "data.kind='video'"),
         (["strategy=af", "strategy.af.every=0"], "must be a positive number"),
         (["name=../escape"], "plain folder name"),
+        # rules between strategies and stages, all refused by the plan before the first step
+        (["strategy=af+vocab", "experiment=paper", "strategy.af.stages=[pretrain,adapt]"],
+         "'vocab' and 'af' conflict in stage 'adapt': both own embeddings.rows"),
+        (["strategy=vocab+lwf"], "lwf keeps the model of stage 'pretrain' and applies it in stage 'adapt'"),
+        (["strategy=vocab+lora", "strategy.vocab.body=lora"], "both own body.adapters"),
+        (["strategy=xling+mlm"], "conflict in stage 'instruct': both own data.new_examples"),
+        (["strategy=replay", "train.batch_size=5"], "needs an even train.batch_size"),
+        (["strategy=af", "strategy.af.stages=[pretrian]"], "unknown stage 'pretrian'. Did you mean 'pretrain'?"),
+        (["strategy=vocab", "strategy.vocab.protect=xx"], "strategy.vocab.protect"),
+        (["experiment.stages.1.train.lr=1", "train.batch_size=0"], "stage 'pretrain': train.batch_size=0"),
     ]
 
 
@@ -120,7 +130,7 @@ def test_load_config_accepts_or_refuses_cleanly(key, value):
 
 
 def test_gzip_text_with_bad_bytes(tmp_path):
-    from adaptlang.data import read_text
+    from adaptlang.sources import read_text
 
     path = tmp_path / "x.txt.gz"
     with gzip.open(path, "wb") as fh:

@@ -14,7 +14,7 @@ from adaptlang.benchmarks import BENCHMARKS, run_benchmarks
 from adaptlang.benchmarks import classify, flores_kshot, isotropy
 from adaptlang.benchmarks._scoring import score_separately, score_shared_prompt
 from adaptlang.config import load_config
-from adaptlang.data import FLORES_EVAL, FLORES_POOL, flores_lines
+from adaptlang.sources import FLORES_EVAL, FLORES_POOL, flores_lines
 from adaptlang.forgetting import forgetting
 from adaptlang.languages import LanguageSet
 
@@ -118,6 +118,7 @@ def test_yaml_only_task_is_picked_up_and_an_always_positive_model_scores_the_pos
     assert out["classes"]["overall"]["accuracy"] == pytest.approx((0.3 + 0.5) / 2)
 
 
+@pytest.mark.slow
 def test_nusax_always_negative_model_gets_the_negative_share(model, tokenizer):
     from adaptlang.languages import CORPORA
 

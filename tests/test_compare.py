@@ -5,6 +5,7 @@ tests/test_grid.py builds a report from real runs and checks that this schema st
 """
 import base64
 import json
+import math
 import re
 import statistics
 
@@ -85,6 +86,14 @@ def parse_cell(cell: str) -> tuple[float, float | None]:
     return float(mean), float(std) if std else None
 
 
+def parse_delta(cell: str) -> tuple[float, float, float | None]:
+    """A perplexity's Δ cell, ``−3.57% (−4.400 ± 0.300)``: (percent, delta, std)."""
+    m = re.fullmatch(r"([+−-][0-9.]+)% \((.+)\)", cell.strip())
+    assert m, cell
+    delta, std = parse_cell(m.group(2))
+    return float(m.group(1).replace("−", "-")), delta, std
+
+
 def md_table(text: str, heading: str) -> dict[str, dict[str, str]]:
     """The Markdown table right after ``heading`` (or a line starting with it): row label -> column -> cell."""
     lines = text.splitlines()
@@ -124,14 +133,17 @@ def test_tables_match_the_runs_metrics_and_seed_statistics(runs, tmp_path):
         # xling+replay vs mlm: same seeds, so the deltas are paired per seed
         diffs = [metric(runs[f"xling+replay-s{s}"], "instruct", cls) - metric(runs[f"mlm-s{s}"], "instruct", cls)
                  for s in (1, 2, 3)]
-        d, dstd = parse_cell(deltas["xling+replay"][cls])
+        pct, d, dstd = parse_delta(deltas["xling+replay"][cls])
         assert close(d, statistics.mean(diffs)) and close(dstd, statistics.stdev(diffs))
+        base_vals = [metric(runs[f"mlm-s{s}"], "instruct", cls) for s in (1, 2, 3)]
+        # a perplexity's change also as the relative change of the mean, in percent
+        assert close(pct, 100 * statistics.mean(diffs) / statistics.mean(base_vals))
         assert deltas["xling+replay"][cls].startswith("−")  # lower than mlm: shown with its sign
         # af: one seed, not the baseline's seeds: difference of the means, no ±
         af = metric(runs["af-s1"], "instruct", cls)
         base = statistics.mean(metric(runs[f"mlm-s{s}"], "instruct", cls) for s in (1, 2, 3))
         assert parse_cell(table["af"][cls]) == (pytest.approx(af, abs=6e-3), None)
-        shown, _ = parse_cell(deltas["af"][cls])
+        _, shown, _ = parse_delta(deltas["af"][cls])
         assert close(shown, af - base)
         # lower is better for perplexity: the lowest mean is bold
         best = min(("mlm", "xling+replay", "af"), key=lambda m: parse_cell(table[m][cls])[0])
@@ -139,6 +151,11 @@ def test_tables_match_the_runs_metrics_and_seed_statistics(runs, tmp_path):
     # every perplexity metric has its table, bits per character included
     bpc = md_table(md, "### perplexity · bits_per_char")
     assert close(parse_cell(bpc["af"]["adapting"])[0], metric(runs["af-s1"], "instruct", "adapting", "bits_per_char"))
+    # bits per character is not a perplexity: its Δ is the plain difference
+    bpc_delta = md_table(md, "Δ bits_per_char vs `mlm`")["af"]["adapting"]
+    assert "%" not in bpc_delta and close(parse_cell(bpc_delta)[0], metric(runs["af-s1"], "instruct", "adapting",
+                                                                                "bits_per_char") - statistics.mean(
+        metric(runs[f"mlm-s{s}"], "instruct", "adapting", "bits_per_char") for s in (1, 2, 3)))
 
 
 def test_generic_benchmarks_directions_and_class_columns(tmp_path):
@@ -232,9 +249,9 @@ def test_cli_compare_and_its_errors(runs, tmp_path, capsys):
 def test_stage_order_and_tokenizer_note(tmp_path):
     """A method without the adapt stage (AF paper's Baseline) keeps the stage order of the
     others; a vocabulary expansion marks the per-token table as not comparable."""
-    from adaptlang.compare import _merge_orders
+    from adaptlang.compare_common import merge_orders
 
-    assert _merge_orders([["pretrain", "instruct"], ["pretrain", "adapt", "instruct"]]) == \
+    assert merge_orders([["pretrain", "instruct"], ["pretrain", "adapt", "instruct"]]) == \
         ["pretrain", "adapt", "instruct"]
     base = make_run(tmp_path, "Baseline-s0", [], 0, {s: values(10, 0, 0)[s] for s in ("pretrain", "instruct")})
     ba = make_run(tmp_path, "BA-s0", ["vocab"], 0, values(10, 0, 1))
@@ -249,3 +266,84 @@ def test_stage_order_and_tokenizer_note(tmp_path):
     ppl = md.split("### perplexity · ppl_token")[1].split("###")[0]
     bpc = md.split("### perplexity · bits_per_char")[1].split("###")[0]
     assert "not comparable across tokenizers" in ppl and "not comparable" not in bpc
+
+
+def test_vocabulary_size_from_the_stage_then_older_run_folders(tmp_path):
+    """The compared vocabulary size is the stage's generic ``vocab_size``; run folders
+    written before stages carried it fall back to the vocab note, then to the model's."""
+    new = make_run(tmp_path, "new-s0", ["vocab"], 0, values(10, 0, 0))
+    m = json.loads((new / "metrics.json").read_text())
+    m["stages"]["adapt"]["vocab_size"] = 900
+    m["stages"]["adapt"]["strategy_notes"]["vocab"] = {"vocab_size_after": 700}  # the stage's own figure wins
+    m["stages"]["instruct"]["vocab_size"] = 900
+    (new / "metrics.json").write_text(json.dumps(m))
+    old = make_run(tmp_path, "old-s0", ["vocab"], 0, values(10, 0, 1), config_extra={"train": {"lr": 0.01}})
+    m = json.loads((old / "metrics.json").read_text())
+    m["stages"]["adapt"]["strategy_notes"]["vocab"] = {"vocab_size_after": 700}
+    (old / "metrics.json").write_text(json.dumps(m))
+    plain = make_run(tmp_path, "plain-s0", [], 0, values(10, 0, 2), config_extra={"train": {"lr": 0.1}})
+    comp = build([new, old, plain], baseline=plain)
+    sizes = {label: info["runs"][0]["vocab_size"] for label, info in comp["methods"].items()}
+    assert sizes == {"plain": 500, "new": 900, "old": 700}
+    assert build([new], stage="pretrain")["methods"]["new"]["runs"][0]["vocab_size"] == 500
+
+
+# A number a reader cannot use: exponent notation, or seven and more digits in a row.
+UNREADABLE = re.compile(r"\d[eE][+-]?\d|\d{7,}")
+
+
+def table_cells(text: str) -> list[str]:
+    """Every cell of every Markdown table in ``text`` (thousands separators removed)."""
+    return [c.strip().replace(",", "") for line in text.splitlines() if line.startswith("|")
+            for c in line.strip("|").split(" | ")]
+
+
+def huge_run(root, name, strategies, seed, ppl_char: float, ppl_token: float, config_extra=None):
+    """A run whose per-character perplexity is enormous (an untrained model: ~1e11)."""
+    path = make_run(root, name, strategies, seed, values(100, seed, 0), config_extra=config_extra)
+    m = json.loads((path / "metrics.json").read_text())
+    for i, st in enumerate(m["stages"].values()):
+        for j, fig in enumerate(st["eval"]["perplexity"]["classes"].values()):
+            fig["ppl_char"] = ppl_char * (1 + 0.1 * i + 0.01 * j)
+            fig["ppl_token"] = ppl_token * (1 + 0.1 * i + 0.01 * j)
+    (path / "metrics.json").write_text(json.dumps(m))
+    return path
+
+
+def test_enormous_perplexities_are_shown_readably(tmp_path):
+    """ppl_char around 2.4e11 and ppl_token around 3e5: the tables show log-ppl and relative
+    changes, never an exponent or a twelve-digit number; comparison.json keeps the raw values."""
+    base = huge_run(tmp_path, "base-s0", ["mlm"], 0, 2.4e11, 3.0e5)
+    other = huge_run(tmp_path, "other-s0", ["af"], 0, 3.0e10, 1.5e5, config_extra={"train": {"lr": 0.01}})
+    out = compare([base, other], baseline=base, out=tmp_path / "cmp")
+    md = (out / "report.md").read_text()
+    results = md.split("## What was compared")[0]
+    bad = [c for c in table_cells(results) if UNREADABLE.search(c)]
+    assert not bad, bad
+    html = (out / "report.html").read_text()
+    bad = [c for c in re.findall(r"<td[^>]*>([^<]*)</td>", html.split("<h2>What was compared")[0])
+           if UNREADABLE.search(c.replace(",", ""))]
+    assert not bad, bad
+    comp = json.loads((out / "comparison.json").read_text())
+    cell = comp["tables"]["perplexity"]["ppl_char"]["rows"]["other"]["other"]
+    assert cell["values"] == [metric(other, "instruct", "other", "ppl_char")]  # raw numbers kept
+    # log-ppl: ln of the value, and the relative change of the perplexity (hand-computed)
+    shown = md_table(md, "### perplexity · ppl_char")
+    b, o = 2.4e11 * 1.22, 3.0e10 * 1.22  # instruct (i=2), class "other" (j=2)
+    assert shown["other"]["other"] == f"**{math.log(o):.2f}**" and shown["base"]["other"] == f"{math.log(b):.2f}"
+    assert "log-ppl = ln(ppl_char)" in md.split("### perplexity · ppl_char")[1].split("###")[0]
+    delta = md_table(md, "Δ ppl_char vs `base`")["other"]["other"]
+    assert delta == f"−87.5% (Δ log-ppl −{abs(math.log(o / b)):.2f})"
+    assert cell["delta_rel"] == pytest.approx(-0.875) and cell["delta_log"] == pytest.approx(math.log(0.125))
+
+
+def test_relative_change_of_a_small_perplexity_by_hand(tmp_path):
+    """ppl_token 200 -> 150 is −25%, shown with the raw difference beside it."""
+    a = make_run(tmp_path, "a-s0", ["mlm"], 0, {"instruct": {"adapting": 200.0}})
+    b = make_run(tmp_path, "b-s0", ["af"], 0, {"instruct": {"adapting": 150.0}}, config_extra={"train": {"lr": 0.5}})
+    out = compare([a, b], baseline=a, out=tmp_path / "cmp", plots=False)
+    md = (out / "report.md").read_text()
+    assert md_table(md, "### perplexity · ppl_token")["b"]["adapting"] == "**150.00**"
+    assert md_table(md, "Δ ppl_token vs `a`")["b"]["adapting"] == "−25.0% (−50.000)"
+    # ppl_char = 3 x ppl_token here: 600 -> 450, also −25%
+    assert md_table(md, "Δ ppl_char vs `a`")["b"]["adapting"] == "−25.0% (−150.00)"

@@ -2,8 +2,12 @@ import pytest
 import yaml
 
 from adaptlang import UserError, compose, load_config
+from adaptlang.composition import order_strategies
 from adaptlang.config import CONFIG_ROOT, GROUPS, group_options
-from adaptlang.strategy import STRATEGIES, Strategy, order_strategies, register_strategy
+from adaptlang.plan import make_plan
+from adaptlang.strategy import STRATEGIES, Strategy, load_plugins, register_strategy
+
+load_plugins()  # the registry is complete before parametrize reads it at collection time
 
 
 def test_base_defaults_compose_af_replay():
@@ -35,10 +39,16 @@ def test_every_yaml_file_is_valid_yaml():
         assert isinstance(yaml.safe_load(path.read_text()), dict), path
 
 
-@pytest.mark.parametrize("name", sorted(STRATEGIES.names()) or ["af", "replay"])
-def test_every_strategy_yaml_loads(name):
+def test_the_registry_is_complete_at_collection_time():
+    assert {"af", "replay", "vocab", "xling", "mlm", "lora", "ewc", "lwf", "agem", "si"} <= set(STRATEGIES.names())
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES.names()))
+def test_every_strategy_yaml_loads_and_plans(name):
     cfg = load_config([f"strategy={name}"])
     assert list(cfg.strategy.keys()) == [name]
+    plan = make_plan(cfg)
+    assert plan.strategy(name).stages == tuple(cfg.strategy[name].stages)
 
 
 def test_strategy_options_under_their_own_key():
@@ -66,7 +76,7 @@ def test_strategy_options_under_their_own_key():
 ])
 def test_bad_overrides_are_one_clear_error(override, fragment):
     with pytest.raises(UserError) as err:
-        load_config(override)
+        make_plan(load_config(override))
     assert fragment in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -78,6 +88,7 @@ def test_values_are_never_evaluated():
 
 class _Mixer(Strategy):
     owns = frozenset({"data.mixture"})
+    stages = ("instruct",)
 
 
 class _Late(Strategy):
@@ -103,9 +114,12 @@ def test_composition_orders_by_dependencies(test_strategies):
     assert order_strategies(["replay", "af"]) == ["replay", "af"]  # no dependency: given order
 
 
-def test_conflicting_strategies_are_refused_naming_both(test_strategies):
-    with pytest.raises(UserError, match=r"strategies 'replay' and '_t_mixer' conflict: both own data.mixture"):
-        order_strategies(["replay", "_t_mixer"])
+def test_conflicting_strategies_are_refused_naming_both_and_the_stage(test_strategies):
+    with pytest.raises(UserError, match=r"strategies 'replay' and '_t_mixer' conflict in stage 'instruct': both "
+                                        r"own data.mixture"):
+        make_plan(load_config(["strategy=replay+_t_mixer"]))
+    # claims are per stage: acting in different stages is no conflict
+    make_plan(load_config(["strategy=replay+_t_mixer", "strategy._t_mixer.stages=[adapt]"]))
 
 
 def test_duplicate_registration_is_refused():

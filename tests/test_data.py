@@ -4,7 +4,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from adaptlang import UserError
-from adaptlang.data import FLORES_EVAL, FLORES_POOL, ExampleStream, collate, flores_lines, heldout_texts, lm_examples, read_text
+from adaptlang.sources import FLORES_EVAL, FLORES_POOL, flores_lines, heldout_texts, read_text
+from adaptlang.batching import collate
+from adaptlang.data import ExampleStream, lm_examples
 from adaptlang.instructions import encode
 from adaptlang.languages import LanguageSet, load_table
 

@@ -8,6 +8,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import QUICK
 
+pytestmark = pytest.mark.slow  # whole pipelines / several processes
+
 
 def cli(*args, cwd):
     return subprocess.run([sys.executable, "-m", "adaptlang.cli", *args], cwd=cwd, capture_output=True,

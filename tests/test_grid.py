@@ -99,6 +99,7 @@ def test_existing_run_with_another_config_is_refused_before_anything_runs(tmp_pa
     assert not (tmp_path / "none-s0").exists()
 
 
+@pytest.mark.slow
 def test_real_grid_then_report(tmp_path, capsys):
     """Two real tiny runs (strategy=none and mlm) through adaptlang.run, then the report."""
     langs = tmp_path / "langs.yaml"

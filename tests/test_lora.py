@@ -9,15 +9,17 @@ from accelerate import Accelerator
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM
 
+from adaptlang.composition import build_strategy
 from adaptlang import UserError, load_config
-from adaptlang.data import ExampleStream, lm_examples, read_text
-from adaptlang.languages import CORPORA, LanguageSet
-from adaptlang.strategies.lora import Adapters
-from adaptlang.strategies.vocab import VocabularyExpansion
-from adaptlang.strategy import StageContext, compose
+from adaptlang.sources import read_text
+from adaptlang.data import ExampleStream, lm_examples
+from adaptlang.languages import CORPORA
+from adaptlang.composition import compose
 from adaptlang.train import train_stage
 
-from conftest import QUICK, make_model
+from adaptlang.stage_runner import model_shape, restore_ownership
+
+from conftest import QUICK, make_model, stage_ctx
 
 TCFG = OmegaConf.create({"batch_size": 4, "grad_accum": 1, "lr": 1e-2, "weight_decay": 0.1,
                          "betas": [0.9, 0.95], "eps": 1e-8, "warmup_ratio": 0.0,
@@ -30,8 +32,7 @@ def bits(t: torch.Tensor) -> bytes:
 
 def context(*extra):
     cfg = load_config(["strategy=lora", *QUICK, *extra])
-    return StageContext(name="adapt", index=1, config=cfg, stage=None,
-                        languages=LanguageSet.from_config(cfg.languages), seed=0)
+    return stage_ctx("adapt", 1, config=cfg)
 
 
 def train(model, tokenizer, strategies, ctx, steps=6):
@@ -65,8 +66,9 @@ def is_plain(model) -> bool:
 def test_only_adapters_train_then_merge_into_a_plain_model(tokenizer, tmp_path, method, marker):
     ctx = context()
     model = make_model(tokenizer)
+    shape0 = model_shape(model)
     original = {n: p.detach().clone() for n, p in model.named_parameters()}
-    strategy = Adapters(method=method)
+    strategy = build_strategy("lora", method=method)
     model, _ = setup(strategy, model, tokenizer, ctx)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(marker in n for n in trainable)
@@ -80,6 +82,7 @@ def test_only_adapters_train_then_merge_into_a_plain_model(tokenizer, tmp_path, 
     moved = [n for n, p in model.named_parameters() if n in adapters0 and not torch.equal(p, adapters0[n])]
     assert len(moved) == len(adapters0), "some adapters did not train"
     strategy.on_stage_end(ctx)
+    restore_ownership(model, shape0, [strategy], "adapt")  # the stage runner's rule: modules as before
     assert is_plain(model) and all(p.requires_grad for p in model.parameters())
     merged = dict(model.named_parameters())
     changed = [n for n in original if not torch.equal(merged[n], original[n])]
@@ -95,13 +98,14 @@ def test_only_adapters_train_then_merge_into_a_plain_model(tokenizer, tmp_path, 
         assert not torch.allclose(make_model(tokenizer)(ids).logits, model(ids).logits, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_composes_with_vocab_new_rows_head_and_adapters_body_frozen(tokenizer):
     ctx = context("strategy=vocab+lora")
     assert compose("lora+vocab").names == ["vocab", "lora"]
     model = make_model(tokenizer)
     emb0 = model.get_input_embeddings().weight.detach().clone()
-    vocab = VocabularyExpansion(vocab_size=800, languages="fr", protect="en", init="mean", fertility="fr,en")
-    lora = Adapters()
+    vocab = build_strategy("vocab", vocab_size=800, languages="fr", protect="en", init="mean", fertility="fr,en")
+    lora = build_strategy("lora")
     model, merged = setup(vocab, model, tokenizer, ctx)
     model, merged = setup(lora, model, merged, ctx)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -122,24 +126,27 @@ def test_composes_with_vocab_new_rows_head_and_adapters_body_frozen(tokenizer):
     assert not torch.equal(model.model.layers[0].self_attn.q_proj.weight, q0), "LoRA update not merged"
 
 
-def test_vocab_body_lora_together_with_lora_is_refused(tokenizer):
-    ctx = context("strategy=vocab+lora", "strategy.vocab.body=lora")
-    with pytest.raises(UserError, match="both add adapters"):
-        Adapters().setup_model(make_model(tokenizer), tokenizer, ctx)
+def test_vocab_body_lora_together_with_lora_is_refused_in_the_plan():
+    from adaptlang.plan import make_plan
+
+    with pytest.raises(UserError, match="'vocab' and 'lora' conflict in stage 'adapt': both own body.adapters"):
+        make_plan(load_config(["strategy=vocab+lora", "strategy.vocab.body=lora", *QUICK]))
+    make_plan(load_config(["strategy=vocab+lora", *QUICK]))  # vocab's body frozen: lora adds the adapters
 
 
 @pytest.mark.parametrize("options, fragment", [({"method": "adalora"}, "method"), ({"r": 0}, "rank"),
                                                ({"targets": "q_proj"}, "targets"), ({"dropout": 1.5}, "dropout")])
 def test_bad_options_are_user_errors(options, fragment):
     with pytest.raises(UserError, match=fragment):
-        Adapters(**options)
+        build_strategy("lora", **options)
 
 
 def test_unknown_target_module_is_a_user_error(tokenizer):
     with pytest.raises(UserError, match="strategy.lora"):
-        Adapters(targets=["nope_proj"]).setup_model(make_model(tokenizer), tokenizer, context())
+        build_strategy("lora", targets=["nope_proj"]).setup_model(make_model(tokenizer), tokenizer, context())
 
 
+@pytest.mark.slow
 def test_vocab_plus_lora_runs_through_the_pipeline(tmp_path):
     import adaptlang
 

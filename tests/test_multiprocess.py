@@ -14,6 +14,8 @@ import pytest
 
 import mp_train
 
+pytestmark = pytest.mark.slow  # whole pipelines / several processes
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -4,7 +4,7 @@ import random
 import pytest
 import torch
 
-from adaptlang.data import collate, collate_packed, make_batch, pack_rows
+from adaptlang.batching import collate, collate_packed, make_batch, pack_rows
 
 
 def examples(n=7, seed=0, vocab=500):

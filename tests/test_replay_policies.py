@@ -7,13 +7,15 @@ from collections import Counter
 import pytest
 from omegaconf import OmegaConf
 
+from adaptlang.composition import build_strategy
 from adaptlang import UserError, instructions, load_config
 from adaptlang.data import ExampleStream
 from adaptlang.languages import LanguageSet
 from adaptlang.replay_buffer import Reservoir, balanced_ids, group_of
-from adaptlang.strategies.replay import ExperienceReplay, InterleavedStream
-from adaptlang.strategies.xling import CrossLingualInstructions
-from adaptlang.strategy import StageContext, compose
+from adaptlang.strategies.replay import InterleavedStream
+from adaptlang.composition import compose
+from adaptlang.seeds import derive_seed
+from adaptlang.strategy import StageContext
 
 GSM, SELF = "en/gsm8k_train_2000", "en/self_instruct_seed_tasks"
 
@@ -24,10 +26,10 @@ def past():
 
 
 def stage_ctx(tokenizer, index=2, name="instruct", seed=1, cfg=None, languages=None, stage_languages="all"):
-    stage = OmegaConf.create({"name": name, "data": {"languages": stage_languages},
-                              "train": {"batch_size": 8, "max_length": 64}})
-    return StageContext(name=name, index=index, config=cfg or OmegaConf.create({}), stage=stage,
-                        languages=languages, seed=seed, tokenizer=tokenizer)
+    train = OmegaConf.create({"batch_size": 8, "max_length": 64})
+    codes = languages.resolve(stage_languages) if languages is not None else []
+    return StageContext(name=name, index=index, seed=seed, train=train, config=cfg or OmegaConf.create({}),
+                        languages=languages, stage_languages=codes, tokenizer=tokenizer)
 
 
 def new_stream(n=50, tag=0):
@@ -40,16 +42,17 @@ def test_past_examples_carry_their_group(past):
 
 
 def test_random_policy_is_the_ia_sample(tokenizer, past):
-    replay = ExperienceReplay(size=100)
+    replay = build_strategy("replay", size=100)
     replay.setup_data(new_stream(), stage_ctx(tokenizer))
-    expected = sorted(random.Random(1 * 7919 + 2).sample(range(len(past)), 100))  # IA 3.2, seeded
+    seed = derive_seed(1, "instruct", "replay.buffer")  # the run seed, the stage, the purpose
+    expected = sorted(random.Random(seed).sample(range(len(past)), 100))  # IA 3.2: a seeded random sample
     assert replay.buffer_ids == expected
 
 
 @pytest.mark.parametrize("r, gsm, self_", [(100, 50, 50), (101, 51, 50), (300, 150, 150), (1000, 825, 175),
                                            (5000, 2000, 175)])
 def test_balanced_policy_sizes_and_shares(tokenizer, past, r, gsm, self_):
-    replay = ExperienceReplay(size=r, policy="balanced")
+    replay = build_strategy("replay", size=r, policy="balanced")
     ctx = stage_ctx(tokenizer)
     replay.setup_data(new_stream(), ctx)
     groups = Counter(group_of(past[i], ["target_language", "origin"]) for i in replay.buffer_ids)
@@ -68,7 +71,7 @@ def test_balanced_ids_max_min_fair_and_deterministic():
 
 def test_policies_are_deterministic_and_seed_dependent(tokenizer):
     for policy in ("random", "reservoir", "balanced"):
-        a, b, c = (ExperienceReplay(size=200, policy=policy) for _ in range(3))
+        a, b, c = (build_strategy("replay", size=200, policy=policy) for _ in range(3))
         a.setup_data(new_stream(), stage_ctx(tokenizer))
         b.setup_data(new_stream(), stage_ctx(tokenizer))
         c.setup_data(new_stream(), stage_ctx(tokenizer, seed=2))
@@ -88,7 +91,7 @@ def test_reservoir_is_uniform_over_what_was_offered():
 
 
 def test_reservoir_carries_new_examples_into_the_next_stage_and_survives_state(tokenizer, past):
-    replay = ExperienceReplay(size=1000, policy="reservoir")
+    replay = build_strategy("replay", size=1000, policy="reservoir")
     ctx = stage_ctx(tokenizer, index=2, name="instruct")
     stream = replay.setup_data(new_stream(200, tag=1), ctx)
     assert ctx.notes["replay_buffer_size"] == 1000 and len(replay.buffer_ids) == 1000  # only past data yet
@@ -100,7 +103,7 @@ def test_reservoir_carries_new_examples_into_the_next_stage_and_survives_state(t
     carried = ctx2.notes["replay_groups"].get("stage instruct", 0)
     assert 40 < carried < 150  # expected 200 * 1000 / 2375 = 84
     assert ctx2.notes["replay_buffer_size"] == 1000 == len(replay.buffer_ids) + carried
-    again = ExperienceReplay(size=1000, policy="reservoir")
+    again = build_strategy("replay", size=1000, policy="reservoir")
     again.load_state_dict(state)
     s2 = again.setup_data(new_stream(10, tag=2), stage_ctx(tokenizer, index=3, name="instruct2"))
     assert again.buffer_ids == replay.buffer_ids
@@ -109,7 +112,7 @@ def test_reservoir_carries_new_examples_into_the_next_stage_and_survives_state(t
 
 
 def test_reservoir_carries_language_modelling_blocks_with_their_inputs_as_labels(tokenizer):
-    replay = ExperienceReplay(size=1000, policy="reservoir")
+    replay = build_strategy("replay", size=1000, policy="reservoir")
     blocks = ExampleStream([{"input_ids": [9, 3, i]} for i in range(500)], seed=0)  # as lm_examples: no labels
     ctx = stage_ctx(tokenizer, index=1, name="adapt")
     replay.setup_data(blocks, ctx)
@@ -139,8 +142,8 @@ def test_every_policy_composes_with_xling(tokenizer, policy):
 
 def test_bad_policy_options_are_user_errors():
     with pytest.raises(UserError, match="policy"):
-        ExperienceReplay(policy="fifo")
+        build_strategy("replay", policy="fifo")
     with pytest.raises(UserError, match="group_by"):
-        ExperienceReplay(policy="balanced", group_by="origin")
+        build_strategy("replay", policy="balanced", group_by="origin")
     with pytest.raises(UserError, match="Did you mean 'policy'"):
         load_config(["strategy=replay", "strategy.replay.polcy=random"])

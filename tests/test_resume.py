@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 import adaptlang
+from adaptlang.composition import build_strategy
 from adaptlang import UserError
 from adaptlang.checkpoint import Checkpointer
 from adaptlang.cli import main as cli_main
@@ -25,7 +26,8 @@ CHILD = textwrap.dedent('''
     from omegaconf import OmegaConf
     import adaptlang
     from adaptlang import checkpoint
-    from adaptlang.strategy import Strategy, compose
+    from adaptlang.composition import compose
+    from adaptlang.strategy import Strategy
 
     out, name, stage, step, mode = sys.argv[1:6]
     settings = sys.argv[6:]
@@ -72,6 +74,7 @@ def reference(tmp_path_factory):
     ("instruct", 5, "step"),        # in a later stage, with replay's stream state
     ("adapt", 4, "checkpoint"),     # SIGKILL while writing the step-4 checkpoint
 ])
+@pytest.mark.slow
 def test_kill_and_resume_is_bit_identical(reference, tmp_path, stage, step, mode):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
@@ -102,7 +105,6 @@ def test_optimizer_state_after_resume_matches(tokenizer):
     from accelerate import Accelerator
 
     from adaptlang.data import ExampleStream
-    from adaptlang.strategies.af import ActiveForgetting
     from adaptlang.strategy import StageContext, Strategy
     from adaptlang.train import train_stage
 
@@ -114,7 +116,7 @@ def test_optimizer_state_after_resume_matches(tokenizer):
                              "log_every": 100})
 
     def ctx():
-        return StageContext(name="pretrain", index=0, config=None, stage=None, languages=None, seed=1)
+        return StageContext(name="pretrain", index=0, seed=1, train=None)
 
     class Crash(Strategy):
         name = "crash"
@@ -134,7 +136,7 @@ def test_optimizer_state_after_resume_matches(tokenizer):
     torch.manual_seed(0)
     ref_holder = {}
     ref_model, _ = train_stage(make_model(tokenizer), tokenizer, ExampleStream(examples, 0),
-                               [ActiveForgetting(every=3), optimizer_of(None, ref_holder)], tcfg, 8,
+                               [build_strategy("af", every=3), optimizer_of(None, ref_holder)], tcfg, 8,
                                Accelerator(cpu=True), ctx())
 
     import tempfile
@@ -142,12 +144,12 @@ def test_optimizer_state_after_resume_matches(tokenizer):
     folder = Path(tempfile.mkdtemp())
     torch.manual_seed(0)
     with pytest.raises(KeyboardInterrupt):
-        train_stage(make_model(tokenizer), tokenizer, ExampleStream(examples, 0), [ActiveForgetting(every=3), Crash()],
+        train_stage(make_model(tokenizer), tokenizer, ExampleStream(examples, 0), [build_strategy("af", every=3), Crash()],
                     tcfg, 8, Accelerator(cpu=True), ctx(), Checkpointer(folder, 2))
     holder = {}
     torch.manual_seed(123)  # a different RNG state: the checkpoint must restore it
     model, _ = train_stage(make_model(tokenizer), tokenizer, ExampleStream(examples, 0),
-                           [ActiveForgetting(every=3), optimizer_of(None, holder)], tcfg, 8,
+                           [build_strategy("af", every=3), optimizer_of(None, holder)], tcfg, 8,
                            Accelerator(cpu=True), ctx(), Checkpointer(folder, 2))
     for (n, a), (_, b) in zip(model.named_parameters(), ref_model.named_parameters()):
         assert torch.equal(a, b), n

@@ -10,16 +10,18 @@ from accelerate import Accelerator
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from adaptlang.composition import build_strategy
 from adaptlang import UserError, load_config
 from adaptlang import vocab_merge as vm
-from adaptlang.data import ExampleStream, lm_examples, read_text
+from adaptlang.sources import read_text
+from adaptlang.data import ExampleStream, lm_examples
 from adaptlang.languages import CORPORA, LanguageSet
 from adaptlang.models import load_pretrained, train_tokenizer
-from adaptlang.strategies.vocab import VocabularyExpansion
-from adaptlang.strategy import StageContext
 from adaptlang.train import train_stage
 
-from conftest import QUICK, make_model
+from adaptlang.stage_runner import model_shape, restore_ownership
+
+from conftest import QUICK, make_model, stage_ctx
 
 TCFG = OmegaConf.create({"batch_size": 4, "grad_accum": 1, "lr": 5e-3, "weight_decay": 0.1,
                          "betas": [0.9, 0.95], "eps": 1e-8, "warmup_ratio": 0.0,
@@ -31,8 +33,7 @@ def config(*extra):
 
 
 def context(cfg, index=1):
-    return StageContext(name="adapt", index=index, config=cfg, stage=None,
-                        languages=LanguageSet.from_config(cfg.languages), seed=0)
+    return stage_ctx("adapt", index, config=cfg)
 
 
 def bits(t: torch.Tensor) -> bytes:
@@ -59,13 +60,14 @@ def expanded():
     texts = [t for c in pre for t in read_text(str(CORPORA / "ntrex128" / f"{ctx.languages.check(c).ntrex}.txt.gz"), 150)]
     base = train_tokenizer(texts, OmegaConf.create({"vocab_size": 1500, "character_coverage": 0.99}), seed=0)
     model = make_model(base)
-    strategy = VocabularyExpansion(vocab_size=3000, fertility="pretraining,adapting")
+    strategy = build_strategy("vocab", vocab_size=3000, fertility="pretraining,adapting")
     started = time.perf_counter()
     model, merged = strategy.setup_model(model, base, ctx)
     return {"base": base, "merged": merged, "model": model, "strategy": strategy, "ctx": ctx,
             "seconds": time.perf_counter() - started}
 
 
+@pytest.mark.slow
 def test_every_vendored_pretraining_text_tokenizes_as_before(expanded):
     base, merged = expanded["base"], expanded["merged"]
     notes = expanded["ctx"].notes["vocab"]
@@ -136,7 +138,7 @@ def small_setup(tokenizer, tied, init, protect="en", **options):
     model = make_model(tokenizer, tied=tied)
     before = {"emb": model.get_input_embeddings().weight.detach().clone(),
               "head": model.get_output_embeddings().weight.detach().clone()}
-    strategy = VocabularyExpansion(vocab_size=800, languages="fr", protect=protect, init=init, fertility="fr,en",
+    strategy = build_strategy("vocab", vocab_size=800, languages="fr", protect=protect, init=init, fertility="fr,en",
                                    **options)
     model, merged = strategy.setup_model(model, tokenizer, ctx)
     ctx.model, ctx.tokenizer = model, merged
@@ -230,6 +232,9 @@ def test_only_new_rows_and_head_train_under_adamw_weight_decay(tokenizer, tmp_pa
     assert type(again).__name__ == "MistralForCausalLM"
     assert bits(again.get_input_embeddings().weight) == bits(emb)
     assert again.get_input_embeddings().weight.shape[0] == len(AutoTokenizer.from_pretrained(tmp_path))
+    # what vocab changed for its stage is undone by the stage runner's ownership rule, which allows
+    # it (changes = {"vocabulary"}) to leave the embeddings resized
+    restore_ownership(model, model_shape(make_model(tokenizer, tied=tied)), [strategy], "adapt")
     assert all(p.requires_grad for p in model.parameters()), "later stages start with everything trainable"
 
 
@@ -253,7 +258,7 @@ def test_works_on_a_model_loaded_by_path(tokenizer, tmp_path):
     old = model.get_input_embeddings().weight.detach().clone()
     cfg = config()
     ctx = context(cfg)
-    strategy = VocabularyExpansion(vocab_size=800, languages="fr", protect="en", fertility="fr")
+    strategy = build_strategy("vocab", vocab_size=800, languages="fr", protect="en", fertility="fr")
     model, merged = strategy.setup_model(model, tok, ctx)
     ctx.model, ctx.tokenizer = model, merged
     model = train(model, merged, strategy, ctx, steps=2)
@@ -275,13 +280,16 @@ def test_works_on_a_model_loaded_by_path(tokenizer, tmp_path):
 ])
 def test_bad_options_are_user_errors(options, fragment):
     with pytest.raises(UserError, match=fragment.replace("?", r"\?").replace(".", r"\.").replace("'", "'")):
-        VocabularyExpansion(**options)
+        build_strategy("vocab", **options)
 
 
-def test_af_and_vocab_in_the_same_stage_is_refused(tokenizer):
-    ctx = context(load_config(["strategy=af+vocab", "strategy.af.stages=[adapt]", *QUICK]))
-    with pytest.raises(UserError, match="both act in stage 'adapt'"):
-        VocabularyExpansion(languages="fr").setup_model(make_model(tokenizer), tokenizer, ctx)
+def test_af_and_vocab_in_the_same_stage_is_refused_in_the_plan():
+    from adaptlang.plan import make_plan
+
+    with pytest.raises(UserError, match="'vocab' and 'af' conflict in stage 'adapt': both own embeddings.rows"):
+        make_plan(load_config(["strategy=af+vocab", "strategy.af.stages=[adapt]", *QUICK]))
+    # the AF paper's recipe: af in pretraining, vocab in adaptation
+    make_plan(load_config(["strategy=af+vocab", "experiment=paper", *QUICK]))
 
 
 def test_unknown_language_and_byte_level_tokenizer_are_user_errors(tokenizer):
@@ -290,16 +298,17 @@ def test_unknown_language_and_byte_level_tokenizer_are_user_errors(tokenizer):
 
     ctx = context(config())
     with pytest.raises(UserError, match="strategy.vocab.languages"):
-        VocabularyExpansion(languages="xx").setup_model(make_model(tokenizer), tokenizer, ctx)
+        build_strategy("vocab", languages="xx").setup_model(make_model(tokenizer), tokenizer, ctx)
     bl = Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "ab": 2}, merges=[("a", "b")]))
     bl.pre_tokenizer = pre_tokenizers.ByteLevel()
     gpt2_like = PreTrainedTokenizerFast(tokenizer_object=bl, eos_token="a")
     with pytest.raises(UserError, match="byte-level BPE"):
-        VocabularyExpansion(languages="fr").setup_model(make_model(tokenizer), gpt2_like, ctx)
+        build_strategy("vocab", languages="fr").setup_model(make_model(tokenizer), gpt2_like, ctx)
 
 
 # --- composed through the pipeline ----------------------------------------------------------
 
+@pytest.mark.slow
 def test_af_plus_vocab_runs_through_the_pipeline(tmp_path):
     import adaptlang
 

@@ -11,14 +11,14 @@ import pytest
 import adaptlang
 from adaptlang import UserError
 from adaptlang.config import load_config
-from adaptlang.data import FLORES_EVAL, flores_lines
+from adaptlang.sources import FLORES_EVAL, flores_lines
 from adaptlang.instructions import encode
 from adaptlang.instructions import mlm
 from adaptlang.instructions.bitext import read_aligned
 from adaptlang.instructions.perturb import cut, g_span, g_word, words
 from adaptlang.instructions.xling import KINDS, XlingOptions, generate, load_xling_templates
 from adaptlang.languages import CORPORA, LanguageSet
-from adaptlang.strategy import compose
+from adaptlang.composition import compose
 
 from conftest import QUICK
 
@@ -117,7 +117,7 @@ def test_templates_are_data_several_per_granularity_in_english_and_indonesian():
 
 
 def test_each_granularity_is_what_table_1_shows(nusax):
-    examples, notes = generate(["jav"], nusax, XlingOptions(known=["en", "id"], max_pairs=40), seed=3)
+    examples, notes = generate(["jav"], nusax, XlingOptions.defaults(known=["en", "id"], max_pairs=40), seed=3)
     by = {}
     for e in examples:
         by.setdefault(e["granularity"], []).append(e)
@@ -159,14 +159,14 @@ def test_ablation_mixtures_are_configs(nusax, objectives, expected):
 
 
 def test_directions_and_prompt_languages(nusax):
-    examples, _ = generate(["ban"], nusax, XlingOptions(objectives=["sentence"], directions=["to_new", "from_new"],
+    examples, _ = generate(["ban"], nusax, XlingOptions.defaults(objectives=["sentence"], directions=["to_new", "from_new"],
                                                         prompt_languages=["id"], max_pairs=5), seed=0)
     assert {(e["source_language"], e["target_language"]) for e in examples} == {("en", "ban"), ("ban", "en")}
     assert {e["prompt_language"] for e in examples} == {"id"}
 
 
 def test_mlm_is_monolingual_on_the_new_languages_only(nusax):
-    examples, notes = mlm.generate(["min", "mad"], nusax, mlm.MlmOptions(max_sentences=30), seed=0)
+    examples, notes = mlm.generate(["min", "mad"], nusax, mlm.MlmOptions.defaults(max_sentences=30), seed=0)
     assert {e["target_language"] for e in examples} == {"min", "mad"}  # mad: NusaX text, no FLORES
     for e in examples:
         assert e["granularity"] == "monolingual" and e["source_text"] is None
@@ -176,11 +176,14 @@ def test_mlm_is_monolingual_on_the_new_languages_only(nusax):
 
 def test_option_errors_are_one_line_with_suggestions():
     with pytest.raises(UserError, match="unknown value 'sentense'. Did you mean 'sentence'"):
-        XlingOptions(objectives=["sentense"])
+        XlingOptions.defaults(objectives=["sentense"])
     with pytest.raises(UserError, match="unknown bitext source 'flores200'"):
-        XlingOptions(bitext=["flores200"])
-    with pytest.raises(UserError, match="strategies 'xling' and 'mlm' conflict: both own data.new_examples"):
-        load_config(["strategy=xling+mlm"])
+        XlingOptions.defaults(bitext=["flores200"])
+    from adaptlang.plan import make_plan
+
+    with pytest.raises(UserError, match="strategies 'xling' and 'mlm' conflict in stage 'instruct': both own "
+                                        "data.new_examples"):
+        make_plan(load_config(["strategy=xling+mlm"]))
 
 
 def test_replay_wraps_xling_and_mlm_whatever_the_order():
@@ -207,6 +210,7 @@ def evaluation_text() -> set[str]:
     return out
 
 
+@pytest.mark.slow
 def test_no_evaluation_sentence_in_generated_training_instructions(nusax, tmp_path):
     evaluation = evaluation_text()
     # a user file that smuggles in one FLORES evaluation sentence and one NusaX test sentence
@@ -217,13 +221,13 @@ def test_no_evaluation_sentence_in_generated_training_instructions(nusax, tmp_pa
     (tmp_path / "jv.txt").write_text(f"Ukara siji.\nUkara resik.\n{row['javanese']}\n", encoding="utf-8")
     files = [{"source": "en", "target": "jav", "source_file": str(tmp_path / "en.txt"),
               "target_file": str(tmp_path / "jv.txt")}]
-    opts = XlingOptions(known=["en", "id"], objectives=["word", "span", "sentence", "monolingual"], files=files)
+    opts = XlingOptions.defaults(known=["en", "id"], objectives=["word", "span", "sentence", "monolingual"], files=files)
     examples, notes = generate(NUSAX_LANGS, nusax, opts, seed=0)
     assert notes["bitext_dropped_evaluation_overlap"] == 2
     assert notes["bitext_pairs"]["jav"] == 2 * (500 + 600) + 1  # en+id x (FLORES pool + NusaX train/valid) + 1
     assert "bitext_missing" not in notes  # mad/nij/bbc come from NusaX train/valid
     cfg = load_config(["languages=nusax", "data.max_lines_per_language=200"])
-    mono, mono_notes = mlm.generate(NUSAX_LANGS + ["en", "id"], nusax, mlm.MlmOptions(text=["flores", "nusax", "train"]),
+    mono, mono_notes = mlm.generate(NUSAX_LANGS + ["en", "id"], nusax, mlm.MlmOptions.defaults(text=["flores", "nusax", "train"]),
                                     seed=0, cfg=cfg)
     assert len(examples) > 40000 and len(mono) > 7000
     for e in examples + mono:
@@ -238,11 +242,11 @@ def test_no_evaluation_sentence_in_generated_training_instructions(nusax, tmp_pa
 # --- determinism, export ------------------------------------------------------------------
 
 def test_generation_is_deterministic_for_a_seed(papers):
-    a, _ = generate(["fr", "nl"], papers, XlingOptions(max_pairs=30), seed=5)
-    b, _ = generate(["fr", "nl"], papers, XlingOptions(max_pairs=30), seed=5)
-    c, _ = generate(["fr", "nl"], papers, XlingOptions(max_pairs=30), seed=6)
+    a, _ = generate(["fr", "nl"], papers, XlingOptions.defaults(max_pairs=30), seed=5)
+    b, _ = generate(["fr", "nl"], papers, XlingOptions.defaults(max_pairs=30), seed=5)
+    c, _ = generate(["fr", "nl"], papers, XlingOptions.defaults(max_pairs=30), seed=6)
     assert a == b and a != c
-    alone, _ = generate(["nl"], papers, XlingOptions(max_pairs=30), seed=5)  # other languages do not shift it
+    alone, _ = generate(["nl"], papers, XlingOptions.defaults(max_pairs=30), seed=5)  # other languages do not shift it
     assert [e for e in a if e["target_language"] == "nl"] == alone
 
 
@@ -287,7 +291,7 @@ def test_misaligned_bitext_is_refused_naming_file_and_line(tmp_path):
         compose("xling", {"xling": {"files": [{"source": "en", "target": "jav", "source_file": str(a),
                                                 "target_file": str(b)}]}})
     with pytest.raises(UserError, match="unknown key 'src_file'"):
-        XlingOptions(files=[{"source": "en", "target": "jav", "src_file": "x", "target_file": "y"}])
+        XlingOptions.defaults(files=[{"source": "en", "target": "jav", "src_file": "x", "target_file": "y"}])
 
 
 def test_user_bitext_in_a_run_config(tmp_path, nusax):
@@ -303,7 +307,7 @@ def test_user_bitext_in_a_run_config(tmp_path, nusax):
 # --- loss masking -------------------------------------------------------------------------------
 
 def test_loss_only_on_the_target_tokens(tokenizer, papers):
-    examples, _ = generate(["fr"], papers, XlingOptions(max_pairs=3), seed=0)
+    examples, _ = generate(["fr"], papers, XlingOptions.defaults(max_pairs=3), seed=0)
     for e in examples:
         enc = encode(e, tokenizer, max_length=4096)
         target = tokenizer(e["target"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
@@ -318,6 +322,7 @@ def test_loss_only_on_the_target_tokens(tokenizer, papers):
     ("xling+replay", ["strategy.replay.size=6", "strategy.xling.max_pairs=8"]),
     ("mlm", ["strategy.mlm.max_sentences=8"]),
 ])
+@pytest.mark.slow
 def test_tiny_default_runs_complete(tmp_path, spec, extra):
     # evaluation is the foundation's (tested in test_end_to_end); skipped here to keep this fast
     cfg = load_config([f"strategy={spec}", f"output_dir={tmp_path}", "name=t", "eval.benchmarks=[]", *extra, *QUICK])

@@ -8,13 +8,7 @@ Zero-shot classification tasks are YAML files (``tasks/*.yaml`` and the files or
 from __future__ import annotations
 
 from ..errors import UserError, listing, suggest
-from ..registry import Registry
-
-BENCHMARKS: Registry = Registry("benchmark")
-
-
-def register_benchmark(name: str):
-    return BENCHMARKS.register(name)
+from ._common import BENCHMARKS, register_benchmark  # noqa: F401  (the registry lives below the plugins)
 
 
 def load_builtin() -> None:

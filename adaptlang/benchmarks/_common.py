@@ -3,6 +3,14 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from ..registry import Registry
+
+BENCHMARKS: Registry = Registry("benchmark")
+
+
+def register_benchmark(name: str):
+    return BENCHMARKS.register(name)
+
 
 def means_by_group(per_language: dict, groups: dict[str, Iterable[str]], metrics: Iterable[str]) -> dict:
     """Unweighted mean of each metric over each group's measured languages, plus ``overall``

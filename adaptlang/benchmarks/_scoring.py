@@ -17,7 +17,7 @@ from typing import Sequence
 
 import torch
 
-from ..data import pad_right
+from ..batching import pad_right
 from ..models import head_and_body
 
 

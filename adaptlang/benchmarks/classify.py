@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from ..errors import UserError, listing, suggest
 from ..languages import CORPORA
-from . import BENCHMARKS, register_benchmark
+from ._common import BENCHMARKS, register_benchmark
 from ._common import means_by_group
 from ._scoring import score_shared_prompt
 

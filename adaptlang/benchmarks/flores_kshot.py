@@ -33,7 +33,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from ..data import FLORES_EVAL, FLORES_POOL, flores_lines
+from ..sources import FLORES_EVAL, FLORES_POOL, flores_lines
 from ..errors import UserError, listing
 from . import register_benchmark
 from ._common import means_by_group, resolve_codes

@@ -32,7 +32,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data import heldout_texts, pad_right
+from ..sources import heldout_texts
+from ..batching import pad_right
 from ..errors import UserError
 from . import register_benchmark
 from ._common import means_by_group

@@ -20,7 +20,8 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from ..data import heldout_texts, pad_right
+from ..sources import heldout_texts
+from ..batching import pad_right
 from ..models import head_and_body
 from . import register_benchmark
 

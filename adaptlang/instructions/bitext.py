@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ..data import FLORES_EVAL, FLORES_POOL, flores_lines
+from ..sources import FLORES_EVAL, FLORES_POOL, flores_lines
 from ..errors import UserError, listing, suggest
 from ..languages import CORPORA, LanguageSet
 

@@ -6,7 +6,7 @@
 The source is ``--source`` or the active ``xling``/``mlm`` strategy (default ``xling``); the
 stage is the first one that strategy acts in (else the first stage whose data lists the
 source); its ``data.languages`` are the new languages and the seed is the one the run would
-use there (``seed`` + stage index), so the file shows exactly what training sees.
+use there ((seed, stage, "instructions/<source>"), adaptlang.seeds), so the file shows exactly what training sees.
 ``--limit N`` keeps a seeded random sample of N, in generation order.
 Every line has granularity, template_id, source_language, target_language, prompt, target,
 then the rest (prompt_language, source_text, target_text, perturbed, removed, origin, ...).
@@ -18,7 +18,10 @@ import random
 import sys
 from pathlib import Path
 
+from ..composition import strategy_defaults
 from ..errors import UserError, listing
+from ..seeds import derive_seed
+from ..strategy import STRATEGIES, load_plugins
 from ..languages import LanguageSet
 from . import SOURCES, build, load_builtin
 
@@ -26,15 +29,12 @@ FIELDS = ("granularity", "template_id", "source_language", "target_language", "p
 
 
 def pick_stage(cfg, source: str) -> int:
-    from ..strategy import STRATEGIES, _load_plugins
-
-    _load_plugins()
     stages = list(cfg.experiment.stages)
     acting: list[str] = []
     if source in cfg.strategy:
         acting = list(cfg.strategy[source].stages)
     elif source in STRATEGIES:
-        acting = list(STRATEGIES.get(source).stages)
+        acting = list(strategy_defaults(source)["stages"])
     for i, stage in enumerate(stages):
         if stage.name in acting:
             return i
@@ -47,6 +47,7 @@ def pick_stage(cfg, source: str) -> int:
 
 def export(cfg, source: str | None = None, out: str | None = None, limit: int | None = None) -> tuple[int, str]:
     load_builtin()
+    load_plugins()
     if source is None:
         active = [n for n in ("xling", "mlm") if n in cfg.strategy]
         source = active[0] if active else "xling"
@@ -56,7 +57,7 @@ def export(cfg, source: str | None = None, out: str | None = None, limit: int | 
     index = pick_stage(cfg, source)
     stage = cfg.experiment.stages[index]
     codes = LanguageSet.from_config(cfg.languages).resolve(stage.data.get("languages", "all"))
-    examples = build(source, codes, cfg, int(cfg.seed) + index)
+    examples = build(source, codes, cfg, derive_seed(int(cfg.seed), str(stage.name), f"instructions/{source}"))
     if limit is not None and limit < len(examples):
         keep = sorted(random.Random(int(cfg.seed)).sample(range(len(examples)), limit))
         examples = [examples[i] for i in keep]

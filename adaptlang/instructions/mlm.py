@@ -18,9 +18,9 @@ Sentences that are evaluation sentences of their language are dropped and counte
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ..data import line_limit, read_text, training_source
+from ..sources import line_limit, read_text, training_source
 from ..errors import UserError, listing
 from ..languages import LanguageSet
 from . import register_source
@@ -33,14 +33,19 @@ TEXTS = ("flores", "nusax", "train")
 
 @dataclass
 class MlmOptions:
-    """The options of the ``mlm`` strategy (configs/strategy/mlm.yaml documents them)."""
+    """The options of the ``mlm`` strategy; their defaults are in configs/strategy/mlm.yaml
+    (``MlmOptions.defaults(**overrides)``)."""
 
-    text: list = field(default_factory=lambda: ["flores", "nusax"])
-    prompt_languages: list = field(default_factory=lambda: ["en", "id"])
-    max_span: int = 4
-    mask: str = ""
-    max_sentences: int | None = None
-    templates: str = "xling"
+    text: list
+    prompt_languages: list
+    max_span: int
+    mask: str
+    max_sentences: int | None
+    templates: str
+
+    @classmethod
+    def defaults(cls, **overrides) -> "MlmOptions":
+        return cls(**{**options_from_config(None, "mlm"), **overrides})
 
     def __post_init__(self):
         where = "strategy.mlm"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from ..data import FLORES_POOL, flores_lines
+from ..sources import FLORES_POOL, flores_lines
 from ..languages import load_table
 from . import load_templates, register_source
 

@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import random
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from omegaconf import OmegaConf
+
+from ..composition import strategy_defaults
 from ..errors import UserError, listing, suggest
 from ..languages import LanguageSet
 from . import TEMPLATES, register_source
@@ -87,18 +90,23 @@ def load_xling_templates(name: str) -> dict:
 
 @dataclass
 class XlingOptions:
-    """The options of the ``xling`` strategy (configs/strategy/xling.yaml documents them)."""
+    """The options of the ``xling`` strategy; their defaults are in configs/strategy/xling.yaml
+    (``XlingOptions.defaults(**overrides)``)."""
 
-    objectives: list = field(default_factory=lambda: ["word", "span", "sentence"])
-    bitext: list = field(default_factory=lambda: ["flores", "nusax"])
-    known: list = field(default_factory=lambda: ["en"])
-    files: list = field(default_factory=list)
-    directions: list = field(default_factory=lambda: ["to_new"])
-    prompt_languages: list = field(default_factory=lambda: ["en", "id"])
-    max_span: int = 4
-    mask: str = ""
-    max_pairs: int | None = None
-    templates: str = "xling"
+    objectives: list
+    bitext: list
+    known: list
+    files: list
+    directions: list
+    prompt_languages: list
+    max_span: int
+    mask: str
+    max_pairs: int | None
+    templates: str
+
+    @classmethod
+    def defaults(cls, **overrides) -> "XlingOptions":
+        return cls(**{**options_from_config(None, "xling"), **overrides})
 
     def __post_init__(self):
         where = "strategy.xling"
@@ -133,10 +141,6 @@ def check_prompt_languages(values, templates: dict, where: str) -> list[str]:
 
 def options_from_config(cfg, name: str) -> dict:
     """A source's options: ``strategy.<name>`` when that strategy is active, else its defaults."""
-    from omegaconf import OmegaConf
-
-    from ..config import strategy_defaults
-
     strategies = cfg.get("strategy") if cfg is not None else None
     if strategies is not None and name in strategies:
         opts = OmegaConf.to_container(strategies[name], resolve=True)

@@ -12,8 +12,8 @@ Here a reset
   fresh embeddings start with fresh moments; every other parameter and its optimizer
   state is untouched.
 
-The reset draws from its own generator seeded by (run seed, stage, reset number), so it
-does not perturb the data order and a resumed run resets identically. No reset happens
+The reset draws from its own generator seeded by (run seed, stage, "af.reset/<n>")
+(adaptlang.seeds), so it does not perturb the data order and a resumed run resets identically. No reset happens
 on a stage's final step (the saved model never ends with untrained embeddings).
 """
 from __future__ import annotations
@@ -52,11 +52,10 @@ def reset_embeddings(model, optimizer, seed: int) -> list[torch.nn.Parameter]:
 class ActiveForgetting(Strategy):
     """Reset token embeddings and their AdamW state every ``every`` optimizer steps."""
 
-    owns = frozenset({"embeddings.reset"})
+    owns = frozenset({"embeddings.rows"})  # it re-initializes them; vocab keeps old rows frozen
     after = ("vocab",)
-    stages = ("pretrain",)
 
-    def __init__(self, every: int = 100):
+    def __init__(self, every: int):
         if int(every) < 1:
             raise UserError(f"strategy.af.every={every}: must be a positive number of steps")
         self.every = int(every)
@@ -65,8 +64,7 @@ class ActiveForgetting(Strategy):
     def on_step_end(self, state: TrainState) -> None:
         if state.step % self.every == 0 and state.step < state.total_steps:
             self.resets += 1
-            seed = (state.ctx.seed * 1_000_003 + state.ctx.index * 10_007 + self.resets) % 2**63
-            reset_embeddings(state.model, state.optimizer, seed)
+            reset_embeddings(state.model, state.optimizer, state.ctx.seed_for(f"af.reset/{self.resets}"))
             state.ctx.notes["af_resets"] = self.resets
 
     def on_stage_end(self, ctx) -> None:

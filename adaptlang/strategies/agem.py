@@ -12,7 +12,8 @@ Adaptation to a causal LM: Avalanche computes g_ref in ``before_training_iterati
 memory batch (torch.autograd.grad, so accumulated gradients and DDP hooks are untouched),
 computed in the ``on_gradients`` hook (after the step's backward passes, before clipping),
 followed by Avalanche's projection. The memory holds token ids and labels (JSON, so it is
-checkpointed). Every draw is seeded by (seed, stage, step): all ranks project identically.
+checkpointed). Every draw is seeded by (seed, stage, "agem.reference/<step>"): all ranks
+project identically.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import random
 import torch
 
 from ..avalanche_bridge import Bridge, avalanche, lm_gradients
-from ..data import labels_of, make_batch
+from ..batching import labels_of, make_batch
 from ..errors import UserError
 from ..strategy import StageContext, Strategy, TrainState, register_strategy
 
@@ -31,9 +32,9 @@ class AGEM(Strategy):
     """Project each step's gradient so that the loss on an episodic memory does not increase."""
 
     after = ("xling", "mlm", "replay")
-    stages = ("pretrain", "adapt", "instruct")
+    remembers = "examples"  # token ids: still valid after a vocabulary grows
 
-    def __init__(self, patterns_per_experience: int = 64, sample_size: int = 8):
+    def __init__(self, patterns_per_experience: int, sample_size: int):
         if int(patterns_per_experience) < 1 or int(sample_size) < 1:
             raise UserError("strategy.agem.patterns_per_experience and sample_size must be >= 1")
         AGEMPlugin = avalanche("avalanche.training.plugins", "AGEMPlugin")
@@ -64,7 +65,7 @@ class AGEM(Strategy):
         if not self.memory:
             return
         ctx = state.ctx
-        seed = (ctx.seed * 1_000_003 + ctx.index * 10_007 + state.step) % 2**63
+        seed = ctx.seed_for(f"agem.reference/{state.step}")
         self.plugin.reference_gradients = self.reference_gradient(state.model, ctx.tokenizer, seed)
         self.plugin.buffers = [self.memory]  # non-empty: the plugin projects
         current = torch.cat([p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), device=p.device)
@@ -77,7 +78,7 @@ class AGEM(Strategy):
         ctx.notes["agem_projections"] = self.projections
 
     def on_stage_end(self, ctx: StageContext) -> None:
-        rng = random.Random(ctx.seed * 7919 + ctx.index)
+        rng = random.Random(ctx.seed_for("agem.memory"))
         pool = getattr(self.stream, "examples", None)  # an ExampleStream: sample its examples
         if pool is None:  # a wrapped stream (replay): take the next examples it yields
             keep = [next(self.stream) for _ in range(self.patterns)]

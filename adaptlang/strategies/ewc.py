@@ -13,14 +13,17 @@ of the next-token loss per batch (the empirical Fisher, as Avalanche does), via
 torch.autograd.grad. Parameters are the model's own (peft adapter tensors excluded; see
 adaptlang.avalanche_bridge); rows added later by ``vocab`` are not penalized (Avalanche:
 "new parameters do not count"). Default stages: all three, so that the pretraining stage
-provides the first importances. Importances are not checkpointed (see ``not_resumable``).
+provides the first importances. Importances and anchors are part of the state (tensors, in
+safetensors), so a killed run resumes bit for bit.
 """
 from __future__ import annotations
 
 import torch
 
-from ..avalanche_bridge import (Bridge, PlainView, avalanche, draw_batches, lm_gradients, not_resumable,
-                                plugin_penalty)
+from collections import defaultdict
+
+from ..avalanche_bridge import (Bridge, PlainView, avalanche, draw_batches, lm_gradients, params_from_state,
+                                params_state, place, plugin_penalty)
 from ..errors import UserError
 from ..strategy import StageContext, Strategy, TrainState, register_strategy
 
@@ -59,9 +62,9 @@ class EWC(Strategy):
     """Penalize moving parameters that were important (Fisher) for earlier stages."""
 
     after = ("xling", "mlm", "replay")  # estimates importances on the stage's final data stream
-    stages = ("pretrain", "adapt", "instruct")
+    remembers = "parameters"  # anchors and importances; rows added later are not penalized
 
-    def __init__(self, ewc_lambda: float = 100.0, mode: str = "separate", decay_factor=None, fisher_batches: int = 4):
+    def __init__(self, ewc_lambda: float, mode: str, decay_factor, fisher_batches: int):
         if mode not in ("separate", "online"):
             raise UserError(f"strategy.ewc.mode={mode!r}: valid: separate, online")
         if mode == "online" and decay_factor is None:
@@ -75,7 +78,10 @@ class EWC(Strategy):
         self.batch_size = 8
 
     def setup_data(self, stream, ctx: StageContext):
-        self.stream, self.batch_size = stream, int(ctx.stage.train.batch_size)
+        self.stream, self.batch_size = stream, int(ctx.train.batch_size)
+        device = next(ctx.model.parameters()).device
+        for params in [*self.plugin.saved_params.values(), *self.plugin.importances.values()]:
+            place(params, device)
         return stream
 
     def penalty(self, model) -> torch.Tensor:
@@ -96,11 +102,16 @@ class EWC(Strategy):
         self.stream = None
 
     def state_dict(self) -> dict:
-        return {"stages_done": self.stages_done}
+        return {"stages_done": self.stages_done,
+                "saved_params": {str(k): params_state(v) for k, v in self.plugin.saved_params.items()},
+                "importances": {str(k): params_state(v) for k, v in self.plugin.importances.items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        not_resumable(self.name, state, bool(self.plugin.saved_params))
         self.stages_done = int(state["stages_done"])
+        self.plugin.saved_params = defaultdict(dict, {int(k): params_from_state(v)
+                                                      for k, v in state.get("saved_params", {}).items()})
+        self.plugin.importances = defaultdict(dict, {int(k): params_from_state(v)
+                                                     for k, v in state.get("importances", {}).items()})
 
 
 __all__ = ["EWC", "PlainView"]

@@ -16,12 +16,15 @@ classes on the transformers model, no PeftModel wrapper) and freezes the base we
   some earlier strategy of the stage froze a parameter, the parameters it left trainable
   stay trainable; when nothing was frozen, everything but the adapters is frozen.
   ``vocab``'s own ``body: lora`` option injects LoRA itself; using it together with this
-  strategy in one stage would wrap the same layers twice and is refused (use one).
+  strategy in one stage would wrap the same layers twice: both then claim ``body.adapters``
+  and the plan refuses the combination before anything runs (use one).
 
 At the end of the stage the adapters are merged into the base weights and removed
 (``merge_and_unload``), so the saved model is a plain transformers model (the same class,
-the same state-dict keys). Teardown runs in reverse set-up order (pipeline), so with
-``vocab+lora`` the LoRA layers are merged before vocab merges its token rows.
+the same state-dict keys); the stage runner restores every parameter's ``requires_grad``.
+Teardown runs in reverse set-up order (adaptlang.stage_runner), so with ``vocab+lora`` the
+LoRA layers are merged before vocab merges its token rows, and both before the strategies
+that remember the model (lwf, ewc, si, agem: set up before it) take their copy.
 
 Targets: ``targets: auto`` is ``all-linear`` for LoRA (every linear layer of the body, not
 the LM head) and peft's per-architecture default for (IA)3 (Mistral/Llama: k_proj, v_proj,
@@ -54,11 +57,11 @@ class Adapters(Strategy):
     """Train LoRA or (IA)3 adapters on the body; merge them back at the end of the stage."""
 
     owns = frozenset({"body.adapters"})
-    after = ("vocab",)  # wraps the model after vocab's token adapters; keeps what vocab made trainable
-    stages = ("adapt",)
+    # wraps the model after vocab's token adapters (keeps what vocab made trainable), and after the
+    # strategies that remember the model, so that it merges before they copy it at the stage end
+    after = ("vocab", "lwf", "ewc", "si", "agem")
 
-    def __init__(self, method: str = "lora", r: int = 8, alpha: int = 16, dropout: float = 0.0,
-                 targets="auto"):
+    def __init__(self, method: str, r: int, alpha: int, dropout: float, targets):
         if method not in METHODS:
             raise UserError(f"strategy.lora.method={method!r}: valid: {listing(METHODS)}")
         if int(r) < 1:
@@ -85,10 +88,6 @@ class Adapters(Strategy):
     def setup_model(self, model, tokenizer, ctx: StageContext):
         from peft import IA3Model, LoraModel
 
-        vocab = (ctx.config.get("strategy") or {}).get("vocab") if ctx.config is not None else None
-        if vocab is not None and ctx.name in list(vocab.get("stages", [])) and vocab.get("body") == "lora":
-            raise UserError(f"strategies 'lora' and 'vocab' with strategy.vocab.body=lora both add adapters in stage "
-                            f"'{ctx.name}': set strategy.vocab.body=frozen (lora adds the body adapters) or drop lora")
         if _body_adapters(model):
             raise UserError(f"stage '{ctx.name}': the model already carries adapters; lora would wrap them again")
         params = list(model.parameters())
@@ -117,5 +116,3 @@ class Adapters(Strategy):
         if self.tuner is not None:
             self.tuner.merge_and_unload()
             self.tuner = None
-        for p in ctx.model.parameters():
-            p.requires_grad = True  # later stages decide for themselves

@@ -9,8 +9,16 @@ Adaptation to a causal LM (subclass of Avalanche's ``LearningWithoutForgetting``
 on the same batch, and the "previously active units" are the teacher's vocabulary (rows that
 ``vocab`` adds later are left out of the distillation, as Avalanche leaves out unseen
 classes). The teacher is a deep copy of the model (memory: one more model). Needs the
-logits, so the loop's loss shortcut is off in its stages (``needs_logits``). The teacher is
-not checkpointed (see adaptlang.avalanche_bridge.not_resumable).
+logits, so the loop's loss shortcut is off in its stages (``needs_logits``). The teacher's
+weights are part of the state (safetensors), so a killed run resumes bit for bit; it is
+rebuilt from the model's class and config when first needed.
+
+The teacher must read the same token ids as the student: a vocabulary change (``vocab``)
+between the stage the teacher comes from and a stage it is applied in is refused by the
+plan (``remembers = "model"``). LwF (Li & Hoiem 2017, section 3) runs the old network on
+the *new task's inputs*; after a vocabulary expansion the old network cannot read those
+inputs at all (it has no rows for the new ids), so there is no faithful meaning to give it.
+Use lwf in stages from the vocabulary change on, or ewc / si, which leave new rows out.
 """
 from __future__ import annotations
 
@@ -18,7 +26,7 @@ import copy
 
 import torch
 
-from ..avalanche_bridge import Bridge, avalanche, not_resumable
+from ..avalanche_bridge import Bridge, avalanche
 from ..strategy import StageContext, Strategy, TrainState, register_strategy
 
 
@@ -51,14 +59,26 @@ class LwF(Strategy):
     """Distil the previous stage's model into the current one on the current data."""
 
     after = ("xling", "mlm", "replay")
-    stages = ("pretrain", "adapt", "instruct")
     needs_logits = True
+    remembers = "model"
 
-    def __init__(self, alpha: float = 1.0, temperature: float = 2.0):
+    def __init__(self, alpha: float, temperature: float):
         self.plugin = lm_lwf_plugin(float(alpha), float(temperature))
         self.stages_done = 0
+        self._teacher_weights = None  # loaded from a checkpoint, made into a model when first needed
+
+    def _teacher_from_weights(self, model) -> None:
+        teacher = type(model)(copy.deepcopy(model.config))
+        teacher.load_state_dict(self._teacher_weights)
+        param = next(model.parameters())
+        self.plugin.lwf.prev_model = teacher.to(device=param.device, dtype=param.dtype).eval()
+        for p in self.plugin.lwf.prev_model.parameters():
+            p.requires_grad_(False)
+        self._teacher_weights = None
 
     def extra_loss(self, batch, outputs, state: TrainState):
+        if self._teacher_weights is not None:
+            self._teacher_from_weights(state.model)
         if self.plugin.lwf.prev_model is None:
             return None
         bridge = Bridge(state.model)
@@ -74,8 +94,13 @@ class LwF(Strategy):
         self.stages_done += 1
 
     def state_dict(self) -> dict:
-        return {"stages_done": self.stages_done}
+        teacher = self.plugin.lwf.prev_model
+        weights = teacher.state_dict() if teacher is not None else self._teacher_weights
+        return {"stages_done": self.stages_done, "expcount": self.plugin.lwf.expcount,
+                "teacher": dict(weights) if weights is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
-        not_resumable(self.name, state, self.plugin.lwf.prev_model is not None)
         self.stages_done = int(state["stages_done"])
+        self.plugin.lwf.expcount = int(state.get("expcount", self.stages_done))
+        self.plugin.lwf.prev_model = None
+        self._teacher_weights = state.get("teacher")

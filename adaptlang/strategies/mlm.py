@@ -20,15 +20,14 @@ class MonolingualDenoising(Strategy):
     """New data = monolingual denoising instructions on the new languages (IA 4.4 baseline)."""
 
     owns = frozenset({"data.new_examples"})
-    stages = ("instruct",)
+    builds_examples = True
 
-    def __init__(self, text=("flores", "nusax"), prompt_languages=("en", "id"), max_span: int = 4, mask: str = "",
-                 max_sentences=None, templates: str = "xling"):
+    def __init__(self, text, prompt_languages, max_span: int, mask: str, max_sentences, templates: str):
         self.options = MlmOptions(list(text), list(prompt_languages), max_span, mask, max_sentences, templates)
 
     def setup_data(self, stream, ctx: StageContext):
-        codes = ctx.languages.resolve(ctx.stage.data.get("languages", "all"))
-        examples, notes = generate(codes, ctx.languages, self.options, ctx.seed + ctx.index, ctx.config)
+        codes = ctx.stage_languages
+        examples, notes = generate(codes, ctx.languages, self.options, ctx.seed_for("instructions/mlm"), ctx.config)
         if not examples:
             raise UserError(f"mlm: no text for stage '{ctx.name}' languages {codes}: {notes}")
         return replace_stream(examples, notes, ctx, "mlm")

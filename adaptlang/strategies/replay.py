@@ -24,9 +24,11 @@ from __future__ import annotations
 import random
 
 from .. import instructions
-from ..data import ExampleStream, labels_of
+from ..batching import labels_of
+from ..data import ExampleStream
 from ..errors import UserError, listing
 from ..replay_buffer import POLICIES, Reservoir, balanced_ids, group_of, random_ids
+from ..seeds import derive_seed
 from ..strategy import StageContext, Strategy, register_strategy
 
 
@@ -63,10 +65,8 @@ class ExperienceReplay(Strategy):
 
     owns = frozenset({"data.mixture"})
     after = ("xling", "mlm")  # they replace the new examples; replay wraps the result
-    stages = ("instruct",)
 
-    def __init__(self, size: int = 1000, source: str = "english", policy: str = "random",
-                 group_by=("target_language", "origin")):
+    def __init__(self, size: int, source: str, policy: str, group_by):
         if int(size) < 0:
             raise UserError(f"strategy.replay.size={size}: must be >= 0")
         if policy not in POLICIES:
@@ -81,17 +81,24 @@ class ExperienceReplay(Strategy):
         self.reservoir: Reservoir | None = None
         self._new = None  # this stage's new-example stream (offered to the reservoir at stage end)
 
+    @classmethod
+    def check_plan(cls, plan, me) -> None:
+        if int(me.options.get("size", 1)) == 0:
+            return
+        for name in me.stages:
+            batch_size = int(plan.stage(name).train["batch_size"])
+            if batch_size % 2:
+                raise UserError(f"replay interleaves 1:1, so stage '{name}' needs an even train.batch_size "
+                                f"(got {batch_size})")
+
     def setup_data(self, stream, ctx: StageContext):
         if self.size == 0:
             ctx.notes["replay_buffer_size"] = 0
             return stream
-        batch_size = int(ctx.stage.train.batch_size)
-        if batch_size % 2:
-            raise UserError(f"replay interleaves 1:1, so stage '{ctx.name}' needs an even train.batch_size "
-                            f"(got {batch_size})")
-        past = instructions.build(self.source, ["en"], ctx.config, ctx.seed)
-        rng = random.Random(ctx.seed * 7919 + ctx.index)
-        max_length = int(ctx.stage.train.max_length)
+        # the past data and the reservoir are the same in every stage: seeds without the stage
+        past = instructions.build(self.source, ["en"], ctx.config, derive_seed(ctx.seed, "", "replay.past"))
+        rng = random.Random(ctx.seed_for("replay.buffer"))
+        max_length = int(ctx.train.max_length)
         groups = [group_of(e, self.group_by) for e in past]
         carried: list[dict] = []  # reservoir items from earlier stages' new examples (already encoded)
         if self.policy == "random":
@@ -100,7 +107,7 @@ class ExperienceReplay(Strategy):
             self.buffer_ids = balanced_ids(groups, self.size, rng)
         else:
             if self.reservoir is None:  # the past data is offered once, in its stored order
-                self.reservoir = Reservoir(self.size, ctx.seed * 7919)
+                self.reservoir = Reservoir(self.size, derive_seed(ctx.seed, "", "replay.reservoir"))
                 self.reservoir.offer({"past": i} for i in range(len(past)))
             self.buffer_ids = sorted(item["past"] for item in self.reservoir.items if "past" in item)
             carried = [item for item in self.reservoir.items if "past" not in item]
@@ -116,7 +123,7 @@ class ExperienceReplay(Strategy):
         ctx.notes["replay_policy"] = self.policy
         ctx.notes["replay_groups"] = dict(sorted(kept.items()))
         self._new = stream
-        return InterleavedStream(ExampleStream(buffer, ctx.seed + 17, name="replay buffer"), stream)
+        return InterleavedStream(ExampleStream(buffer, ctx.seed_for("replay.order"), name="replay buffer"), stream)
 
     def on_stage_end(self, ctx: StageContext) -> None:
         if self.policy == "reservoir" and self.reservoir is not None and self._new is not None:

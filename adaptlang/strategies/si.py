@@ -7,14 +7,15 @@ becomes the parameter's importance, and later stages add
 ``si_lambda / 2 * sum_i importance_i (theta_i - theta*_i)^2`` to the loss.
 
 Avalanche's static methods do the work (create_syn_data, init_batch, pre_update,
-compute_ewc_loss, update_ewc_data). Mapping to adaptlang's hooks: set-up of the stage =
+compute_ewc_loss, update_ewc_data). Mapping to adaptlang's hooks: ``setup_data`` (after every strategy's ``setup_model``) =
 ``before_training_exp``; the penalty in ``extra_loss`` = ``before_backward``; Avalanche's
 ``before_training_iteration`` (remember theta) and the gradient half of
 ``after_training_iteration`` run in ``on_gradients`` (after the step's backward passes, when
 the gradient exists; our loop clears it at the step), and the trajectory update in
 ``on_step_end``; ``after_training_exp`` at the end of the stage. No classification
-assumption is involved. Parameters: the model's own trainable ones (PlainView). Importances
-are not checkpointed (see adaptlang.avalanche_bridge.not_resumable).
+assumption is involved. Parameters: the model's own trainable ones (PlainView). Anchors,
+importances and the running path integral are part of the state (tensors, in
+safetensors), so a killed run resumes bit for bit.
 
 Avalanche's ``extract_weights``/``extract_grad`` store ``param.detach().cpu().flatten()``,
 which on a CPU model is a *view* of the live parameter (``.cpu()`` does not copy there): the
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from ..avalanche_bridge import Bridge, avalanche, not_resumable, plugin_penalty
+from ..avalanche_bridge import Bridge, avalanche, params_from_state, params_state, place, plugin_penalty
 from ..errors import UserError
 from ..strategy import StageContext, Strategy, TrainState, register_strategy
 
@@ -41,19 +42,25 @@ class SynapticIntelligence(Strategy):
     """Penalize moving parameters whose past movement reduced the loss most."""
 
     after = ("xling", "mlm", "replay")
-    stages = ("pretrain", "adapt", "instruct")
+    remembers = "parameters"  # anchors and importances; parameters that grew are expanded by Avalanche
 
-    def __init__(self, si_lambda: float = 1.0, eps: float = 1e-7):
+    def __init__(self, si_lambda: float, eps: float):
         if float(si_lambda) < 0:
             raise UserError(f"strategy.si.si_lambda={si_lambda}: must be >= 0")
         self.SI = avalanche("avalanche.training.plugins", "SynapticIntelligencePlugin")
         self.plugin = self.SI(si_lambda=float(si_lambda), eps=float(eps))
         self.stages_done = 0
 
-    def setup_model(self, model, tokenizer, ctx: StageContext):
+    def setup_data(self, stream, ctx: StageContext):
+        """Avalanche's before_training_exp, once every strategy has set the model up (a vocabulary
+        that grew in this stage is already resized, so the anchors take the new shapes)."""
+        model = ctx.model
+        device = next(model.parameters()).device
+        for params in [*self.plugin.ewc_data, *self.plugin.syn_data.values()]:
+            place(params, device)
         self.plugin.before_training_exp(Bridge(model, experiences=self.stages_done))
         _own(self.plugin.ewc_data[0])  # the stage's starting weights (init_batch)
-        return model, tokenizer
+        return stream
 
     def penalty(self, model) -> torch.Tensor:
         """lambda * the SI penalty of ``model`` now (Avalanche's before_backward)."""
@@ -82,8 +89,12 @@ class SynapticIntelligence(Strategy):
         self.stages_done += 1
 
     def state_dict(self) -> dict:
-        return {"stages_done": self.stages_done}
+        return {"stages_done": self.stages_done,
+                "ewc_data": [params_state(d) for d in self.plugin.ewc_data],
+                "syn_data": {k: params_state(d) for k, d in self.plugin.syn_data.items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        not_resumable(self.name, state, bool(self.plugin.ewc_data[0]))
         self.stages_done = int(state["stages_done"])
+        if "ewc_data" in state:
+            self.plugin.ewc_data = tuple(params_from_state(d) for d in state["ewc_data"])
+            self.plugin.syn_data = {k: params_from_state(d) for k, d in state["syn_data"].items()}

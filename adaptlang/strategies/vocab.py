@@ -45,11 +45,12 @@ import time
 import warnings
 
 
-from ..data import flores_lines, heldout_texts, line_limit, read_text, training_source
+from ..sources import flores_lines, heldout_texts, line_limit, read_text, training_source
 from ..errors import UserError, listing, suggest
 from ..languages import CORPORA
 from ..strategy import StageContext, Strategy, register_strategy
 from .. import vocab_merge as vm
+from ._vocab_report import vocab_report_section
 
 log = logging.getLogger("adaptlang")
 INITS = ("random", "mean", "subword-mean")
@@ -95,11 +96,13 @@ class VocabularyExpansion(Strategy):
     """Learn a new-language vocabulary, merge it, train only the new rows and the LM head."""
 
     owns = frozenset({"embeddings.rows", "tokenizer"})
-    stages = ("adapt",)
+    changes = frozenset({"vocabulary"})
+    # set up after the strategies that remember the model, so that its rows are merged before
+    # they take their copy at the stage end
+    after = ("lwf", "ewc", "si", "agem")
 
-    def __init__(self, vocab_size: int = 4000, languages="adapting", protect: str = "pretraining",
-                 init: str = "subword-mean", head: str = "all", body: str = "frozen", lora_r: int = 8,
-                 lora_alpha: int = 16, character_coverage: float = 0.9995, fertility: str = "all"):
+    def __init__(self, vocab_size: int, languages, protect: str, init: str, head: str, body: str, lora_r: int,
+                 lora_alpha: int, character_coverage: float, fertility: str):
         if int(vocab_size) < 1:
             raise UserError(f"strategy.vocab.vocab_size={vocab_size}: must be a positive number of pieces")
         self.vocab_size = int(vocab_size)
@@ -115,8 +118,21 @@ class VocabularyExpansion(Strategy):
         self.added_tokens = 0
         self.new_ids: list[int] = []
 
+    def claims(self) -> frozenset[str]:
+        return self.owns | ({"body.adapters"} if self.body == "lora" else set())
+
+    @classmethod
+    def check_plan(cls, plan, me) -> None:
+        for key in ("languages", "protect", "fertility"):
+            spec = me.options.get(key)
+            if spec is not None:
+                cls._codes(spec, plan.languages, key)
+
+    report_section = classmethod(lambda cls, stage, notes: vocab_report_section(stage, notes))
+
     # --- helpers ---------------------------------------------------------------------
-    def _codes(self, spec, languages, key: str) -> list[str]:
+    @staticmethod
+    def _codes(spec, languages, key: str) -> list[str]:
         if isinstance(spec, str):
             if spec.strip().lower() == "none":
                 return []
@@ -148,10 +164,6 @@ class VocabularyExpansion(Strategy):
     # --- hooks -----------------------------------------------------------------------
     def setup_model(self, model, tokenizer, ctx: StageContext):
         started = time.perf_counter()
-        af = (ctx.config.get("strategy") or {}).get("af")
-        if af is not None and ctx.name in list(af.get("stages", [])):
-            raise UserError(f"strategies 'af' and 'vocab' both act in stage '{ctx.name}': active forgetting would "
-                            "reset the embedding rows vocab keeps frozen; set strategy.af.stages to the pretraining stage")
         learn = self._codes(self.languages, ctx.languages, "languages")
         protect = self._codes(self.protect, ctx.languages, "protect")
         vm.base_bpe(tokenizer)  # refuse unsupported tokenizers before any work
@@ -193,13 +205,14 @@ class VocabularyExpansion(Strategy):
         model.resize_token_embeddings(start + len(pieces), mean_resizing=False)
         emb = model.get_input_embeddings()
         subword = vm.old_piece_ids(tokenizer, pieces) if self.init == "subword-mean" else []
-        seed = (ctx.seed * 1_000_003 + ctx.index * 10_007 + 17) % 2**63
+        seed = ctx.seed_for("vocab.init")
         fresh = vm.random_rows(model, len(pieces), dim, seed) if self.init == "random" else None
         vm.init_rows(emb.weight, self.new_ids, n_old, self.init, subword, fresh)
         head = model.get_output_embeddings()
         if head is not None and head.weight is not emb.weight:
             if head_old is not None and head.weight.shape[0] > head_old.shape[0]:
-                fresh = vm.random_rows(model, len(pieces), dim, seed + 1) if self.init == "random" else None
+                seed = ctx.seed_for("vocab.init.head")
+                fresh = vm.random_rows(model, len(pieces), dim, seed) if self.init == "random" else None
                 vm.init_rows(head.weight, self.new_ids, head_old.shape[0], self.init, subword, fresh)
 
     def _make_trainable(self, model) -> bool:
@@ -234,8 +247,6 @@ class VocabularyExpansion(Strategy):
         for tuner in reversed(self.tuners):  # LoRA (injected last) first, then the token rows
             tuner.merge_and_unload()
         self.tuners = []
-        for p in ctx.model.parameters():
-            p.requires_grad = True  # later stages decide for themselves
 
     def state_dict(self) -> dict:
         return {"added_tokens": self.added_tokens, "new_ids": self.new_ids}

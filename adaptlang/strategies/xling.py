@@ -27,8 +27,8 @@ from ..strategy import StageContext, Strategy, register_strategy
 def replace_stream(examples: list[dict], notes: dict, ctx: StageContext, name: str) -> ExampleStream:
     ctx.notes.update(notes)
     ctx.notes[f"{name}_examples_total"] = len(examples)
-    encoded = instructions.encode_all(examples, ctx.tokenizer, int(ctx.stage.train.max_length))
-    return ExampleStream(encoded, ctx.seed + ctx.index, name=f"stage {ctx.name} ({name})")
+    encoded = instructions.encode_all(examples, ctx.tokenizer, int(ctx.train.max_length))
+    return ExampleStream(encoded, ctx.seed_for("data"), name=f"stage {ctx.name} ({name})")
 
 
 @register_strategy("xling")
@@ -36,17 +36,16 @@ class CrossLingualInstructions(Strategy):
     """New data = word/span conditional denoising + translation instructions from bitext (IA 3.1)."""
 
     owns = frozenset({"data.new_examples"})
-    stages = ("instruct",)
+    builds_examples = True
 
-    def __init__(self, objectives=("word", "span", "sentence"), bitext=("flores", "nusax"), known=("en",),
-                 files=(), directions=("to_new",), prompt_languages=("en", "id"), max_span: int = 4,
-                 mask: str = "", max_pairs=None, templates: str = "xling"):
+    def __init__(self, objectives, bitext, known, files, directions, prompt_languages, max_span: int,
+                 mask: str, max_pairs, templates: str):
         self.options = XlingOptions(list(objectives), list(bitext), list(known), list(files), list(directions),
                                     list(prompt_languages), max_span, mask, max_pairs, templates)
 
     def setup_data(self, stream, ctx: StageContext):
-        codes = ctx.languages.resolve(ctx.stage.data.get("languages", "all"))
-        examples, notes = generate(codes, ctx.languages, self.options, ctx.seed + ctx.index)
+        codes = ctx.stage_languages
+        examples, notes = generate(codes, ctx.languages, self.options, ctx.seed_for("instructions/xling"))
         if not examples:
             raise UserError(f"xling: no instructions for stage '{ctx.name}' languages {codes} "
                                          f"(known={self.options.known}, bitext={self.options.bitext}): {notes}")

@@ -1,0 +1,230 @@
+"""The plan: a config resolved once, before anything runs, into one checked, printable object.
+
+    plan = make_plan(load_config(["strategy=af+vocab", "experiment=paper"]))
+    print(plan.describe())          # what `adaptlang config ...` prints
+
+``make_plan`` checks everything that can be checked without training: the experiment's
+stages and their data, the languages, the benchmarks, each strategy's options and stages,
+and every rule between strategies and stages:
+
+* two strategies active in one stage that claim the same thing (``Strategy.claims``) are
+  refused, with the stage named;
+* a strategy that remembers the model (``remembers = "model"``: LwF's teacher) cannot apply
+  its copy across a stage in which another strategy changes the vocabulary (vocab): the
+  copy's embedding table would not match the model it is applied to;
+* each strategy's own ``check_plan`` (rules that depend on options).
+
+A refused plan is one line (a UserError) and nothing is written. The pipeline
+(adaptlang.pipeline) runs the plan's stages with the plan's strategies.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from . import instructions
+from .benchmarks import check_benchmarks
+from .composition import Composed, compose
+from .errors import UserError, listing, suggest
+from .languages import LanguageSet
+from .rundir import run_name
+from .sources import training_source
+
+DATA_KINDS = ("text", "instructions")
+STAGE_KEYS = ("name", "data", "steps", "train")
+
+
+@dataclass(frozen=True)
+class PlannedStrategy:
+    name: str
+    stages: tuple[str, ...]
+    options: dict  # without ``stages``
+    claims: frozenset
+
+
+@dataclass(frozen=True)
+class PlannedStage:
+    name: str
+    index: int
+    kind: str  # text | instructions
+    languages: tuple[str, ...]  # resolved codes
+    sources: tuple[str, ...]  # instruction sources (kind: instructions)
+    steps: int  # after train.max_steps
+    train: dict  # the resolved train options of this stage
+    strategies: tuple[str, ...]  # active in set-up order
+    data: str  # where its training examples come from, in words
+
+
+@dataclass
+class Plan:
+    name: str
+    seed: int
+    stages: list[PlannedStage]
+    strategies: list[PlannedStrategy]
+    benchmarks: list[str]
+    training_text: dict[str, str]  # language -> its training text source (languages of text stages)
+    config: DictConfig = field(repr=False)
+    languages: LanguageSet = field(repr=False)
+    composed: Composed = field(repr=False)
+
+    def stage(self, name: str) -> PlannedStage:
+        return next(s for s in self.stages if s.name == name)
+
+    def strategy(self, name: str) -> PlannedStrategy | None:
+        return next((s for s in self.strategies if s.name == name), None)
+
+    def active(self, stage: str) -> list[PlannedStrategy]:
+        return [s for s in self.strategies if stage in s.stages]
+
+    def to_dict(self) -> dict:
+        return {
+            "run": self.name,
+            "seed": self.seed,
+            "stages": [{
+                "name": s.name, "steps": s.steps, "data": s.data,
+                "strategies": {n: self.strategy(n).options for n in s.strategies} or "none",
+                "train": {k: s.train[k] for k in ("batch_size", "lr", "max_length", "block_size", "packing")
+                          if k in s.train},
+            } for s in self.stages],
+            "strategies (set-up order)": [s.name for s in self.strategies] or "none",
+            "evaluation after each stage": {"benchmarks": self.benchmarks,
+                                            "max_sentences": self.config.eval.get("max_sentences")},
+            "training text": self._text_by_source(),
+            "seeds": f"run seed {self.seed}; every draw seeded by (seed, stage, purpose) (adaptlang.seeds)",
+        }
+
+    def _text_by_source(self) -> dict:
+        grouped: dict[str, list[str]] = {}
+        for code, source in self.training_text.items():
+            grouped.setdefault(source, []).append(code)
+        return {source: " ".join(codes) for source, codes in grouped.items()}
+
+    def describe(self) -> str:
+        head = "# adaptlang plan: checked; `adaptlang run` with the same arguments runs exactly this\n"
+        return head + yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=110)
+
+
+def stage_train_config(cfg: DictConfig, stage: DictConfig) -> DictConfig:
+    own = stage.get("train") or {}
+    for key in own:
+        if key not in cfg.train:
+            raise UserError(f"experiment stage '{stage.name}': unknown train key '{key}'.{suggest(key, cfg.train)} "
+                            f"Valid: {listing(cfg.train)}")
+    return OmegaConf.merge(cfg.train, own)
+
+
+def stage_steps(cfg: DictConfig, stage: DictConfig) -> int:
+    steps = int(stage.steps)
+    cap = cfg.train.get("max_steps")
+    return min(steps, int(cap)) if cap else steps
+
+
+def _plan_stage(index: int, stage: DictConfig, cfg: DictConfig, languages: LanguageSet,
+                composed: Composed) -> PlannedStage:
+    for key in stage:
+        if key not in STAGE_KEYS:
+            raise UserError(f"experiment stage '{stage.get('name')}': unknown key '{key}'."
+                            f"{suggest(key, STAGE_KEYS)} Valid: {listing(STAGE_KEYS)}")
+    kind = stage.data.get("kind")
+    if kind not in DATA_KINDS:
+        raise UserError(f"stage '{stage.name}': data.kind='{kind}'.{suggest(str(kind), DATA_KINDS)} "
+                        f"Valid: {listing(DATA_KINDS)}")
+    codes = languages.resolve(stage.data.get("languages", "all"))
+    sources = tuple(stage.data.get("sources", []) or []) if kind == "instructions" else ()
+    if kind == "instructions":
+        instructions.load_builtin()
+        for source in sources:
+            instructions.SOURCES.get(source)
+    if int(stage.steps) < 1:
+        raise UserError(f"stage '{stage.name}': steps must be >= 1")
+    tcfg = stage_train_config(cfg, stage)
+    if int(tcfg.batch_size) < 1:
+        raise UserError(f"stage '{stage.name}': train.batch_size={tcfg.batch_size}: must be at least 1")
+    active = composed.active(str(stage.name))
+    builder = next((s.name for s in active if s.builds_examples), None)
+    spec = stage.data.get("languages", "all")
+    where = f"{spec} ({len(codes)})" if isinstance(spec, str) else f"{len(codes)} languages"
+    if builder:
+        data = f"new examples built by strategy '{builder}' on {where}"
+    elif kind == "text":
+        data = f"language-model text of {where}"
+    else:
+        data = f"instructions from {', '.join(sources) or '(none)'} on {where}"
+    return PlannedStage(str(stage.name), index, str(kind), tuple(codes), sources, stage_steps(cfg, stage),
+                        OmegaConf.to_container(tcfg, resolve=True), tuple(s.name for s in active), data)
+
+
+def _check_claims(plan: Plan) -> None:
+    for stage in plan.stages:
+        active = [plan.strategy(n) for n in stage.strategies]
+        for i, a in enumerate(active):
+            for b in active[i + 1:]:
+                shared = a.claims & b.claims
+                if shared:
+                    raise UserError(
+                        f"strategies '{a.name}' and '{b.name}' conflict in stage '{stage.name}': both own "
+                        f"{listing(shared)}; use one of them, or let them act in different stages "
+                        f"(strategy.{a.name}.stages / strategy.{b.name}.stages)")
+
+
+def _check_copies(plan: Plan) -> None:
+    """A copy of the model taken after stage j and applied in stage k must match the model of
+    stage k: no vocabulary change in between (stages j+1 .. k)."""
+    order = [s.name for s in plan.stages]
+    for keeper in plan.strategies:
+        cls = type(plan.composed.get(keeper.name))
+        if cls.remembers != "model":
+            continue
+        acting = [i for i, name in enumerate(order) if name in keeper.stages]
+        for j, k in zip(acting, acting[1:]):
+            for i in range(j + 1, k + 1):
+                for other in plan.active(order[i]):
+                    if "vocabulary" in type(plan.composed.get(other.name)).changes:
+                        later = [order[x] for x in acting if x >= i]
+                        raise UserError(
+                            f"strategies '{other.name}' and '{keeper.name}' cannot be combined this way: "
+                            f"{keeper.name} keeps the model of stage '{order[j]}' and applies it in stage "
+                            f"'{order[k]}', but {other.name} changes the vocabulary in stage '{order[i]}', so that "
+                            f"copy cannot read the new token ids. Let {keeper.name} act only from that stage on "
+                            f"(strategy.{keeper.name}.stages=[{','.join(later)}]) or only before it, or use ewc or si "
+                            f"(they leave the new rows out)")
+
+
+def make_plan(cfg: DictConfig, composed: Composed | None = None) -> Plan:
+    """Resolve and check ``cfg`` (and strategies built from it, or ``composed``) into a Plan."""
+    languages = LanguageSet.from_config(cfg.languages)
+    composed = composed if composed is not None else compose(cfg.strategy)
+    names = [s.name for s in cfg.experiment.stages]
+    if len(set(names)) != len(names):
+        raise UserError(f"experiment: duplicate stage names in {names}")
+    planned_strategies = []
+    for strategy, stages in composed.items:
+        for stage in stages:
+            if stage not in names:
+                raise UserError(f"strategy.{strategy.name}.stages: unknown stage '{stage}'.{suggest(stage, names)} "
+                                f"Stages of this experiment: {listing(names)}")
+        options = {}
+        if strategy.name in (cfg.get("strategy") or {}):
+            options = OmegaConf.to_container(cfg.strategy[strategy.name], resolve=True)
+            options.pop("stages", None)
+        planned_strategies.append(PlannedStrategy(strategy.name, tuple(stages), options, frozenset(strategy.claims())))
+    stages = [_plan_stage(i, st, cfg, languages, composed) for i, st in enumerate(cfg.experiment.stages)]
+    for code in list(cfg.data.get("train_files") or {}) + list(cfg.data.get("eval_files") or {}):
+        languages.check(code, where="data.train_files/eval_files")
+    benchmarks = list(cfg.eval.benchmarks)
+    check_benchmarks(benchmarks, cfg, languages)
+    text = {}
+    for stage in stages:
+        if stage.kind == "text" and not any(composed.get(n).builds_examples for n in stage.strategies):
+            for code in stage.languages:
+                source, why = training_source(code, languages, cfg)
+                text[code] = why if source is None else f"{why}: {source}" if why.startswith("user") else why
+    name = str(cfg.get("name") or run_name(composed.names, int(cfg.seed)))
+    plan = Plan(name, int(cfg.seed), stages, planned_strategies, benchmarks, text, cfg, languages, composed)
+    _check_claims(plan)
+    _check_copies(plan)
+    for planned in plan.strategies:
+        type(composed.get(planned.name)).check_plan(plan, planned)
+    return plan

@@ -1,0 +1,161 @@
+"""One stage, start to end: the only place a stage's lifecycle is written.
+
+    result = run_stage(stage, strategies, model, tokenizer, seed=0, ...)   # -> StageResult
+
+1. seed the stage (adaptlang.seeds: (seed, stage, "init")) and record what the model looks
+   like (parameters' ``requires_grad``, module classes, hooks, shapes);
+2. ``setup_model`` of every active strategy, in set-up order;
+3. the stage's examples: given by the caller, or built from the plan's data (text blocks or
+   instruction sources) unless a strategy builds them itself (``builds_examples``); then
+   ``setup_data`` of every active strategy (replay wraps the stream, ...);
+4. the training loop (adaptlang.train.train_stage), resumable from ``checkpointer``;
+5. ``on_stage_end`` in reverse set-up order (adapters merge before vocab merges its rows);
+6. the ownership rule: whatever the strategies changed on the model for this stage is
+   undone -- ``requires_grad`` is restored, and module classes, hooks and parameter shapes
+   must be as before, except the vocabulary sizes a strategy declares it changes
+   (``changes = {"vocabulary"}``). A strategy that leaves anything else behind is a bug,
+   reported naming the strategies of the stage.
+
+The pipeline (adaptlang.pipeline), the tests and bench/ all run stages through here.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+from omegaconf import OmegaConf
+
+from . import instructions
+from .data import ExampleStream, lm_examples
+from .errors import UserError
+from .models import check_tokenizer_matches, count_parameters
+from .plan import PlannedStage
+from .seeds import derive_seed
+from .sources import text_for
+from .strategy import StageContext, Strategy
+from .train import train_stage
+from .yamlfiles import CONFIG_ROOT, read_yaml
+
+log = logging.getLogger("adaptlang")
+
+
+@dataclass
+class StageResult:
+    model: Any
+    tokenizer: Any
+    train: dict  # the loop's figures (steps, tokens, seconds, losses, ...)
+    notes: dict  # the strategies' figures (metrics.json: strategy_notes)
+    parameters: dict  # total / trainable, as trained (before adapters were merged back)
+    setup_seconds: float
+    strategies: list[str] = field(default_factory=list)
+
+
+def adhoc_stage(name: str = "stage", steps: int = 5, train: dict | None = None, index: int = 0,
+                languages=(), strategies=()) -> PlannedStage:
+    """A stage outside any experiment (tests, benchmarks): base.yaml's train options + ``train``."""
+    base = read_yaml(CONFIG_ROOT / "base.yaml")["train"]
+    unknown = set(train or {}) - set(base)
+    if unknown:
+        raise UserError(f"unknown train keys {sorted(unknown)}")
+    return PlannedStage(name, index, "text", tuple(languages), (), int(steps), {**base, **(train or {})},
+                        tuple(strategies), "given by the caller")
+
+
+def stage_stream(stage: PlannedStage, tokenizer, ctx: StageContext, cache_dir: str | None = None) -> ExampleStream:
+    """The stage's own examples from the plan: text cut into LM blocks, or instruction sources."""
+    cfg, languages = ctx.config, ctx.languages
+    if stage.kind == "text":
+        texts, skipped = text_for(list(stage.languages), languages, cfg)
+        if skipped:
+            ctx.notes["skipped_languages"] = skipped
+            log.warning("stage %s: no training text for %s", stage.name, ", ".join(skipped))
+        ctx.notes["trained_languages"] = list(texts)
+        corpus = datasets.concatenate_datasets(list(texts.values()))
+        blocks = lm_examples(corpus, tokenizer, int(ctx.train.block_size), cache_dir)
+        return ExampleStream(blocks, ctx.seed_for("data"), name=f"stage {stage.name}")
+    examples = []
+    for source in stage.sources:
+        examples += instructions.build(source, list(stage.languages), cfg, ctx.seed_for(f"instructions/{source}"))
+    if not examples:
+        raise UserError(f"stage '{stage.name}': its instruction sources produced no examples")
+    ctx.notes["instruction_examples"] = len(examples)
+    encoded = instructions.encode_all(examples, tokenizer, int(ctx.train.max_length))
+    return ExampleStream(encoded, ctx.seed_for("data"), name=f"stage {stage.name}")
+
+
+def _hooks(model) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               for m in model.modules())
+
+
+def model_shape(model) -> dict:
+    """What the ownership rule compares before and after a stage."""
+    return {"requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+            "modules": {n: type(m).__name__ for n, m in model.named_modules()},
+            "shapes": {n: tuple(p.shape) for n, p in model.named_parameters()},
+            "hooks": _hooks(model)}
+
+
+def restore_ownership(model, before: dict, active: list[Strategy], stage: str) -> None:
+    """Undo ``requires_grad`` changes; refuse module, hook or shape changes nobody declared."""
+    names = ", ".join(s.name for s in active) or "none"
+    after = model_shape(model)
+    if after["modules"] != before["modules"]:
+        left = sorted(set(after["modules"].items()) ^ set(before["modules"].items()))[:4]
+        raise RuntimeError(f"stage {stage}: the model's modules changed and were not restored at the end of the "
+                           f"stage (strategies: {names}); e.g. {left}")
+    if after["hooks"] != before["hooks"]:
+        raise RuntimeError(f"stage {stage}: {after['hooks'] - before['hooks']} module hooks left behind "
+                           f"(strategies: {names})")
+    grows = {id(model.get_input_embeddings().weight)}
+    head = model.get_output_embeddings()
+    if head is not None:
+        grows.add(id(head.weight))
+    vocab_changed = any("vocabulary" in s.changes for s in active)
+    for name, p in model.named_parameters():
+        if after["shapes"][name] != before["shapes"].get(name) and not (vocab_changed and id(p) in grows):
+            raise RuntimeError(f"stage {stage}: parameter {name} changed shape {before['shapes'].get(name)} -> "
+                               f"{after['shapes'][name]} (strategies: {names}; only a strategy that declares "
+                               f"changes={{'vocabulary'}} may resize the embeddings)")
+        p.requires_grad_(before["requires_grad"].get(name, True))
+
+
+def run_stage(stage: PlannedStage, strategies: list[Strategy], model, tokenizer, *, seed: int, accelerator=None,
+              languages=None, config=None, stream=None, cache_dir: str | None = None,
+              checkpointer=None) -> StageResult:
+    """Set up, train and close one stage with its active ``strategies`` (in set-up order)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    accelerator = accelerator or Accelerator(cpu=True)
+    ctx = StageContext(name=stage.name, index=stage.index, seed=int(seed), train=OmegaConf.create(stage.train),
+                       languages=languages, stage_languages=list(stage.languages), config=config,
+                       tokenizer=tokenizer, model=model)
+    set_seed(derive_seed(seed, stage.name, "init"))
+    before = model_shape(model)
+    started = time.perf_counter()
+    for strategy in strategies:
+        model, tokenizer = strategy.setup_model(model, tokenizer, ctx)
+        ctx.model, ctx.tokenizer = model, tokenizer
+    check_tokenizer_matches(model, tokenizer, f"stage {stage.name}")
+    parameters = count_parameters(model)  # as trained (strategies may freeze parts), before merging back
+    if stream is None and not any(s.builds_examples for s in strategies):
+        stream = stage_stream(stage, tokenizer, ctx, cache_dir)
+    for strategy in strategies:
+        stream = strategy.setup_data(stream, ctx)
+    if stream is None:
+        raise UserError(f"stage '{stage.name}': no examples (no data and no strategy that builds them)")
+    setup_seconds = time.perf_counter() - started
+    log.info("stage %s: strategies [%s], %d steps", stage.name, ", ".join(s.name for s in strategies), stage.steps)
+    model, stats = train_stage(model, tokenizer, stream, strategies, ctx.train, stage.steps, accelerator, ctx,
+                               checkpointer)
+    ctx.model = model
+    for strategy in reversed(strategies):
+        strategy.on_stage_end(ctx)
+    model, tokenizer = ctx.model, ctx.tokenizer
+    restore_ownership(model, before, strategies, stage.name)
+    return StageResult(model, tokenizer, stats, ctx.notes, parameters, round(setup_seconds, 3),
+                       [s.name for s in strategies])
