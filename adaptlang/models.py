@@ -75,7 +75,54 @@ def build_model(cfg: Any, tokenizer, seed: int) -> MistralForCausalLM:
         **kwargs,
     )
     torch.manual_seed(seed)
-    return MistralForCausalLM(config)
+    model = MistralForCausalLM(config)
+    free_padding_row(model, tokenizer)
+    return model
+
+
+FAMILIES = ("llama", "mistral", "qwen2", "gemma", "gemma2", "phi3", "gpt2", "gpt_neox", "bloom")
+NOT_DECODERS = ("bert", "roberta", "xlm-roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2",
+                "camembert", "mpnet", "t5", "mt5", "bart", "mbart", "marian", "pegasus", "whisper")
+
+
+def check_architecture(name_or_path: str, trust_remote_code: bool = False) -> None:
+    """Refuse, with one line, a checkpoint that is not a decoder-only causal LM: an encoder
+    (BERT), an encoder-decoder (T5), or an architecture transformers does not know."""
+    from transformers import AutoConfig
+
+    families = ", ".join(FAMILIES)
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except ValueError as exc:
+        first = (str(exc).splitlines() or [""])[0][:200]
+        raise UserError(f"'{name_or_path}': an architecture this transformers does not know ({first}); "
+                        f"adaptlang trains decoder-only causal LMs, tested on: {families}") from None
+    except OSError:
+        return  # not reachable here (a hub name offline): loading the model says so
+    kind = getattr(config, "model_type", "?")
+    if getattr(config, "is_encoder_decoder", False) or kind in NOT_DECODERS:
+        what = "an encoder-decoder" if getattr(config, "is_encoder_decoder", False) else "an encoder-only model"
+        raise UserError(f"'{name_or_path}' is {what} ({kind}), not a decoder-only causal LM; adaptlang trains "
+                        f"decoder-only causal LMs, tested on: {families}")
+
+
+def free_padding_row(model, tokenizer) -> None:
+    """When the padding id is also a real token (pad == eos, as our tokenizer and Phi-3 have it),
+    ``nn.Embedding(padding_idx=...)`` would keep that token's row at zero gradient forever, and
+    ``_init_weights`` (used by af's resets) would zero it. The row is made an ordinary one (a
+    zero row gets a fresh draw from the model's initializer range) so that it trains."""
+    embedding = model.get_input_embeddings()
+    pad = getattr(embedding, "padding_idx", None)
+    real = {tokenizer.eos_token_id, tokenizer.bos_token_id, tokenizer.unk_token_id} - {None}
+    if pad is None or pad not in real:
+        return
+    embedding.padding_idx = None
+    with torch.no_grad():
+        row = embedding.weight[pad]
+        if not row.any():
+            std = getattr(model.config, "initializer_range", 0.02)
+            generator = torch.Generator().manual_seed(pad)
+            row.copy_(torch.randn(row.shape, generator=generator) * std)
 
 
 def load_pretrained(name_or_path: str, trust_remote_code: bool = False):
@@ -86,6 +133,7 @@ def load_pretrained(name_or_path: str, trust_remote_code: bool = False):
         raise UserError(f"model path '{name_or_path}' does not exist")
     if path.is_dir() and not (path / "config.json").is_file():
         raise UserError(f"'{name_or_path}' is not a transformers model folder (no config.json)")
+    check_architecture(name_or_path, trust_remote_code)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
@@ -98,6 +146,7 @@ def load_pretrained(name_or_path: str, trust_remote_code: bool = False):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     check_tokenizer_matches(model, tokenizer, name_or_path)
+    free_padding_row(model, tokenizer)
     return model, tokenizer
 
 
@@ -119,6 +168,49 @@ def head_and_body(model):
     if head is None or body is None or body is model or getattr(model.config, "final_logit_softcapping", None):
         return None, None
     return head, body
+
+
+_PACKING: dict[tuple, bool] = {}
+
+
+def packs_correctly(model, pad_id: int) -> bool:
+    """Whether this model, given a packed row (position ids restarting per example and a 4-D
+    block-diagonal mask, adaptlang.batching.collate_packed), computes for each example the
+    logits it computes alone. Rotary and learned-position families (Llama, Mistral, Qwen2,
+    Gemma, Phi-3, GPT-2, GPT-NeoX) do; BLOOM builds ALiBi from a 2-D mask and cannot take
+    it, so it trains on padded rows instead. Probed once per architecture and dtype, on
+    two short examples, so no family ever leaks attention across examples silently."""
+    from .batching import collate, collate_packed
+
+    param = next(model.parameters())
+    key = (type(model).__name__, param.dtype, param.device.type)
+    if key not in _PACKING:
+        vocab = model.get_input_embeddings().weight.shape[0]
+        examples = [{"input_ids": [(7 * i + 3) % vocab for i in range(n)]} for n in (5, 3)]
+        tolerance = 1e-4 if param.dtype == torch.float32 else 3e-2
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                packed = collate_packed(examples, pad_id, 8)
+                packed.pop("num_tokens")
+                packed.pop("labels")
+                packed["attention_mask"] = packed["attention_mask"].to(param.dtype)
+                logits = model(**{k: v.to(param.device) for k, v in packed.items()}).logits[0]
+                ok, start = True, 0
+                for e in examples:
+                    alone = collate([e], pad_id)
+                    ids = alone["input_ids"].to(param.device)
+                    ref = model(input_ids=ids).logits[0]
+                    n = len(e["input_ids"])
+                    ok = ok and torch.allclose(logits[start:start + n].float(), ref.float(), atol=tolerance, rtol=tolerance)
+                    start += n
+        except (ValueError, RuntimeError, TypeError, IndexError):
+            ok = False
+        finally:
+            model.train(was_training)
+        _PACKING[key] = ok
+    return _PACKING[key]
 
 
 def count_parameters(model) -> dict[str, int]:

@@ -76,6 +76,17 @@ def _setup_logging(path: Path) -> logging.Handler:
     return handler
 
 
+def _allow_new_precision(mixed_precision: str) -> None:
+    """accelerate keeps one AcceleratorState per process; a later run in the same Python process
+    (a grid, a notebook) with another mixed precision resets its precision part, keeping the
+    process group."""
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and str(state.get("_mixed_precision", mixed_precision)) != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
 def run(cfg: DictConfig, composed: Composed | None = None, resume: bool = False) -> Path:
     """Plan ``cfg`` (strategies built from it, or ``composed``), then run the plan."""
     return run_plan(make_plan(cfg, composed), resume=resume)
@@ -93,6 +104,7 @@ def run_plan(plan: Plan, resume: bool = False) -> Path:
     from accelerate.utils import set_seed
 
     cfg, composed, name = plan.config, plan.composed, plan.name
+    _allow_new_precision(str(cfg.mixed_precision))
     accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=str(cfg.mixed_precision))
     main = accelerator.is_main_process  # several processes (accelerate launch): only rank 0 writes files
     if resume:

@@ -20,6 +20,7 @@ A refused plan is one line (a UserError) and nothing is written. The pipeline
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -68,6 +69,7 @@ class Plan:
     config: DictConfig = field(repr=False)
     languages: LanguageSet = field(repr=False)
     composed: Composed = field(repr=False)
+    base_tokenizer: Any = field(default=None, repr=False)  # a local checkpoint's tokenizer, for checks
 
     def stage(self, name: str) -> PlannedStage:
         return next(s for s in self.stages if s.name == name)
@@ -192,6 +194,24 @@ def _check_copies(plan: Plan) -> None:
                             f"(they leave the new rows out)")
 
 
+def _local_tokenizer(cfg: DictConfig):
+    """The tokenizer of a local ``model.name_or_path`` (cheap to read), so that strategies can
+    check it before training; None for a hub name or a model built from config."""
+    path = cfg.model.get("name_or_path")
+    if not path or not Path(str(path)).is_dir():
+        return None
+    from transformers import AutoTokenizer
+
+    from .models import check_architecture
+
+    if (Path(str(path)) / "config.json").is_file():
+        check_architecture(str(path), bool(cfg.model.get("trust_remote_code")))
+    try:
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=bool(cfg.model.get("trust_remote_code")))
+    except Exception:  # noqa: BLE001 -- loading the model reports what is wrong with the folder
+        return None
+
+
 def make_plan(cfg: DictConfig, composed: Composed | None = None) -> Plan:
     """Resolve and check ``cfg`` (and strategies built from it, or ``composed``) into a Plan."""
     languages = LanguageSet.from_config(cfg.languages)
@@ -222,7 +242,8 @@ def make_plan(cfg: DictConfig, composed: Composed | None = None) -> Plan:
                 source, why = training_source(code, languages, cfg)
                 text[code] = why if source is None else f"{why}: {source}" if why.startswith("user") else why
     name = str(cfg.get("name") or run_name(composed.names, int(cfg.seed)))
-    plan = Plan(name, int(cfg.seed), stages, planned_strategies, benchmarks, text, cfg, languages, composed)
+    plan = Plan(name, int(cfg.seed), stages, planned_strategies, benchmarks, text, cfg, languages, composed,
+                _local_tokenizer(cfg))
     _check_claims(plan)
     _check_copies(plan)
     for planned in plan.strategies:

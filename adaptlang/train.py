@@ -27,7 +27,7 @@ from .checkpoint import Checkpointer
 from .batching import make_batch
 from .data import ExampleStream
 from .errors import UserError
-from .models import head_and_body
+from .models import head_and_body, packs_correctly
 from .strategy import StageContext, Strategy, TrainState
 
 log = logging.getLogger("adaptlang")
@@ -89,6 +89,11 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
                         f"by the number of processes ({world})")
     share = batch_size // world
     pack_width = int(tcfg.max_length) if tcfg.get("packing", False) else None
+    if pack_width and not packs_correctly(state.model, pad_id):
+        pack_width = None  # this family cannot keep packed examples apart: pad them instead
+        log.info("stage %s: packing off for %s (its attention cannot take a block-diagonal mask with "
+                 "per-example positions); examples are padded", ctx.name, type(state.model).__name__)
+    packing = "block-diagonal mask + per-example positions" if pack_width else "padding"
     dtype = next(state.model.parameters()).dtype
     # the shortcut needs the bare model (a DDP wrapper must run its own forward) and no
     # strategy that reads the logits
@@ -105,6 +110,9 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
             seconds_before = resumed["seconds"]
             spent = {k: resumed.get(k, 0.0) for k in spent}
             log.info("stage %s: resumed after step %d", ctx.name, resumed["step"])
+    checkpointing = bool(tcfg.get("gradient_checkpointing", False))
+    if checkpointing:  # recompute activations in the backward pass: memory for time
+        state.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     start = time.perf_counter() - seconds_before
     bar = tqdm(total=steps, desc=f"{ctx.name}", unit="step", dynamic_ncols=True, mininterval=1.0,
@@ -172,6 +180,10 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
     seconds = time.perf_counter() - start
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
+    if checkpointing:  # leave the model as it came: no checkpointing, no input-grad hook
+        unwrapped.gradient_checkpointing_disable()
+        if getattr(unwrapped, "_require_grads_hook", None) is not None:
+            unwrapped.disable_input_require_grads()
     accelerator.free_memory()
     tail = losses[-max(1, steps // 10):]
     if not losses:
@@ -182,6 +194,7 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
         "tokens": tokens,
         "loss_tokens": loss_tokens,
         "seconds": round(seconds, 3),
+        "packing": packing,
         "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),
         **{k: round(v, 3) for k, v in spent.items()},
         "first_loss": round(losses[0], 4),

@@ -138,6 +138,12 @@ def build(base: dict, pieces: Sequence[str], merges: Sequence[tuple[str, str]], 
     data = json.loads(json.dumps(base))
     model = data["model"]
     old_merges = [list(_pair(m)) for m in model["merges"]]
+    # Added tokens (chat tokens, a pad token) may sit between the BPE vocabulary and ``start``;
+    # listing them in the vocabulary at their own ids keeps the ids contiguous, so a tokenizer
+    # rebuilt from vocab + merges cannot renumber them (their rows hold trained embeddings).
+    for token in data.get("added_tokens", []):
+        if token["content"] not in model["vocab"] and token["id"] < start:
+            model["vocab"][token["content"]] = token["id"]
     for i, piece in enumerate(pieces):
         model["vocab"][piece] = start + i
     model["merges"] = old_merges + [[a, b] for a, b in merges]

@@ -36,7 +36,9 @@ def cases(tmp_path, model_dirs):
         ([f"data.train_files.ar={no_text_col}"], "no 'text' column"),
         (["data.train_files.xx=/tmp/a.txt"], "unknown language code 'xx'"),
         ([f"model.name_or_path={tmp_path / 'no_model'}"], "does not exist"),
-        ([f"model.name_or_path={model_dirs['bert']}"], "is not a causal language model"),
+        ([f"model.name_or_path={model_dirs['bert']}"], "is an encoder-only model (distilbert), not a decoder-only"),
+        ([f"model.name_or_path={model_dirs['t5']}"], "is an encoder-decoder (t5), not a decoder-only causal LM"),
+        ([f"model.name_or_path={model_dirs['unknown']}"], "an architecture this transformers does not know"),
         ([f"model.name_or_path={model_dirs['mismatch']}"], "do not match"),
         (["experiment.stages.0.data.kind=video"], "data.kind='video'"),
         (["strategy=af", "strategy.af.every=0"], "must be a positive number"),
@@ -65,11 +67,19 @@ def model_dirs(tmp_path_factory, tokenizer):
                                             hidden_dim=32))  # an encoder: not a causal LM
     bert.save_pretrained(root / "bert")
     tokenizer.save_pretrained(root / "bert")
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    t5 = T5ForConditionalGeneration(T5Config(vocab_size=len(tokenizer), d_model=16, d_ff=32, num_layers=1,
+                                             num_heads=2, d_kv=8))
+    t5.save_pretrained(root / "t5")
+    tokenizer.save_pretrained(root / "t5")
+    (root / "unknown").mkdir()
+    (root / "unknown" / "config.json").write_text('{"model_type": "no_such_architecture"}')
     small = make_model(tokenizer)
     small.resize_token_embeddings(50)
     small.save_pretrained(root / "mismatch")
     tokenizer.save_pretrained(root / "mismatch")
-    return {"bert": root / "bert", "mismatch": root / "mismatch"}
+    return {name: root / name for name in ("bert", "t5", "unknown", "mismatch")}
 
 
 def test_bad_input_matrix(tmp_path, model_dirs, capsys):

@@ -3,7 +3,10 @@
 A source is a function ``(languages, cfg, seed) -> list[dict]`` of examples with at least
 ``prompt`` and ``target``; templates live in ``instructions/templates/*.yaml``.
 Encoding puts the loss on the target tokens only (the prompt is context), as in
-instruction tuning.
+instruction tuning. A tokenizer with a chat template (Llama 3 / Qwen2 / Phi-3 instruct
+checkpoints) formats each example as a user turn (the prompt) and an assistant turn (the
+target) with that template, the loss on the assistant turn only; ``data.chat_template=false``
+or a tokenizer without a template gives the plain format ``[BOS] prompt target [EOS]``.
 """
 from __future__ import annotations
 
@@ -51,12 +54,48 @@ def encode(example: dict, tokenizer, max_length: int) -> dict:
     return {"input_ids": ids, "labels": labels}
 
 
-def encode_all(examples: list[dict], tokenizer, max_length: int):
+def _ids(encoded) -> list[int]:
+    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+
+
+def encode_chat(example: dict, tokenizer, max_length: int) -> dict | None:
+    """The tokenizer's chat template: user turn = prompt (no loss), assistant turn = target
+    (loss, the template's end-of-turn tokens included). None when the template does not
+    render the prompt as a prefix of the whole conversation (then the plain format is used)."""
+    user = [{"role": "user", "content": example["prompt"]}]
+    prompt = _ids(tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=True))
+    full = _ids(tokenizer.apply_chat_template(user + [{"role": "assistant", "content": example["target"]}],
+                                              tokenize=True))
+    if full[:len(prompt)] != prompt or len(full) == len(prompt):
+        return None
+    target = full[len(prompt):]
+    if len(full) > max_length:  # keep at least half the budget for the target, as encode does
+        target = target[:min(len(target), max(max_length // 2, max_length - len(prompt)))]
+        prompt = prompt[-(max_length - len(target)):] if max_length - len(target) > 0 else []
+    return {"input_ids": prompt + target, "labels": [-100] * len(prompt) + target}
+
+
+def uses_chat_template(tokenizer, enabled: bool = True) -> bool:
+    return bool(enabled and getattr(tokenizer, "chat_template", None))
+
+
+def encode_all(examples: list[dict], tokenizer, max_length: int, chat_template: bool = True):
+    """Encode instruction examples (chat template when the tokenizer has one and it is enabled)."""
     import datasets
 
+    chat = uses_chat_template(tokenizer, chat_template)
+
+    def one(e):
+        return (chat and encode_chat(e, tokenizer, max_length)) or encode(e, tokenizer, max_length)
+
     ds = datasets.Dataset.from_list([{"prompt": e["prompt"], "target": e["target"]} for e in examples])
-    return ds.map(lambda e: encode(e, tokenizer, max_length), remove_columns=["prompt", "target"],
-                  keep_in_memory=True)
+    return ds.map(one, remove_columns=["prompt", "target"], keep_in_memory=True)
+
+
+def chat_setting(cfg) -> bool:
+    """``data.chat_template`` of a run config (true when unset)."""
+    data = cfg.get("data") if cfg is not None else None
+    return bool(data.get("chat_template", True)) if data is not None else True
 
 
 def build(source: str, languages: list[str], cfg, seed: int) -> list[dict]:

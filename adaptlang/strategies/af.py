@@ -12,6 +12,13 @@ Here a reset
   fresh embeddings start with fresh moments; every other parameter and its optimizer
   state is untouched.
 
+On other families (README, "Real decoder families"): a tied head (Qwen2, Gemma, GPT-2, BLOOM)
+is the embedding tensor and is reset with it; Gemma's embedding scale lives in its forward and
+is untouched; learned position embeddings (GPT-2's ``wpe``) and an untied head are not token
+embeddings and are not reset. A padding row that is a real token (pad == eos) has been made
+an ordinary row at load (adaptlang.models.free_padding_row), so the reset draws it like any
+other instead of zeroing it for good.
+
 The reset draws from its own generator seeded by (run seed, stage, "af.reset/<n>")
 (adaptlang.seeds), so it does not perturb the data order and a resumed run resets identically. No reset happens
 on a stage's final step (the saved model never ends with untrained embeddings).

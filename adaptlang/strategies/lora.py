@@ -28,13 +28,16 @@ that remember the model (lwf, ewc, si, agem: set up before it) take their copy.
 
 Targets: ``targets: auto`` is ``all-linear`` for LoRA (every linear layer of the body, not
 the LM head) and peft's per-architecture default for (IA)3 (Mistral/Llama: k_proj, v_proj,
-down_proj, with down_proj rescaled on its input as a feed-forward module); a list of module
-names overrides it. Dropout defaults to 0 so that training stays deterministic.
+down_proj, with down_proj rescaled on its input as a feed-forward module; for an architecture
+peft has no default for, e.g. Phi-3's fused qkv_proj, the key/value and feed-forward output
+projections found by name); a list of module names overrides it. Dropout defaults to 0 so that training stays deterministic.
 """
 from __future__ import annotations
 
 import logging
 import warnings
+
+import torch
 
 from ..errors import UserError, listing
 from ..strategy import StageContext, Strategy, register_strategy
@@ -42,6 +45,21 @@ from ..strategy import StageContext, Strategy, register_strategy
 log = logging.getLogger("adaptlang")
 METHODS = ("lora", "ia3")
 ADAPTER = "adaptlang_adapter"
+
+
+# (IA)3 rescales keys and values and the feed-forward's input to its output projection (Liu et al.
+# 2022, section 3.3); module names by family, for architectures peft has no default for.
+KEY_VALUE = ("k_proj", "v_proj", "qkv_proj", "query_key_value", "c_attn", "Wqkv")
+FEED_FORWARD_OUT = ("down_proj", "dense_4h_to_h", "fc2", "w2")
+
+
+def ia3_fallback_targets(model) -> list[str]:
+    present = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    targets = [n for n in KEY_VALUE + FEED_FORWARD_OUT if n in present]
+    if not any(t in FEED_FORWARD_OUT for t in targets):
+        raise UserError(f"strategy.lora: no (IA)3 targets known for {type(model).__name__}; set "
+                        f"strategy.lora.targets=[...] (its linear layers: {', '.join(sorted(present))})")
+    return targets
 
 
 def _body_adapters(model) -> list[str]:
@@ -75,15 +93,19 @@ class Adapters(Strategy):
         self.targets = targets if targets == "auto" else list(targets)
         self.tuner = None
 
-    def _config(self):
+    def _config(self, model):
         from peft import IA3Config, LoraConfig
+        from peft.utils import TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as IA3_DEFAULTS
 
         if self.method == "lora":
             return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
                               target_modules="all-linear" if self.targets == "auto" else self.targets)
-        if self.targets == "auto":
-            return IA3Config()  # peft fills target/feed-forward modules from the model type
-        return IA3Config(target_modules=self.targets, feedforward_modules=[t for t in self.targets if "down" in t])
+        targets = self.targets
+        if targets == "auto":
+            if getattr(model.config, "model_type", None) in IA3_DEFAULTS:
+                return IA3Config()  # peft fills target/feed-forward modules from the model type
+            targets = ia3_fallback_targets(model)  # e.g. Phi-3's fused projections, unknown to peft
+        return IA3Config(target_modules=targets, feedforward_modules=[t for t in targets if t in FEED_FORWARD_OUT])
 
     def setup_model(self, model, tokenizer, ctx: StageContext):
         from peft import IA3Model, LoraModel
@@ -98,7 +120,7 @@ class Adapters(Strategy):
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*Already found a `peft_config`.*")
                 warnings.filterwarnings("ignore", message=".*tie_word_embeddings=True.*")
-                self.tuner = tuner_cls(model, self._config(), ADAPTER)
+                self.tuner = tuner_cls(model, self._config(model), ADAPTER)
         except ValueError as exc:  # e.g. target modules not found in this architecture
             raise UserError(f"strategy.lora: {str(exc).splitlines()[0]}") from None
         marker = "lora_" if self.method == "lora" else "ia3_l"

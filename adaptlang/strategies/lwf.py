@@ -68,7 +68,8 @@ class LwF(Strategy):
         self._teacher_weights = None  # loaded from a checkpoint, made into a model when first needed
 
     def _teacher_from_weights(self, model) -> None:
-        teacher = type(model)(copy.deepcopy(model.config))
+        with torch.random.fork_rng(devices=[]):  # building the module draws initial weights: keep the
+            teacher = type(model)(copy.deepcopy(model.config))  # run's RNG (dropout masks) untouched
         teacher.load_state_dict(self._teacher_weights)
         param = next(model.parameters())
         self.plugin.lwf.prev_model = teacher.to(device=param.device, dtype=param.dtype).eval()

@@ -111,7 +111,8 @@ class ExperienceReplay(Strategy):
                 self.reservoir.offer({"past": i} for i in range(len(past)))
             self.buffer_ids = sorted(item["past"] for item in self.reservoir.items if "past" in item)
             carried = [item for item in self.reservoir.items if "past" not in item]
-        buffer = list(instructions.encode_all([past[i] for i in self.buffer_ids], ctx.tokenizer, max_length))
+        buffer = list(instructions.encode_all([past[i] for i in self.buffer_ids], ctx.tokenizer, max_length,
+                                                instructions.chat_setting(ctx.config)))
         buffer += [{"input_ids": c["input_ids"], "labels": c["labels"]} for c in carried]
         kept: dict[str, int] = {}
         for i in self.buffer_ids:

@@ -91,6 +91,32 @@ def protected_texts(codes, languages, cfg) -> list[str]:
     return texts
 
 
+def check_special_tokens_kept(old, new) -> None:
+    """eos / bos / pad / unk and every added token (chat tokens) keep their ids through the merge."""
+    for name in ("eos_token_id", "bos_token_id", "pad_token_id", "unk_token_id"):
+        if getattr(old, name) != getattr(new, name):
+            raise RuntimeError(f"vocab merge moved {name}: {getattr(old, name)} -> {getattr(new, name)}")
+    moved = {t: (i, new.convert_tokens_to_ids(t)) for t, i in old.added_tokens_encoder.items()
+             if new.convert_tokens_to_ids(t) != i}
+    if moved:
+        raise RuntimeError(f"vocab merge renumbered added tokens: {moved}")
+
+
+def unseen_text_changes(old, new, protect: list[str], ctx: StageContext) -> dict:
+    """The merge keeps the protected *vendored* text exact; English text it never saw (the past
+    instruction data replay uses: GSM8K, self-instruct) may still tokenize differently. Share of
+    those strings whose tokens change, reported per language (English, when protected)."""
+    if "en" not in protect:
+        return {}
+    from .. import instructions
+
+    past = instructions.build("english", ["en"], ctx.config, ctx.seed_for("vocab.unseen"))
+    texts = [t for e in past for t in (e["prompt"], e["target"])]
+    changed = len(vm.changed_texts(old, new, texts))
+    return {"en": {"source": "English instruction data (GSM8K, self-instruct)", "strings": len(texts),
+                   "changed": changed, "rate": round(changed / max(1, len(texts)), 4)}}
+
+
 @register_strategy("vocab")
 class VocabularyExpansion(Strategy):
     """Learn a new-language vocabulary, merge it, train only the new rows and the LM head."""
@@ -123,6 +149,8 @@ class VocabularyExpansion(Strategy):
 
     @classmethod
     def check_plan(cls, plan, me) -> None:
+        if plan.base_tokenizer is not None:  # a tokenizer kind we cannot extend: refused before training
+            vm.base_bpe(plan.base_tokenizer)
         for key in ("languages", "protect", "fertility"):
             spec = me.options.get(key)
             if spec is not None:
@@ -173,6 +201,7 @@ class VocabularyExpansion(Strategy):
         start = max(len(tokenizer), old_rows)
         data, stats = vm.merge_vocabularies(tokenizer, new, protected_texts(protect, ctx.languages, ctx.config), start)
         merged = vm.to_transformers(tokenizer, data)
+        check_special_tokens_kept(tokenizer, merged)
         n_new = stats["added_tokens"]
         self.new_ids = list(range(start, start + n_new))
         self.added_tokens = n_new
@@ -191,6 +220,7 @@ class VocabularyExpansion(Strategy):
             "init": self.init, "head": "tied (new rows only)" if tied else self.head, "body": self.body,
             "trainable_parameters": trainable, "learned_from": learn, "protected": protect, "merge_seconds": round(merge_seconds, 3),
             "fertility": self._fertility(tokenizer, merged, ctx),
+            "unseen_text_changed": unseen_text_changes(tokenizer, merged, protect, ctx),
         }
         log.info("vocab: %d tokens added (%d dropped to keep old languages exact) in %.1fs", n_new,
                  stats["dropped_for_old_languages"], merge_seconds)

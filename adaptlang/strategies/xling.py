@@ -27,7 +27,8 @@ from ..strategy import StageContext, Strategy, register_strategy
 def replace_stream(examples: list[dict], notes: dict, ctx: StageContext, name: str) -> ExampleStream:
     ctx.notes.update(notes)
     ctx.notes[f"{name}_examples_total"] = len(examples)
-    encoded = instructions.encode_all(examples, ctx.tokenizer, int(ctx.train.max_length))
+    encoded = instructions.encode_all(examples, ctx.tokenizer, int(ctx.train.max_length),
+                                      instructions.chat_setting(ctx.config))
     return ExampleStream(encoded, ctx.seed_for("data"), name=f"stage {ctx.name} ({name})")
 
 
