@@ -47,6 +47,18 @@ def tied_model(tokenizer):
     return make_model(tokenizer, tied=True)
 
 
+def bits(t: torch.Tensor) -> bytes:
+    """A tensor's exact bytes: equality means bit for bit."""
+    return t.detach().contiguous().cpu().numpy().tobytes()
+
+
+def train_options(**overrides) -> OmegaConf:
+    """The train options the loop-level tests use (no warmup, no schedule effects), plus overrides."""
+    base = {"batch_size": 4, "grad_accum": 1, "lr": 1e-2, "weight_decay": 0.1, "betas": [0.9, 0.95], "eps": 1e-8,
+            "warmup_ratio": 0.0, "max_grad_norm": 1.0, "log_every": 100}
+    return OmegaConf.create({**base, **overrides})
+
+
 def snapshot(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 

@@ -8,7 +8,6 @@ import os
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from adaptlang import UserError, load_config
 from adaptlang.sources import read_text
@@ -18,15 +17,14 @@ from adaptlang.languages import CORPORA
 from adaptlang.composition import compose
 from adaptlang.strategy import TrainState
 
-from conftest import QUICK, make_model, run_test_stage, stage_ctx
+from conftest import QUICK, make_model, run_test_stage, stage_ctx, train_options
 
 HAVE_AVALANCHE = importlib.util.find_spec("avalanche") is not None
 if os.environ.get("CI") and not HAVE_AVALANCHE:
     pytest.fail("CI runs the avalanche-backed tests, and avalanche-lib is not installed: use the README's test "
                 "command (pip install -e '.[test,avalanche]' in its own venv)", pytrace=False)
 needs_avalanche = pytest.mark.skipif(not HAVE_AVALANCHE, reason="avalanche-lib not installed (pip install -e '.[avalanche]')")
-TCFG = OmegaConf.create({"batch_size": 4, "grad_accum": 1, "lr": 1e-2, "weight_decay": 0.0, "betas": [0.9, 0.95],
-                         "eps": 1e-8, "warmup_ratio": 0.0, "max_grad_norm": 0.0, "log_every": 100})
+TCFG = train_options(weight_decay=0.0, max_grad_norm=0.0)
 
 
 def ctx_for(name, index, tokenizer, model):

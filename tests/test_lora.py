@@ -6,7 +6,6 @@ import json
 import pytest
 import torch
 from accelerate import Accelerator
-from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM
 
 from adaptlang.composition import build_strategy
@@ -19,15 +18,10 @@ from adaptlang.train import train_stage
 
 from adaptlang.stage_runner import model_shape, restore_ownership
 
-from conftest import QUICK, make_model, stage_ctx
+from conftest import QUICK, bits, make_model, stage_ctx, train_options
 
-TCFG = OmegaConf.create({"batch_size": 4, "grad_accum": 1, "lr": 1e-2, "weight_decay": 0.1,
-                         "betas": [0.9, 0.95], "eps": 1e-8, "warmup_ratio": 0.0,
-                         "max_grad_norm": 1.0, "log_every": 100})
+TCFG = train_options()
 
-
-def bits(t: torch.Tensor) -> bytes:
-    return t.detach().contiguous().cpu().numpy().tobytes()
 
 
 def context(*extra):

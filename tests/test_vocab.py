@@ -21,11 +21,9 @@ from adaptlang.train import train_stage
 
 from adaptlang.stage_runner import model_shape, restore_ownership
 
-from conftest import QUICK, make_model, stage_ctx
+from conftest import QUICK, bits, make_model, stage_ctx, train_options
 
-TCFG = OmegaConf.create({"batch_size": 4, "grad_accum": 1, "lr": 5e-3, "weight_decay": 0.1,
-                         "betas": [0.9, 0.95], "eps": 1e-8, "warmup_ratio": 0.0,
-                         "max_grad_norm": 1.0, "log_every": 100})
+TCFG = train_options(lr=5e-3)
 
 
 def config(*extra):
@@ -35,9 +33,6 @@ def config(*extra):
 def context(cfg, index=1):
     return stage_ctx("adapt", index, config=cfg)
 
-
-def bits(t: torch.Tensor) -> bytes:
-    return t.detach().contiguous().cpu().numpy().tobytes()
 
 
 def vendored_texts(code: str) -> list[str]:
