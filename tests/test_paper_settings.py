@@ -1,0 +1,51 @@
+"""Issue 16: the papers' real settings. Language status from the language set (IA Figure 2:
+pretrained / seen / unseen), ia_paper as the paper, the LR schedule switch, instruction
+data from the user's files, the authors' prompt formats."""
+import pytest
+from omegaconf import OmegaConf
+
+from adaptlang import UserError
+from adaptlang.benchmarks import classify
+from adaptlang.config import load_config
+from adaptlang.languages import LanguageSet
+from adaptlang.plan import make_plan
+
+SEEN = ["ace", "ban", "bjn", "bug", "jav", "min", "sun"]
+
+
+def statuses(*overrides):
+    cfg = load_config(list(overrides))
+    status, rule = classify.language_status(cfg, LanguageSet.from_config(cfg.languages))
+    by: dict[str, list[str]] = {}
+    for code in ["en", "id", *SEEN, "mad", "nij", "bbc"]:
+        by.setdefault(status.get(code, "unseen"), []).append(code)
+    return by, rule
+
+
+@pytest.mark.parametrize("experiment", ["ia_paper", "ia"])
+def test_nusax_status_comes_from_the_language_set(experiment):
+    by, rule = statuses(f"experiment={experiment}", "languages=nusax")
+    assert by == {"pretrained": ["en", "id"], "seen": SEEN, "unseen": ["mad", "nij", "bbc"]}
+    assert "base" in rule
+
+
+def test_explicit_pretrained_languages_win():
+    by, _ = statuses("experiment=ia_paper", "languages=nusax", "eval.classify.pretrained_languages=[en]")
+    assert by["pretrained"] == ["en"] and "id" in by["unseen"]
+
+
+def test_set_without_base_falls_back_to_the_first_stage():
+    langs = LanguageSet({"known": ["en", "id"], "new": ["jav"]})
+    cfg = OmegaConf.create({"eval": {"classify": {}}, "experiment": {"stages": [
+        {"name": "a", "data": {"languages": "known"}}, {"name": "b", "data": {"languages": "new"}}]}})
+    status, rule = classify.language_status(cfg, langs)
+    assert status == {"en": "pretrained", "id": "pretrained", "jav": "seen"} and "first stage" in rule
+
+
+def test_base_may_name_a_class():
+    assert LanguageSet({"old": ["en", "id"], "new": ["jav"]}, base="old").base == ["en", "id"]
+
+
+def test_unknown_base_language_is_refused_in_the_plan():
+    with pytest.raises(UserError, match="unknown language code 'xx'.*base"):
+        make_plan(load_config(["languages=nusax", "experiment=ia_paper", "languages.base=[en,xx]"]))
