@@ -30,6 +30,7 @@ from .composition import Composed, compose
 from .errors import UserError, listing, suggest
 from .languages import LanguageSet
 from .rundir import run_name
+from .schedules import check_schedule
 from .sources import training_source
 
 DATA_KINDS = ("text", "instructions")
@@ -85,7 +86,7 @@ class Plan:
             "stages": [{
                 "name": s.name, "steps": s.steps, "data": s.data,
                 "strategies": {n: self.strategy(n).options for n in s.strategies} or "none",
-                "train": {k: s.train[k] for k in ("batch_size", "lr", "max_length", "block_size", "packing")
+                "train": {k: s.train[k] for k in ("batch_size", "lr", "schedule", "max_length", "block_size", "packing")
                           if k in s.train},
             } for s in self.stages],
             "strategies (set-up order)": [s.name for s in self.strategies] or "none",
@@ -140,6 +141,7 @@ def _plan_stage(index: int, stage: DictConfig, cfg: DictConfig, languages: Langu
     if int(stage.steps) < 1:
         raise UserError(f"stage '{stage.name}': steps must be >= 1")
     tcfg = stage_train_config(cfg, stage)
+    check_schedule(tcfg.schedule, where=f"stage '{stage.name}': train.schedule")
     if int(tcfg.batch_size) < 1:
         raise UserError(f"stage '{stage.name}': train.batch_size={tcfg.batch_size}: must be at least 1")
     active = composed.active(str(stage.name))

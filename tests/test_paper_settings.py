@@ -49,3 +49,44 @@ def test_base_may_name_a_class():
 def test_unknown_base_language_is_refused_in_the_plan():
     with pytest.raises(UserError, match="unknown language code 'xx'.*base"):
         make_plan(load_config(["languages=nusax", "experiment=ia_paper", "languages.base=[en,xx]"]))
+
+
+# ---- ia_paper as the paper; the schedule switch ----------------------------------------------
+
+
+def test_ia_paper_is_the_paper():
+    cfg = load_config(["experiment=ia_paper", "languages=nusax", "strategy=xling+replay"])
+    plan = make_plan(cfg)
+    assert plan.stages[0].train["schedule"] == "linear" and plan.stages[0].train["warmup_ratio"] == 0.0
+    assert cfg.strategy.xling.bitext == ["flores"] and cfg.strategy.xling.known == ["en", "id"]
+    assert cfg.eval.classify.max_examples is None and list(cfg.eval.benchmarks) == ["nusax"]
+    # the command line still wins over the experiment's settings
+    cfg = load_config(["experiment=ia_paper", "languages=nusax", "strategy=mlm", "train.schedule=constant"])
+    assert cfg.train.schedule == "constant" and "xling" not in cfg.strategy
+    assert load_config(["experiment=paper"]).train.schedule == "cosine"
+
+
+def test_xling_default_bitext_is_flores_only():
+    from adaptlang.composition import strategy_defaults
+    assert strategy_defaults("xling")["bitext"] == ["flores"]
+
+
+@pytest.mark.parametrize("name, at_half, at_end", [("linear", 0.5, 0.0), ("cosine", 0.5, 0.0), ("constant", 1.0, 1.0)])
+def test_schedules(name, at_half, at_end):
+    import torch
+    from adaptlang.schedules import make_scheduler
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = make_scheduler(opt, name, 0, 10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == 1.0 and lrs[5] == pytest.approx(at_half) and opt.param_groups[0]["lr"] == pytest.approx(at_end)
+    if name == "linear":
+        assert lrs[2] == pytest.approx(0.8)
+
+
+def test_unknown_schedule_is_refused_in_the_plan():
+    with pytest.raises(UserError, match="train.schedule=cosin.*Valid: constant, cosine, linear"):
+        make_plan(load_config(["train.schedule=cosin"]))
