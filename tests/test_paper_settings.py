@@ -90,3 +90,37 @@ def test_schedules(name, at_half, at_end):
 def test_unknown_schedule_is_refused_in_the_plan():
     with pytest.raises(UserError, match="train.schedule=cosin.*Valid: constant, cosine, linear"):
         make_plan(load_config(["train.schedule=cosin"]))
+
+
+# ---- prompt formats ---------------------------------------------------------------------------
+
+
+def test_nusax_default_prompts_are_the_authors_with_options_listed():
+    from adaptlang.benchmarks import BENCHMARKS
+    task = classify.load_task(classify.TASKS_DIR / "nusax.yaml")
+    assert [p["lang"] for p in task.prompts] == ["en"] * 3 + ["id"] * 3
+    for p in task.prompts:
+        words = task.label_words[p["lang"]]
+        assert all(f'"{words[label]}"' in p["template"] for label in task.labels)
+        assert ("or" if p["lang"] == "en" else "atau") in p["template"]
+    assert "nusax_adaptlang" in BENCHMARKS
+
+
+def test_authors_xling_templates_and_loss_on_prompt(tokenizer):
+    from adaptlang.instructions import encode
+    from adaptlang.instructions.xling import XlingOptions, generate
+    langs = LanguageSet.from_config(load_config(["languages=nusax"]).languages)
+    opts = XlingOptions.defaults(templates="xling_authors", prompt_languages=["en"], known=["en"], max_pairs=12,
+                                 objectives=["word", "span", "sentence", "monolingual"], loss_on_prompt=True)
+    examples, _ = generate(["jav"], langs, opts, seed=0)
+    assert {e["template_id"][:4] for e in examples} == {"cd-a", "mt-a", "md-a"}
+    assert any("Javanese" in e["prompt"] for e in examples) and any("Javanese" not in e["prompt"] for e in examples)
+    for e in examples:
+        assert e["target"].strip() == e["target_text"]
+        assert e["target"] == (e["target_text"] if e["prompt"].endswith("\n") else " " + e["target_text"])
+    ex = examples[0]
+    whole, answer = encode(ex, tokenizer, 4096, loss_on_prompt=True), encode(ex, tokenizer, 4096)
+    assert whole["input_ids"] == answer["input_ids"]
+    assert whole["labels"][0] == -100 and whole["labels"][1:] == whole["input_ids"][1:]
+    n_prompt = len(tokenizer(ex["prompt"], add_special_tokens=False)["input_ids"])
+    assert answer["labels"][: 1 + n_prompt] == [-100] * (1 + n_prompt)

@@ -36,8 +36,9 @@ def load_templates(name: str) -> dict:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
-def encode(example: dict, tokenizer, max_length: int) -> dict:
-    """[BOS] prompt target [EOS]; labels are -100 on BOS and the prompt."""
+def encode(example: dict, tokenizer, max_length: int, loss_on_prompt: bool = False) -> dict:
+    """[BOS] prompt target [EOS]; labels are -100 on BOS and the prompt (on BOS only with
+    ``loss_on_prompt``: the whole prompt is trained on, as a plain language-model example)."""
     prompt = tokenizer(example["prompt"], add_special_tokens=False)["input_ids"]
     target = tokenizer(example["target"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
@@ -47,15 +48,15 @@ def encode(example: dict, tokenizer, max_length: int) -> dict:
         target = target[:keep_target]
         prompt = prompt[-(budget - len(target)):] if budget - len(target) > 0 else []
     ids = bos + prompt + target
-    labels = [-100] * (len(bos) + len(prompt)) + target
+    labels = [-100] * len(bos) + (prompt if loss_on_prompt else [-100] * len(prompt)) + target
     return {"input_ids": ids, "labels": labels}
 
 
-def encode_all(examples: list[dict], tokenizer, max_length: int):
+def encode_all(examples: list[dict], tokenizer, max_length: int, loss_on_prompt: bool = False):
     import datasets
 
     ds = datasets.Dataset.from_list([{"prompt": e["prompt"], "target": e["target"]} for e in examples])
-    return ds.map(lambda e: encode(e, tokenizer, max_length), remove_columns=["prompt", "target"],
+    return ds.map(lambda e: encode(e, tokenizer, max_length, loss_on_prompt), remove_columns=["prompt", "target"],
                   keep_in_memory=True)
 
 

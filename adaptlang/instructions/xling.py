@@ -10,8 +10,12 @@ From a parallel pair (X in a known language, Y in a new one):
   (section 6.1, Table 5) is one list: ``objectives: [word, span, sentence, monolingual]``.
 
 Each pair gives one example per objective (and per direction), with a template drawn at
-random from ``templates/xling.yaml`` among the prompt languages asked for (English and
-Indonesian by default, as the paper's evaluation prompts). Generation is deterministic:
+random from the template set (``templates``) among the prompt languages asked for:
+``templates/xling.yaml`` is adaptlang's own set (English and Indonesian; the paper's
+evaluation prompts are in both, its training prompts are not printed);
+``templates/xling_authors.yaml`` is the authors' released training prompts (English, from
+prompt_utils.py of HLTCHKUST/InstructAlign), with ``loss_on_prompt: true`` to train on the
+whole prompt as their decoder-model code does. Generation is deterministic:
 every (seed, X language, Y language, direction, objective) has its own seeded generator, so
 adding a language does not change the others' examples.
 
@@ -103,6 +107,7 @@ class XlingOptions:
     mask: str
     max_pairs: int | None
     templates: str
+    loss_on_prompt: bool
 
     @classmethod
     def defaults(cls, **overrides) -> "XlingOptions":
@@ -127,6 +132,8 @@ class XlingOptions:
         if self.max_pairs is not None and int(self.max_pairs) < 1:
             raise UserError(f"{where}.max_pairs={self.max_pairs}: must be >= 1 or null")
         self.mask = str(self.mask or "")
+        if not isinstance(self.loss_on_prompt, bool):
+            raise UserError(f"{where}.loss_on_prompt={self.loss_on_prompt!r}: true or false")
         self.template_data = load_xling_templates(str(self.templates))
         self.prompt_languages = check_prompt_languages(self.prompt_languages, self.template_data, where)
 
@@ -165,13 +172,14 @@ class Builder:
     def make(self, granularity: str, rng: random.Random, x: str | None, y: str, source: str | None,
              target: str, perturbed=None, origin: str = "") -> dict:
         t = rng.choice(self.templates[KIND_OF[granularity]])
+        space = "" if t["prompt"].endswith(("\n", " ")) else " "  # a prompt ending in a newline is followed directly
         values = {"tgt_name": self.name(y, t["lang"]), "source": source,
                   "src_name": self.name(x, t["lang"]) if x else None,
                   "perturbed": perturbed.text if perturbed else None}
         return {
             "granularity": granularity, "template_id": t["id"], "prompt_language": t["lang"],
             "source_language": x, "target_language": y,
-            "prompt": t["prompt"].format(**values), "target": " " + target,
+            "prompt": t["prompt"].format(**values), "target": space + target,
             "source_text": source, "target_text": target,
             "perturbed": perturbed.text if perturbed else None,
             "removed": perturbed.removed if perturbed else None,

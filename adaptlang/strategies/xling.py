@@ -24,10 +24,11 @@ from ..errors import UserError
 from ..strategy import StageContext, Strategy, register_strategy
 
 
-def replace_stream(examples: list[dict], notes: dict, ctx: StageContext, name: str) -> ExampleStream:
+def replace_stream(examples: list[dict], notes: dict, ctx: StageContext, name: str,
+                   loss_on_prompt: bool = False) -> ExampleStream:
     ctx.notes.update(notes)
     ctx.notes[f"{name}_examples_total"] = len(examples)
-    encoded = instructions.encode_all(examples, ctx.tokenizer, int(ctx.train.max_length))
+    encoded = instructions.encode_all(examples, ctx.tokenizer, int(ctx.train.max_length), loss_on_prompt)
     return ExampleStream(encoded, ctx.seed_for("data"), name=f"stage {ctx.name} ({name})")
 
 
@@ -39,9 +40,9 @@ class CrossLingualInstructions(Strategy):
     builds_examples = True
 
     def __init__(self, objectives, bitext, known, files, directions, prompt_languages, max_span: int,
-                 mask: str, max_pairs, templates: str):
+                 mask: str, max_pairs, templates: str, loss_on_prompt: bool):
         self.options = XlingOptions(list(objectives), list(bitext), list(known), list(files), list(directions),
-                                    list(prompt_languages), max_span, mask, max_pairs, templates)
+                                    list(prompt_languages), max_span, mask, max_pairs, templates, loss_on_prompt)
 
     def setup_data(self, stream, ctx: StageContext):
         codes = ctx.stage_languages
@@ -49,4 +50,4 @@ class CrossLingualInstructions(Strategy):
         if not examples:
             raise UserError(f"xling: no instructions for stage '{ctx.name}' languages {codes} "
                                          f"(known={self.options.known}, bitext={self.options.bitext}): {notes}")
-        return replace_stream(examples, notes, ctx, "xling")
+        return replace_stream(examples, notes, ctx, "xling", self.options.loss_on_prompt)
