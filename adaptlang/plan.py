@@ -135,9 +135,8 @@ def _plan_stage(index: int, stage: DictConfig, cfg: DictConfig, languages: Langu
     codes = languages.resolve(stage.data.get("languages", "all"))
     sources = tuple(stage.data.get("sources", []) or []) if kind == "instructions" else ()
     if kind == "instructions":
-        instructions.load_builtin()
         for source in sources:
-            instructions.SOURCES.get(source)
+            instructions.check_source(source, cfg, where=f"stage '{stage.name}': data.sources")
     if int(stage.steps) < 1:
         raise UserError(f"stage '{stage.name}': steps must be >= 1")
     tcfg = stage_train_config(cfg, stage)

@@ -124,3 +124,82 @@ def test_authors_xling_templates_and_loss_on_prompt(tokenizer):
     assert whole["labels"][0] == -100 and whole["labels"][1:] == whole["input_ids"][1:]
     n_prompt = len(tokenizer(ex["prompt"], add_special_tokens=False)["input_ids"])
     assert answer["labels"][: 1 + n_prompt] == [-100] * (1 + n_prompt)
+
+
+# ---- instruction data from the user's files ---------------------------------------------------
+
+
+def write_shapes(tmp_path):
+    """One small local source per shape; returns name -> (spec, rows)."""
+    import json
+
+    import pandas as pd
+
+    rows = 6
+    alpaca = tmp_path / "alpaca.jsonl"
+    alpaca.write_text("".join(json.dumps({"instruction": f"Say {i}.", "input": "" if i % 2 else "now",
+                                          "output": f"{i}"}) + "\n" for i in range(rows)), encoding="utf-8")
+    pd.DataFrame({"inputs": [f"Translate {i} to French:" for i in range(rows)], "targets": [f"fr{i}" for i in range(rows)],
+                  "lang": ["fr", "en"] * (rows // 2)}).to_csv(tmp_path / "xp3.csv", index=False)
+    pd.DataFrame({"id": range(rows), "system_prompt": ["Be brief."] * rows,
+                  "question": [f"q{i}?" for i in range(rows)], "response": [f"r{i}" for i in range(rows)]}
+                 ).to_parquet(tmp_path / "orca.parquet")
+    chat = tmp_path / "chat"
+    chat.mkdir()
+    (chat / "part-0.jsonl").write_text("".join(json.dumps({"messages": [
+        {"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": f"hello {i}"}]}) + "\n"
+        for i in range(rows)), encoding="utf-8")
+    return {
+        "alp": {"path": str(alpaca), "fields": "alpaca", "language": "en"},
+        "xp3": {"path": str(tmp_path / "xp3.csv"), "fields": "xp3", "language_field": "lang"},
+        "orca": {"path": str(tmp_path / "orca.parquet"), "fields": "openorca", "language": "en"},
+        "chat": {"path": str(chat), "fields": "chat", "language": "en"},
+    }, rows
+
+
+def test_instruction_sources_from_files_in_each_shape(tmp_path):
+    from adaptlang import instructions
+    specs, rows = write_shapes(tmp_path)
+    cfg = OmegaConf.create({"data": {"instructions": specs}})
+    got = {name: instructions.build(name, ["en"], cfg, seed=0) for name in specs}
+    assert all(len(v) == rows for v in got.values())
+    assert got["alp"][0]["prompt"].startswith("### Instruction:\nSay 0.") and got["alp"][0]["target"] == "0"
+    assert got["xp3"][1] | {} and got["xp3"][1]["prompt"] == "Translate 1 to French:" and got["xp3"][1]["target"] == " fr1"
+    assert [e["target_language"] for e in got["xp3"][:2]] == ["fr", "en"]
+    assert got["orca"][2]["prompt"] == "Be brief.\n\nq2?\n" and got["orca"][2]["target"] == "r2"
+    assert {e["prompt"] for e in got["chat"]} == {f"user: hi {i}\nassistant:" for i in range(rows)}
+    assert all(e["origin"] == name for name, v in got.items() for e in v)
+
+
+def test_replay_samples_r_from_a_file_source_and_says_when_r_is_too_large(tmp_path, tokenizer, caplog):
+    from adaptlang.composition import build_strategy
+    from adaptlang.data import ExampleStream
+    from adaptlang.strategy import StageContext
+    specs, rows = write_shapes(tmp_path)
+    cfg = OmegaConf.create({"data": {"instructions": specs}})
+    ctx = StageContext(name="instruct", index=0, seed=1, train=OmegaConf.create({"batch_size": 4, "max_length": 64}),
+                       config=cfg, tokenizer=tokenizer)
+    new = ExampleStream([{"input_ids": [5, i], "labels": [5, i]} for i in range(20)], seed=0)
+    replay = build_strategy("replay", size=4, source="orca")
+    replay.setup_data(new, ctx)
+    assert len(replay.buffer_ids) == 4 and ctx.notes["replay_past_available"] == rows
+    big = build_strategy("replay", size=100, source="xp3")
+    with caplog.at_level("WARNING", logger="adaptlang"):
+        big.setup_data(new, ctx)
+    assert len(big.buffer_ids) == rows and "strategy.replay.size=100 but source 'xp3' has 6 examples" in caplog.text
+
+
+def test_bad_instruction_sources_are_refused_in_the_plan(tmp_path):
+    specs, _ = write_shapes(tmp_path)
+    base = ["strategy=replay", f"data.instructions.orca={{path: {specs['orca']['path']}, language: en, "
+                               "fields: {question: query, response: response}}", "strategy.replay.source=orca"]
+    with pytest.raises(UserError, match=r"column\(s\) query not in .*columns found: id, question, response, system_prompt"):
+        make_plan(load_config(base))
+    with pytest.raises(UserError, match="unknown instruction source 'orka'"):
+        make_plan(load_config(base[:2] + ["strategy.replay.source=orka"]))
+    with pytest.raises(UserError, match="not one shape"):
+        make_plan(load_config(["strategy=replay", f"data.instructions.m={{path: {specs['alp']['path']}, "
+                               "language: en, fields: {instruction: instruction, targets: output}}",
+                               "strategy.replay.source=m"]))
+    with pytest.raises(UserError, match="strategy.replay.size=-3: must be >= 0"):
+        make_plan(load_config(["strategy=replay", "strategy.replay.size=-3"]))

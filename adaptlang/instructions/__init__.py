@@ -60,7 +60,41 @@ def encode_all(examples: list[dict], tokenizer, max_length: int, loss_on_prompt:
                   keep_in_memory=True)
 
 
-def build(source: str, languages: list[str], cfg, seed: int) -> list[dict]:
+def user_sources(cfg) -> dict:
+    """``data.instructions`` (name -> spec) of ``cfg``, as plain dicts."""
+    from omegaconf import OmegaConf
+
+    data = cfg.get("data") if cfg is not None else None
+    raw = data.get("instructions") if data is not None else None
+    return OmegaConf.to_container(raw, resolve=True) if raw else {}
+
+
+def check_source(name: str, cfg, where: str) -> None:
+    """Refuse an unknown source, a bad spec, or (local files) a mapping naming missing columns."""
+    from . import files
+
+    user = user_sources(cfg)
+    if name in user:
+        spec = files.check_spec(name, user[name])
+        if not spec["path"].startswith("hub:"):
+            files.check_columns(spec, files.columns_of(spec))
+        return
+    load_builtin()
+    if name not in SOURCES:
+        valid = list(SOURCES) + list(user)
+        raise UserError(f"{where}: unknown instruction source '{name}'. Valid: {', '.join(sorted(valid))} "
+                        f"(or define one in data.instructions.<name>: path, fields, language)")
+
+
+def build(source: str, languages: list[str], cfg, seed: int, limit: int | None = None) -> list[dict]:
+    """The examples of a built-in source or of a user's ``data.instructions`` entry (all its
+    rows, whatever ``languages``; ``limit``: rows to stream from a folder or hub source
+    without ``max_rows``)."""
+    user = user_sources(cfg)
+    if source in user:
+        from . import files
+
+        return files.read_source(files.check_spec(source, user[source]), seed, load_templates("english"), limit)
     load_builtin()
     examples = SOURCES.get(source)(languages, cfg, seed)
     if not examples:
