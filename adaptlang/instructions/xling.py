@@ -19,6 +19,14 @@ whole prompt as their decoder-model code does. Generation is deterministic:
 every (seed, X language, Y language, direction, objective) has its own seeded generator, so
 adding a language does not change the others' examples.
 
+Re-drawing (``redraw``, default true): the paper does not say whether the perturbation is
+drawn once; the authors' released code (run_t2t_finetuning.py) perturbs and picks the prompt
+inside a ``datasets`` ``set_transform``, i.e. anew every time an example is read. With
+``redraw: true`` the first epoch uses the generated examples (what ``adaptlang instructions``
+exports) and every later epoch re-draws each example's template and removed word/span,
+seeded by (seed, epoch, example), so a resumed run continues exactly; ``false``: the same
+examples every epoch.
+
 Choices where the paper is silent (also in the README): one example per pair and
 objective; a span is 2..max_span words; ``directions: [to_new]`` (X -> Y as in Table 1) by
 default, ``from_new`` adds the mirrored instructions (Y -> X); the monolingual objective uses
@@ -108,6 +116,7 @@ class XlingOptions:
     max_pairs: int | None
     templates: str
     loss_on_prompt: bool
+    redraw: bool
 
     @classmethod
     def defaults(cls, **overrides) -> "XlingOptions":
@@ -132,8 +141,9 @@ class XlingOptions:
         if self.max_pairs is not None and int(self.max_pairs) < 1:
             raise UserError(f"{where}.max_pairs={self.max_pairs}: must be >= 1 or null")
         self.mask = str(self.mask or "")
-        if not isinstance(self.loss_on_prompt, bool):
-            raise UserError(f"{where}.loss_on_prompt={self.loss_on_prompt!r}: true or false")
+        for flag in ("loss_on_prompt", "redraw"):
+            if not isinstance(getattr(self, flag), bool):
+                raise UserError(f"{where}.{flag}={getattr(self, flag)!r}: true or false")
         self.template_data = load_xling_templates(str(self.templates))
         self.prompt_languages = check_prompt_languages(self.prompt_languages, self.template_data, where)
 
@@ -198,6 +208,20 @@ def monolingual_example(builder: Builder, rng: random.Random, y: str, text: str,
     if perturbed is None:
         return None
     return builder.make("monolingual", rng, None, y, None, text, perturbed, origin)
+
+
+def redraw(example: dict, builder: Builder, opts: XlingOptions, rng: random.Random) -> dict:
+    """The same pair and objective with a new template and, for word/span/monolingual
+    denoising, a new removed word or span (``strategy.xling.redraw``); the example itself when
+    its sentence is too short to be perturbed again."""
+    kind, y, x = example["granularity"], example["target_language"], example["source_language"]
+    src, tgt, origin = example["source_text"], example["target_text"], example["origin"]
+    if kind == "sentence":
+        return builder.make("sentence", rng, x, y, src, tgt, origin=origin)
+    if kind == "monolingual":
+        return monolingual_example(builder, rng, y, tgt, opts.max_span, opts.mask, origin) or example
+    g = g_word(tgt, rng, opts.mask) if kind == "word" else g_span(tgt, rng, opts.max_span, opts.mask)
+    return builder.make(kind, rng, x, y, src, tgt, g, origin) if g else example
 
 
 def _sample(items: list, limit: int | None, rng: random.Random) -> list:

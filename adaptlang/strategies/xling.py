@@ -17,11 +17,31 @@ The paper's ablations (section 6.1, Table 5) are values of ``objectives``:
 """
 from __future__ import annotations
 
+import random
+
 from .. import instructions
 from ..data import ExampleStream
-from ..instructions.xling import XlingOptions, generate
+from ..instructions.xling import Builder, XlingOptions, generate, redraw
 from ..errors import UserError
+from ..seeds import derive_seed
 from ..strategy import StageContext, Strategy, register_strategy
+
+
+class RedrawStream(ExampleStream):
+    """An ExampleStream whose examples after the first epoch are re-drawn (``remake(raw
+    example, rng)`` -> encoded example), seeded by (seed, epoch, index): its state is still
+    only (epoch, position), so resuming is exact."""
+
+    def __init__(self, encoded, raw: list[dict], remake, seed: int, name: str):
+        super().__init__(encoded, seed, name=name)
+        self.raw, self.remake = raw, remake
+
+    def __next__(self) -> dict:
+        example = super().__next__()
+        if self.epoch == 0:
+            return example
+        i = self._order[self.position - 1]
+        return self.remake(self.raw[i], random.Random(derive_seed(self.seed, "", f"redraw/{self.epoch}/{i}")))
 
 
 def replace_stream(examples: list[dict], notes: dict, ctx: StageContext, name: str,
@@ -40,9 +60,10 @@ class CrossLingualInstructions(Strategy):
     builds_examples = True
 
     def __init__(self, objectives, bitext, known, files, directions, prompt_languages, max_span: int,
-                 mask: str, max_pairs, templates: str, loss_on_prompt: bool):
+                 mask: str, max_pairs, templates: str, loss_on_prompt: bool, redraw: bool):
         self.options = XlingOptions(list(objectives), list(bitext), list(known), list(files), list(directions),
-                                    list(prompt_languages), max_span, mask, max_pairs, templates, loss_on_prompt)
+                                    list(prompt_languages), max_span, mask, max_pairs, templates, loss_on_prompt,
+                                    redraw)
 
     def setup_data(self, stream, ctx: StageContext):
         codes = ctx.stage_languages
@@ -50,4 +71,13 @@ class CrossLingualInstructions(Strategy):
         if not examples:
             raise UserError(f"xling: no instructions for stage '{ctx.name}' languages {codes} "
                                          f"(known={self.options.known}, bitext={self.options.bitext}): {notes}")
-        return replace_stream(examples, notes, ctx, "xling", self.options.loss_on_prompt)
+        stream = replace_stream(examples, notes, ctx, "xling", self.options.loss_on_prompt)
+        if not self.options.redraw:
+            return stream
+        opts, max_length = self.options, int(ctx.train.max_length)
+        builder = Builder(opts.template_data, opts.prompt_languages, ctx.languages)
+
+        def remake(example: dict, rng: random.Random) -> dict:
+            return instructions.encode(redraw(example, builder, opts, rng), ctx.tokenizer, max_length, opts.loss_on_prompt)
+
+        return RedrawStream(stream.examples, examples, remake, stream.seed, stream.name)
