@@ -25,11 +25,15 @@ over the prompts. Here:
   uses it too.
   Class figures are unweighted means over languages of each status, plus ``overall``.
 
-Deviations: the IA paper does not print its 6 prompts; ours (``tasks/nusax.yaml``) are
-written in the style of NusaX/NusaCrowd zero-shot prompts, 3 English + 3 Indonesian, with
-English label words for English prompts and Indonesian ones for Indonesian prompts. The
-first ``eval.classify.max_examples`` rows of the split are used (NusaX is parallel: row i is
-the same sentence in every language), not all 400 (CPU time). No 8-bit inference.
+Prompts: the IA paper does not print its 6 prompts. ``tasks/nusax.yaml`` (benchmark
+``nusax``) has the sentiment prompts of the authors' released evaluation code (public
+repository HLTCHKUST/InstructAlign, nlu_prompt.py; answer options filled in as its
+main_nlu_prompt.py does); ``tasks/nusax_adaptlang.yaml`` (``nusax_adaptlang``) keeps
+adaptlang's earlier prompts, which list no options. Deviations: the label is scored by the
+summed log-probability of its word after the prompt (the released code compares the mean
+log-probability of the whole prompt + label); ``eval.classify.max_examples`` first rows of the
+split (NusaX is parallel: row i is the same sentence in every language; ``experiment=ia_paper``
+scores all 400); no 8-bit inference.
 The prompt is scored once per example and its key/value cache reused for every label
 (``_scoring.score_shared_prompt``).
 """
