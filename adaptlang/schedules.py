@@ -22,7 +22,10 @@ def check_schedule(name, where: str = "train.schedule") -> str:
     return name
 
 
-def make_scheduler(optimizer, name: str, warmup_steps: int, total_steps: int):
-    """The LambdaLR of schedule ``name`` (one step per optimizer step)."""
+def make_scheduler(optimizer, name: str | None, warmup_steps: int, total_steps: int):
+    """The LambdaLR of schedule ``name`` (one step per optimizer step). ``None`` (a train
+    config without the key: built by hand, or saved before the key existed) is cosine, the
+    schedule every run had before ``train.schedule``."""
+    name = "cosine" if name is None else name
     return get_scheduler(SCHEDULES[check_schedule(name)], optimizer, num_warmup_steps=warmup_steps,
                          num_training_steps=total_steps)

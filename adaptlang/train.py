@@ -75,7 +75,7 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
         betas=tuple(tcfg.betas), eps=float(tcfg.eps),
     )
     warmup = math.ceil(float(tcfg.warmup_ratio) * steps)
-    scheduler = make_scheduler(optimizer, str(tcfg.schedule), warmup, steps)
+    scheduler = make_scheduler(optimizer, tcfg.get("schedule"), warmup, steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     if hasattr(scheduler, "split_batches"):  # our batch is global and split across ranks: one schedule
         scheduler.split_batches = True       # step per optimizer step, not one per process
