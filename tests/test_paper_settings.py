@@ -208,17 +208,19 @@ def test_bad_instruction_sources_are_refused_in_the_plan(tmp_path):
 # ---- masks re-drawn each time an example is used -----------------------------------------------
 
 
+@pytest.mark.parametrize("name, options", [("xling", {"max_pairs": 3, "objectives": ["word"]}),
+                                           ("mlm", {"max_sentences": 3, "text": ["flores"]})])
 @pytest.mark.parametrize("on", [True, False])
-def test_xling_redraws_masks_after_the_first_epoch(tokenizer, on):
+def test_masks_are_redrawn_after_the_first_epoch(tokenizer, name, options, on):
     from adaptlang.composition import build_strategy
     from conftest import stage_ctx
-    cfg = load_config(["languages=nusax", "strategy=xling", "strategy.xling.max_pairs=3", "strategy.xling.objectives=[word]"])
+    cfg = load_config(["languages=nusax", f"strategy={name}"])
     ctx = stage_ctx("instruct", config=cfg, tokenizer=tokenizer, train={"max_length": 512}, stage_languages=["jav"])
-    stream = build_strategy("xling", max_pairs=3, objectives=["word"], redraw=on).setup_data(None, ctx)
+    stream = build_strategy(name, redraw=on, **options).setup_data(None, ctx)
     n = len(stream)
     first = [list(next(stream)["input_ids"]) for _ in range(n)]
     state = stream.state_dict()
     second = [list(next(stream)["input_ids"]) for _ in range(n)]
-    assert (sorted(first) != sorted(second)) == on  # the same pairs, other words removed (or the same examples)
+    assert (sorted(first) != sorted(second)) == on  # the same sentences, other words removed (or the same examples)
     stream.load_state_dict(state)
     assert [list(next(stream)["input_ids"]) for _ in range(n)] == second  # resumable exactly

@@ -52,6 +52,18 @@ def replace_stream(examples: list[dict], notes: dict, ctx: StageContext, name: s
     return ExampleStream(encoded, ctx.seed_for("data"), name=f"stage {ctx.name} ({name})")
 
 
+def redrawn(stream: ExampleStream, examples: list[dict], opts, ctx: StageContext, loss_on_prompt: bool) -> RedrawStream:
+    """``stream`` with its examples re-drawn after the first epoch (options ``opts``: templates,
+    max_span, mask)."""
+    max_length = int(ctx.train.max_length)
+    builder = Builder(opts.template_data, opts.prompt_languages, ctx.languages)
+
+    def remake(example: dict, rng: random.Random) -> dict:
+        return instructions.encode(redraw(example, builder, opts, rng), ctx.tokenizer, max_length, loss_on_prompt)
+
+    return RedrawStream(stream.examples, examples, remake, stream.seed, stream.name)
+
+
 @register_strategy("xling")
 class CrossLingualInstructions(Strategy):
     """New data = word/span conditional denoising + translation instructions from bitext (IA 3.1)."""
@@ -74,10 +86,4 @@ class CrossLingualInstructions(Strategy):
         stream = replace_stream(examples, notes, ctx, "xling", self.options.loss_on_prompt)
         if not self.options.redraw:
             return stream
-        opts, max_length = self.options, int(ctx.train.max_length)
-        builder = Builder(opts.template_data, opts.prompt_languages, ctx.languages)
-
-        def remake(example: dict, rng: random.Random) -> dict:
-            return instructions.encode(redraw(example, builder, opts, rng), ctx.tokenizer, max_length, opts.loss_on_prompt)
-
-        return RedrawStream(stream.examples, examples, remake, stream.seed, stream.name)
+        return redrawn(stream, examples, self.options, ctx, self.options.loss_on_prompt)
