@@ -224,3 +224,13 @@ def test_masks_are_redrawn_after_the_first_epoch(tokenizer, name, options, on):
     assert (sorted(first) != sorted(second)) == on  # the same sentences, other words removed (or the same examples)
     stream.load_state_dict(state)
     assert [list(next(stream)["input_ids"]) for _ in range(n)] == second  # resumable exactly
+
+
+def test_streamed_source_reads_r_rows_after_a_seeded_shuffle(tmp_path):
+    from adaptlang import instructions
+    specs, rows = write_shapes(tmp_path)
+    cfg = OmegaConf.create({"data": {"instructions": {"s": {**specs["alp"], "streaming": True}}}})
+    a = instructions.build("s", ["en"], cfg, seed=0, limit=4)
+    assert len(a) == 4 and a == instructions.build("s", ["en"], cfg, seed=0, limit=4)
+    cfg.data.instructions.s.max_rows = 2
+    assert len(instructions.build("s", ["en"], cfg, seed=0, limit=4)) == 2
