@@ -216,6 +216,13 @@ def make_plan(cfg: DictConfig, composed: Composed | None = None) -> Plan:
         languages.check(code, where="data.train_files/eval_files")
     benchmarks = list(cfg.eval.benchmarks)
     check_benchmarks(benchmarks, cfg, languages)
+    for key in ("pretrained_languages", "seen_languages"):  # the classification status (benchmarks/classify.py)
+        value = (cfg.eval.get("classify") or {}).get(key)
+        if value is not None:
+            try:
+                languages.resolve(value if isinstance(value, str) else [str(v) for v in value])
+            except UserError as exc:
+                raise UserError(f"eval.classify.{key}: {exc}") from None
     text = {}
     for stage in stages:
         if stage.kind == "text" and not any(composed.get(n).builds_examples for n in stage.strategies):

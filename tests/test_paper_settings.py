@@ -234,3 +234,15 @@ def test_streamed_source_reads_r_rows_after_a_seeded_shuffle(tmp_path):
     assert len(a) == 4 and a == instructions.build("s", ["en"], cfg, seed=0, limit=4)
     cfg.data.instructions.s.max_rows = 2
     assert len(instructions.build("s", ["en"], cfg, seed=0, limit=4)) == 2
+
+
+def test_zero_shot_baseline_is_grouped_like_the_runs_it_is_compared_with():
+    by, rule = statuses("experiment=ia_zeroshot", "languages=nusax")
+    assert by == {"pretrained": ["en", "id"], "seen": SEEN, "unseen": ["mad", "nij", "bbc"]}
+    assert "seen_languages" in rule
+
+
+def test_status_overrides_are_checked_in_the_plan():
+    with pytest.raises(UserError, match="eval.classify.seen_languages: 'seen' is neither a language class"):
+        make_plan(load_config(["experiment=ia_zeroshot", "strategy=none"]))  # languages=papers has no class 'seen'
+    make_plan(load_config(["experiment=ia_zeroshot", "strategy=none", "languages=nusax"]))

@@ -19,7 +19,10 @@ over the prompts. Here:
   (``base:`` in configs/languages/*.yaml; nusax: en, id) or listed in
   ``eval.classify.pretrained_languages`` (which wins); seen = trained in any stage of the
   experiment (text or instruction data) and not pretrained; unseen = the rest. Only a set
-  without ``base`` falls back to "pretrained = the first stage's languages". The status
+  without ``base`` falls back to "pretrained = the first stage's languages".
+  ``eval.classify.seen_languages`` (a class or codes) replaces the stage rule for "seen": a
+  zero-shot baseline trains none of the new languages but is grouped like the runs it is
+  compared with (``experiment=ia_zeroshot`` sets it to the ``seen`` class). The status
   comes from the config, so it is the same after every stage (a stage's metrics can be
   compared with the next) and the forgetting table, which differences these classes,
   uses it too.
@@ -213,6 +216,11 @@ def language_status(cfg, languages) -> tuple[dict[str, str], str]:
         pretrained = languages.resolve(stages[0].data.get("languages", "all")) if stages else []
         rule = "pretrained = trained in the first stage (the language set declares no base)"
     status = {code: "pretrained" for code in pretrained}
+    seen = ccfg.get("seen_languages")
+    if seen is not None:  # a baseline that trains none of them, grouped as the runs it is compared with
+        for code in languages.resolve(seen if isinstance(seen, str) else [str(c) for c in seen]):
+            status.setdefault(code, "seen")
+        return status, rule + "; seen = eval.classify.seen_languages; unseen = the rest"
     for stage in stages:
         for code in languages.resolve(stage.data.get("languages", "all")):
             status.setdefault(code, "seen")
