@@ -5,7 +5,9 @@
 Order of application (torchtune's habit, DESIGN.md section 3):
   1. ``configs/base.yaml``;
   2. group selections (``model=``, ``languages=``, ``experiment=``): the named file from
-     ``configs/<group>/`` (or a path to a YAML file) becomes that key's value;
+     ``configs/<group>/`` (or a path to a YAML file) becomes that key's value; an
+     experiment's ``settings`` (dotted keys, e.g. ``train.schedule: linear``) are applied
+     after step 3, before step 4;
   3. ``strategy=a+b``: each name's defaults from ``configs/strategy/<name>.yaml`` go under
      ``strategy.<name>``, in set-up order (adaptlang.composition: the one place that orders);
   4. every other ``dotted.key=value`` override, checked against the keys that exist: a
@@ -30,7 +32,7 @@ from .yamlfiles import CONFIG_ROOT, read_yaml
 
 GROUPS = ("model", "languages", "experiment")
 # Mappings whose keys are the user's own (language codes, file names): any key is accepted.
-FREE_FORM = {"data.train_files", "data.eval_files"}
+FREE_FORM = {"data.train_files", "data.eval_files", "data.instructions"}
 
 
 def group_options(group: str) -> list[str]:
@@ -156,6 +158,8 @@ def load_config(overrides: Iterable[str] = (), base: str | Path | None = None) -
     raw["strategy"] = resolved
 
     cfg = OmegaConf.create(raw)
+    if base is None or "experiment" in selections:  # a saved config already holds them
+        apply_experiment_settings(cfg)
     for key, value in pairs:
         if key in GROUPS or key == "strategy":
             continue
@@ -164,6 +168,18 @@ def load_config(overrides: Iterable[str] = (), base: str | Path | None = None) -
     ordered = order_strategies(list(cfg.strategy.keys()))
     cfg.strategy = OmegaConf.create({n: cfg.strategy[n] for n in ordered})
     return cfg
+
+
+def apply_experiment_settings(cfg: DictConfig) -> None:
+    """An experiment file's ``settings`` (dotted key -> value) are applied after the base and
+    before the command line's overrides (which win); ``strategy.<name>.*`` keys only when that
+    strategy is active, so a paper's strategy options sit next to its stages."""
+    settings = cfg.experiment.get("settings") if isinstance(cfg.experiment, DictConfig) else None
+    for key, value in (OmegaConf.to_container(settings, resolve=True) if settings else {}).items():
+        parts = str(key).split(".")
+        if parts[0] == "strategy" and len(parts) > 2 and parts[1] not in cfg.strategy:
+            continue
+        apply_override(cfg, str(key), value)
 
 
 def to_yaml(cfg: DictConfig) -> str:

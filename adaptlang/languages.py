@@ -3,6 +3,12 @@
 A language set names classes of languages, e.g. the active-forgetting paper's Table 6:
 pretraining (12), adapting (14) and other. A stage refers to a class by name
 (``languages: adapting``) or to explicit codes (``languages: [fr, de]``).
+
+A set may also declare ``base``: the languages the base model already knows (codes or
+class names), e.g. ``base: [en, id]`` for the NusaX set (BLOOMZ's languages among the
+NusaX ones, Instruct-Align section 4.1). Benchmarks that mark languages pretrained / seen /
+unseen (benchmarks/classify.py ``language_status``) read it: pretrained = base, seen =
+trained in any stage of the experiment, unseen = the rest.
 """
 from __future__ import annotations
 
@@ -38,7 +44,8 @@ def load_table(path: Path = CORPORA / "languages.tsv") -> dict[str, Language]:
 class LanguageSet:
     """Classes of languages; every code must be in the language table (or declared extra)."""
 
-    def __init__(self, classes: dict[str, list[str]], table: dict[str, Language] | None = None, extra: dict | None = None):
+    def __init__(self, classes: dict[str, list[str]], table: dict[str, Language] | None = None, extra: dict | None = None,
+                 base: Iterable[str] | str | None = None):
         self.table = dict(table or load_table())
         for code, info in (extra or {}).items():
             info = dict(info or {})
@@ -55,10 +62,25 @@ class LanguageSet:
                     raise UserError(f"language '{code}' is in both class '{seen[code]}' and '{cls}'")
                 seen[code] = cls
             self.classes[cls] = codes
+        self.base: list[str] | None = None
+        if base is not None:
+            items = [base] if isinstance(base, str) else [str(b) for b in base]
+            codes = []
+            for item in items:
+                if item in self.classes:
+                    codes += self.classes[item]
+                else:
+                    self.check(item, where="the language set's base (the base model's languages: codes or "
+                                           f"class names {listing(self.classes)})")
+                    codes.append(item)
+            self.base = list(dict.fromkeys(codes))
 
     @classmethod
     def from_config(cls, cfg: Any) -> "LanguageSet":
-        return cls(dict(cfg.classes), extra=dict(cfg.get("extra") or {}))
+        base = cfg.get("base")
+        if base is not None and not isinstance(base, str):
+            base = list(base)
+        return cls(dict(cfg.classes), extra=dict(cfg.get("extra") or {}), base=base)
 
     def check(self, code: str, where: str = "") -> Language:
         if code not in self.table:

@@ -32,6 +32,7 @@ from .composition import Composed, compose
 from .errors import UserError, listing, suggest
 from .languages import LanguageSet
 from .rundir import run_name
+from .schedules import check_schedule
 from .sources import training_source
 
 DATA_KINDS = ("text", "instructions")
@@ -88,7 +89,7 @@ class Plan:
             "stages": [{
                 "name": s.name, "steps": s.steps, "data": s.data,
                 "strategies": {n: self.strategy(n).options for n in s.strategies} or "none",
-                "train": {k: s.train[k] for k in ("batch_size", "lr", "max_length", "block_size", "packing")
+                "train": {k: s.train[k] for k in ("batch_size", "lr", "schedule", "max_length", "block_size", "packing")
                           if k in s.train},
             } for s in self.stages],
             "strategies (set-up order)": [s.name for s in self.strategies] or "none",
@@ -137,12 +138,12 @@ def _plan_stage(index: int, stage: DictConfig, cfg: DictConfig, languages: Langu
     codes = languages.resolve(stage.data.get("languages", "all"))
     sources = tuple(stage.data.get("sources", []) or []) if kind == "instructions" else ()
     if kind == "instructions":
-        instructions.load_builtin()
         for source in sources:
-            instructions.SOURCES.get(source)
+            instructions.check_source(source, cfg, where=f"stage '{stage.name}': data.sources")
     if int(stage.steps) < 1:
         raise UserError(f"stage '{stage.name}': steps must be >= 1")
     tcfg = stage_train_config(cfg, stage)
+    check_schedule(tcfg.schedule, where=f"stage '{stage.name}': train.schedule")
     if int(tcfg.batch_size) < 1:
         raise UserError(f"stage '{stage.name}': train.batch_size={tcfg.batch_size}: must be at least 1")
     active = composed.active(str(stage.name))
@@ -236,6 +237,13 @@ def make_plan(cfg: DictConfig, composed: Composed | None = None) -> Plan:
         languages.check(code, where="data.train_files/eval_files")
     benchmarks = list(cfg.eval.benchmarks)
     check_benchmarks(benchmarks, cfg, languages)
+    for key in ("pretrained_languages", "seen_languages"):  # the classification status (benchmarks/classify.py)
+        value = (cfg.eval.get("classify") or {}).get(key)
+        if value is not None:
+            try:
+                languages.resolve(value if isinstance(value, str) else [str(v) for v in value])
+            except UserError as exc:
+                raise UserError(f"eval.classify.{key}: {exc}") from None
     text = {}
     for stage in stages:
         if stage.kind == "text" and not any(composed.get(n).builds_examples for n in stage.strategies):

@@ -1,7 +1,8 @@
 """The training loop: the one place where strategy hooks fire. Reads top to bottom.
 
 AdamW with linear warmup and cosine decay (the active-forgetting paper's Tables 4-5:
-cosine scheduler, linear warmup over 10% of the steps, AdamW), gradient accumulation,
+cosine scheduler, linear warmup over 10% of the steps, AdamW; ``train.schedule`` switches to
+linear decay or constant, adaptlang.schedules), gradient accumulation,
 gradient clipping, seeded, on accelerate (one device, several GPUs or nodes alike).
 
 Several processes (``accelerate launch``): ``train.batch_size`` is the *global* batch. Every
@@ -21,13 +22,13 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import get_cosine_schedule_with_warmup
 
 from .checkpoint import Checkpointer
 from .batching import make_batch
 from .data import ExampleStream
 from .errors import UserError
 from .models import head_and_body, packs_correctly
+from .schedules import make_scheduler
 from .strategy import StageContext, Strategy, TrainState
 
 log = logging.getLogger("adaptlang")
@@ -74,7 +75,7 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
         betas=tuple(tcfg.betas), eps=float(tcfg.eps),
     )
     warmup = math.ceil(float(tcfg.warmup_ratio) * steps)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, steps)
+    scheduler = make_scheduler(optimizer, tcfg.get("schedule"), warmup, steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     if hasattr(scheduler, "split_batches"):  # our batch is global and split across ranks: one schedule
         scheduler.split_batches = True       # step per optimizer step, not one per process

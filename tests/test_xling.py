@@ -221,7 +221,8 @@ def test_no_evaluation_sentence_in_generated_training_instructions(nusax, tmp_pa
     (tmp_path / "jv.txt").write_text(f"Ukara siji.\nUkara resik.\n{row['javanese']}\n", encoding="utf-8")
     files = [{"source": "en", "target": "jav", "source_file": str(tmp_path / "en.txt"),
               "target_file": str(tmp_path / "jv.txt")}]
-    opts = XlingOptions.defaults(known=["en", "id"], objectives=["word", "span", "sentence", "monolingual"], files=files)
+    opts = XlingOptions.defaults(known=["en", "id"], objectives=["word", "span", "sentence", "monolingual"], files=files,
+                                 bitext=["flores", "nusax"])
     examples, notes = generate(NUSAX_LANGS, nusax, opts, seed=0)
     assert notes["bitext_dropped_evaluation_overlap"] == 2
     assert notes["bitext_pairs"]["jav"] == 2 * (500 + 600) + 1  # en+id x (FLORES pool + NusaX train/valid) + 1

@@ -14,19 +14,29 @@ over the prompts. Here:
   label word after the prompt; the prediction is the most likely label (ties: first label);
 * per language and per prompt: accuracy and weighted F1 (F1 per gold label weighted by
   its support); the language figure is the mean over prompts (both also kept per prompt);
-* each language is marked ``pretrained``, ``seen`` or ``unseen`` (IA paper Table 3):
-  pretrained = trained in the experiment's first stage (the one that builds the model),
-  or listed in ``eval.classify.pretrained_languages`` when set (e.g. for a hub model);
-  seen = trained in a later stage of the experiment (text or instruction data);
-  unseen = neither. The status comes from the experiment plan in the config, so it is the
-  same after every stage (a stage's metrics can be compared with the next).
+* each language is marked ``pretrained``, ``seen`` or ``unseen`` (IA paper Table 3,
+  Figure 2): pretrained = the base model's languages, declared by the language set
+  (``base:`` in configs/languages/*.yaml; nusax: en, id) or listed in
+  ``eval.classify.pretrained_languages`` (which wins); seen = trained in any stage of the
+  experiment (text or instruction data) and not pretrained; unseen = the rest. Only a set
+  without ``base`` falls back to "pretrained = the first stage's languages".
+  ``eval.classify.seen_languages`` (a class or codes) replaces the stage rule for "seen": a
+  zero-shot baseline trains none of the new languages but is grouped like the runs it is
+  compared with (``experiment=ia_zeroshot`` sets it to the ``seen`` class). The status
+  comes from the config, so it is the same after every stage (a stage's metrics can be
+  compared with the next) and the forgetting table, which differences these classes,
+  uses it too.
   Class figures are unweighted means over languages of each status, plus ``overall``.
 
-Deviations: the IA paper does not print its 6 prompts; ours (``tasks/nusax.yaml``) are
-written in the style of NusaX/NusaCrowd zero-shot prompts, 3 English + 3 Indonesian, with
-English label words for English prompts and Indonesian ones for Indonesian prompts. The
-first ``eval.classify.max_examples`` rows of the split are used (NusaX is parallel: row i is
-the same sentence in every language), not all 400 (CPU time). No 8-bit inference.
+Prompts: the IA paper does not print its 6 prompts. ``tasks/nusax.yaml`` (benchmark
+``nusax``) has the sentiment prompts of the authors' released evaluation code (public
+repository HLTCHKUST/InstructAlign, nlu_prompt.py; answer options filled in as its
+main_nlu_prompt.py does); ``tasks/nusax_adaptlang.yaml`` (``nusax_adaptlang``) keeps
+adaptlang's earlier prompts, which list no options. Deviations: the label is scored by the
+summed log-probability of its word after the prompt (the released code compares the mean
+log-probability of the whole prompt + label); ``eval.classify.max_examples`` first rows of the
+split (NusaX is parallel: row i is the same sentence in every language; ``experiment=ia_paper``
+scores all 400); no 8-bit inference.
 The prompt is scored once per example and its key/value cache reused for every label
 (``_scoring.score_shared_prompt``).
 """
@@ -188,26 +198,33 @@ def _encode(tokenizer, task: Task, prompt: dict, texts: list[str]) -> tuple[list
 
 
 def language_status(cfg, languages) -> tuple[dict[str, str], str]:
-    """code -> pretrained/seen/unseen from the experiment plan (see the module docstring)."""
+    """code -> pretrained/seen/unseen (see the module docstring); languages without an entry
+    are unseen. Pretrained comes from the language set (``base:``) or
+    ``eval.classify.pretrained_languages``, never from the order of the stages, except as the
+    last resort for a set without ``base`` (a from-scratch run's first stage builds the model)."""
     ccfg = cfg.eval.get("classify") or {}
     stages = list((cfg.get("experiment") or {}).get("stages") or [])
-    status: dict[str, str] = {}
     explicit = ccfg.get("pretrained_languages")
+    base = getattr(languages, "base", None)
     if explicit is not None:
-        for code in explicit:
-            status[str(code)] = "pretrained"
-        later = stages
-        rule = "pretrained = eval.classify.pretrained_languages; seen = trained in any stage"
+        pretrained = languages.resolve([str(c) for c in explicit])
+        rule = "pretrained = eval.classify.pretrained_languages"
+    elif base is not None:
+        pretrained = list(base)
+        rule = "pretrained = the language set's base languages"
     else:
-        if stages:
-            for code in languages.resolve(stages[0].data.get("languages", "all")):
-                status[code] = "pretrained"
-        later = stages[1:]
-        rule = "pretrained = trained in the first stage; seen = trained in a later stage"
-    for stage in later:
+        pretrained = languages.resolve(stages[0].data.get("languages", "all")) if stages else []
+        rule = "pretrained = trained in the first stage (the language set declares no base)"
+    status = {code: "pretrained" for code in pretrained}
+    seen = ccfg.get("seen_languages")
+    if seen is not None:  # a baseline that trains none of them, grouped as the runs it is compared with
+        for code in languages.resolve(seen if isinstance(seen, str) else [str(c) for c in seen]):
+            status.setdefault(code, "seen")
+        return status, rule + "; seen = eval.classify.seen_languages; unseen = the rest"
+    for stage in stages:
         for code in languages.resolve(stage.data.get("languages", "all")):
             status.setdefault(code, "seen")
-    return status, rule
+    return status, rule + "; seen = trained in any stage; unseen = the rest"
 
 
 def run_task(task: Task, model, tokenizer, languages, cfg) -> dict:

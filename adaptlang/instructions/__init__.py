@@ -39,8 +39,9 @@ def load_templates(name: str) -> dict:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
-def encode(example: dict, tokenizer, max_length: int) -> dict:
-    """[BOS] prompt target [EOS]; labels are -100 on BOS and the prompt."""
+def encode(example: dict, tokenizer, max_length: int, loss_on_prompt: bool = False) -> dict:
+    """[BOS] prompt target [EOS]; labels are -100 on BOS and the prompt (on BOS only with
+    ``loss_on_prompt``: the whole prompt is trained on, as a plain language-model example)."""
     prompt = tokenizer(example["prompt"], add_special_tokens=False)["input_ids"]
     target = tokenizer(example["target"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
@@ -50,7 +51,7 @@ def encode(example: dict, tokenizer, max_length: int) -> dict:
         target = target[:keep_target]
         prompt = prompt[-(budget - len(target)):] if budget - len(target) > 0 else []
     ids = bos + prompt + target
-    labels = [-100] * (len(bos) + len(prompt)) + target
+    labels = [-100] * len(bos) + (prompt if loss_on_prompt else [-100] * len(prompt)) + target
     return {"input_ids": ids, "labels": labels}
 
 
@@ -79,17 +80,23 @@ def uses_chat_template(tokenizer, enabled: bool = True) -> bool:
     return bool(enabled and getattr(tokenizer, "chat_template", None))
 
 
-def encode_all(examples: list[dict], tokenizer, max_length: int, chat_template: bool = True):
-    """Encode instruction examples (chat template when the tokenizer has one and it is enabled)."""
+def encode_one(example: dict, tokenizer, max_length: int, chat_template: bool = True,
+               loss_on_prompt: bool = False) -> dict:
+    """One example in the tokenizer's chat template when it has one and it is enabled, else plain."""
+    chat = uses_chat_template(tokenizer, chat_template) and encode_chat(example, tokenizer, max_length)
+    if chat and loss_on_prompt:
+        chat["labels"] = list(chat["input_ids"])
+    return chat or encode(example, tokenizer, max_length, loss_on_prompt)
+
+
+def encode_all(examples: list[dict], tokenizer, max_length: int, chat_template: bool = True,
+               loss_on_prompt: bool = False):
+    """Encode instruction examples (encode_one each)."""
     import datasets
 
-    chat = uses_chat_template(tokenizer, chat_template)
-
-    def one(e):
-        return (chat and encode_chat(e, tokenizer, max_length)) or encode(e, tokenizer, max_length)
-
     ds = datasets.Dataset.from_list([{"prompt": e["prompt"], "target": e["target"]} for e in examples])
-    return ds.map(one, remove_columns=["prompt", "target"], keep_in_memory=True)
+    return ds.map(lambda e: encode_one(e, tokenizer, max_length, chat_template, loss_on_prompt),
+                  remove_columns=["prompt", "target"], keep_in_memory=True)
 
 
 def chat_setting(cfg) -> bool:
@@ -98,7 +105,41 @@ def chat_setting(cfg) -> bool:
     return bool(data.get("chat_template", True)) if data is not None else True
 
 
-def build(source: str, languages: list[str], cfg, seed: int) -> list[dict]:
+def user_sources(cfg) -> dict:
+    """``data.instructions`` (name -> spec) of ``cfg``, as plain dicts."""
+    from omegaconf import OmegaConf
+
+    data = cfg.get("data") if cfg is not None else None
+    raw = data.get("instructions") if data is not None else None
+    return OmegaConf.to_container(raw, resolve=True) if raw else {}
+
+
+def check_source(name: str, cfg, where: str) -> None:
+    """Refuse an unknown source, a bad spec, or (local files) a mapping naming missing columns."""
+    from . import files
+
+    user = user_sources(cfg)
+    if name in user:
+        spec = files.check_spec(name, user[name])
+        if not spec["path"].startswith("hub:"):
+            files.check_columns(spec, files.columns_of(spec))
+        return
+    load_builtin()
+    if name not in SOURCES:
+        valid = list(SOURCES) + list(user)
+        raise UserError(f"{where}: unknown instruction source '{name}'. Valid: {', '.join(sorted(valid))} "
+                        f"(or define one in data.instructions.<name>: path, fields, language)")
+
+
+def build(source: str, languages: list[str], cfg, seed: int, limit: int | None = None) -> list[dict]:
+    """The examples of a built-in source or of a user's ``data.instructions`` entry (all its
+    rows, whatever ``languages``; ``limit``: rows to stream from a folder or hub source
+    without ``max_rows``)."""
+    user = user_sources(cfg)
+    if source in user:
+        from . import files
+
+        return files.read_source(files.check_spec(source, user[source]), seed, load_templates("english"), limit)
     load_builtin()
     examples = SOURCES.get(source)(languages, cfg, seed)
     if not examples:

@@ -6,7 +6,8 @@ Sources, by name:
   lines 500-1011 are the evaluation part and are never read here. (The paper combined
   FLORES dev+devtest, 2009 pairs per language pair; we vendor devtest only and keep its
   evaluation half out, so 500 pairs per language pair.)
-* ``nusax``: NusaX MT train + valid (600 rows). Its *test* split is never read: NusaX MT
+* ``nusax`` (opt-in, not the paper's: metrics.json notes ``bitext_deviation`` when on):
+  NusaX MT train + valid (600 rows). Its *test* split is never read: NusaX MT
   row i of a split is sentiment row i of that split, so MT test IS the sentiment test set.
   Which column holds which language is data: ``corpora/nusax/languages.tsv``.
 * user files: ``{source: en, target: xx, source_file: a.txt, target_file: b.txt}``, two
@@ -31,6 +32,8 @@ from ..errors import UserError, listing, suggest
 from ..languages import CORPORA, LanguageSet
 
 BITEXT_SOURCES = ("flores", "nusax")
+NUSAX_DEVIATION = ("NusaX MT train/valid used as bitext: not in Instruct-Align (FLORES-200 only, section 4.1); "
+                   "these sentences are the NusaX sentiment train/valid rows, the evaluation's domain")
 NUSAX = CORPORA / "nusax"
 NUSAX_TRAIN_SPLITS = ("train", "valid")  # never "test"
 FILE_KEYS = ("source", "target", "source_file", "target_file")
@@ -200,6 +203,8 @@ def collect(new: list[str], known: list[str], sources: list[str], files: list[di
     for p in kept:
         counts[p.target_language] = counts.get(p.target_language, 0) + 1
     notes = {"bitext_pairs": counts, "bitext_dropped_evaluation_overlap": dropped}
+    if "nusax" in sources:
+        notes["bitext_deviation"] = NUSAX_DEVIATION
     missing = [y for y in new if y not in counts]
     if missing:
         notes["bitext_missing"] = {y: f"no {'/'.join(sources) or 'file'} bitext with {listing(known)}" for y in missing}

@@ -42,6 +42,7 @@ class MlmOptions:
     mask: str
     max_sentences: int | None
     templates: str
+    redraw: bool
 
     @classmethod
     def defaults(cls, **overrides) -> "MlmOptions":
@@ -58,6 +59,8 @@ class MlmOptions:
         if self.max_sentences is not None and int(self.max_sentences) < 1:
             raise UserError(f"{where}.max_sentences={self.max_sentences}: must be >= 1 or null")
         self.mask = str(self.mask or "")
+        if not isinstance(self.redraw, bool):
+            raise UserError(f"{where}.redraw={self.redraw!r}: true or false")
         self.template_data = load_xling_templates(str(self.templates))
         self.prompt_languages = check_prompt_languages(self.prompt_languages, self.template_data, where)
 

@@ -10,10 +10,22 @@ From a parallel pair (X in a known language, Y in a new one):
   (section 6.1, Table 5) is one list: ``objectives: [word, span, sentence, monolingual]``.
 
 Each pair gives one example per objective (and per direction), with a template drawn at
-random from ``templates/xling.yaml`` among the prompt languages asked for (English and
-Indonesian by default, as the paper's evaluation prompts). Generation is deterministic:
+random from the template set (``templates``) among the prompt languages asked for:
+``templates/xling.yaml`` is adaptlang's own set (English and Indonesian; the paper's
+evaluation prompts are in both, its training prompts are not printed);
+``templates/xling_authors.yaml`` is the authors' released training prompts (English, from
+prompt_utils.py of HLTCHKUST/InstructAlign), with ``loss_on_prompt: true`` to train on the
+whole prompt as their decoder-model code does. Generation is deterministic:
 every (seed, X language, Y language, direction, objective) has its own seeded generator, so
 adding a language does not change the others' examples.
+
+Re-drawing (``redraw``, default true): the paper does not say whether the perturbation is
+drawn once; the authors' released code (run_t2t_finetuning.py) perturbs and picks the prompt
+inside a ``datasets`` ``set_transform``, i.e. anew every time an example is read. With
+``redraw: true`` the first epoch uses the generated examples (what ``adaptlang instructions``
+exports) and every later epoch re-draws each example's template and removed word/span,
+seeded by (seed, epoch, example), so a resumed run continues exactly; ``false``: the same
+examples every epoch.
 
 Choices where the paper is silent (also in the README): one example per pair and
 objective; a span is 2..max_span words; ``directions: [to_new]`` (X -> Y as in Table 1) by
@@ -103,6 +115,8 @@ class XlingOptions:
     mask: str
     max_pairs: int | None
     templates: str
+    loss_on_prompt: bool
+    redraw: bool
 
     @classmethod
     def defaults(cls, **overrides) -> "XlingOptions":
@@ -127,6 +141,9 @@ class XlingOptions:
         if self.max_pairs is not None and int(self.max_pairs) < 1:
             raise UserError(f"{where}.max_pairs={self.max_pairs}: must be >= 1 or null")
         self.mask = str(self.mask or "")
+        for flag in ("loss_on_prompt", "redraw"):
+            if not isinstance(getattr(self, flag), bool):
+                raise UserError(f"{where}.{flag}={getattr(self, flag)!r}: true or false")
         self.template_data = load_xling_templates(str(self.templates))
         self.prompt_languages = check_prompt_languages(self.prompt_languages, self.template_data, where)
 
@@ -165,13 +182,14 @@ class Builder:
     def make(self, granularity: str, rng: random.Random, x: str | None, y: str, source: str | None,
              target: str, perturbed=None, origin: str = "") -> dict:
         t = rng.choice(self.templates[KIND_OF[granularity]])
+        space = "" if t["prompt"].endswith(("\n", " ")) else " "  # a prompt ending in a newline is followed directly
         values = {"tgt_name": self.name(y, t["lang"]), "source": source,
                   "src_name": self.name(x, t["lang"]) if x else None,
                   "perturbed": perturbed.text if perturbed else None}
         return {
             "granularity": granularity, "template_id": t["id"], "prompt_language": t["lang"],
             "source_language": x, "target_language": y,
-            "prompt": t["prompt"].format(**values), "target": " " + target,
+            "prompt": t["prompt"].format(**values), "target": space + target,
             "source_text": source, "target_text": target,
             "perturbed": perturbed.text if perturbed else None,
             "removed": perturbed.removed if perturbed else None,
@@ -190,6 +208,20 @@ def monolingual_example(builder: Builder, rng: random.Random, y: str, text: str,
     if perturbed is None:
         return None
     return builder.make("monolingual", rng, None, y, None, text, perturbed, origin)
+
+
+def redraw(example: dict, builder: Builder, opts: XlingOptions, rng: random.Random) -> dict:
+    """The same pair and objective with a new template and, for word/span/monolingual
+    denoising, a new removed word or span (``strategy.xling.redraw``); the example itself when
+    its sentence is too short to be perturbed again."""
+    kind, y, x = example["granularity"], example["target_language"], example["source_language"]
+    src, tgt, origin = example["source_text"], example["target_text"], example["origin"]
+    if kind == "sentence":
+        return builder.make("sentence", rng, x, y, src, tgt, origin=origin)
+    if kind == "monolingual":
+        return monolingual_example(builder, rng, y, tgt, opts.max_span, opts.mask, origin) or example
+    g = g_word(tgt, rng, opts.mask) if kind == "word" else g_span(tgt, rng, opts.max_span, opts.mask)
+    return builder.make(kind, rng, x, y, src, tgt, g, origin) if g else example
 
 
 def _sample(items: list, limit: int | None, rng: random.Random) -> list:

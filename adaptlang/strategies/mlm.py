@@ -12,7 +12,7 @@ from __future__ import annotations
 from ..instructions.mlm import MlmOptions, generate
 from ..errors import UserError
 from ..strategy import StageContext, Strategy, register_strategy
-from .xling import replace_stream
+from .xling import redrawn, replace_stream
 
 
 @register_strategy("mlm")
@@ -22,12 +22,13 @@ class MonolingualDenoising(Strategy):
     owns = frozenset({"data.new_examples"})
     builds_examples = True
 
-    def __init__(self, text, prompt_languages, max_span: int, mask: str, max_sentences, templates: str):
-        self.options = MlmOptions(list(text), list(prompt_languages), max_span, mask, max_sentences, templates)
+    def __init__(self, text, prompt_languages, max_span: int, mask: str, max_sentences, templates: str, redraw: bool):
+        self.options = MlmOptions(list(text), list(prompt_languages), max_span, mask, max_sentences, templates, redraw)
 
     def setup_data(self, stream, ctx: StageContext):
         codes = ctx.stage_languages
         examples, notes = generate(codes, ctx.languages, self.options, ctx.seed_for("instructions/mlm"), ctx.config)
         if not examples:
             raise UserError(f"mlm: no text for stage '{ctx.name}' languages {codes}: {notes}")
-        return replace_stream(examples, notes, ctx, "mlm")
+        stream = replace_stream(examples, notes, ctx, "mlm")
+        return redrawn(stream, examples, self.options, ctx, False) if self.options.redraw else stream

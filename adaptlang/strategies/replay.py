@@ -8,8 +8,13 @@ example per pair. r (``size``) is a config value; the paper tries 0, 1000 and 10
 
 The buffer is a fixed random sample of r past examples (seeded), drawn once at the start
 of the stage; within the buffer, past examples are visited in reshuffled epochs.
-When r exceeds the past data available, the whole past set is used and the effective
-size is reported in metrics.json (``replay_buffer_size``).
+When r exceeds the past data available, the whole past set is used, one warning line says
+so, and the effective size is reported in metrics.json (``replay_buffer_size``).
+
+``source`` names the past data: the built-in ``english`` (2,175 vendored English examples),
+or a user's source from files or the hub (``data.instructions.<name>``, e.g. xP3 for BLOOMZ,
+OpenOrca, Aya: adaptlang.instructions.files); a folder or hub source streams the first r
+rows after a seeded shuffle buffer (or its ``max_rows``), from which the r are drawn.
 
 ``policy`` chooses how the r examples are kept (adaptlang.replay_buffer): ``random`` (the
 paper, above; the default), ``reservoir`` (a uniform sample of everything seen so far, carried
@@ -21,6 +26,7 @@ language). The interleaving is the same for every policy.
 """
 from __future__ import annotations
 
+import logging
 import random
 
 from .. import instructions
@@ -30,6 +36,9 @@ from ..errors import UserError, listing
 from ..replay_buffer import POLICIES, Reservoir, balanced_ids, group_of, random_ids
 from ..seeds import derive_seed
 from ..strategy import StageContext, Strategy, register_strategy
+
+
+log = logging.getLogger("adaptlang")
 
 
 class InterleavedStream:
@@ -85,6 +94,7 @@ class ExperienceReplay(Strategy):
     def check_plan(cls, plan, me) -> None:
         if int(me.options.get("size", 1)) == 0:
             return
+        instructions.check_source(str(me.options.get("source")), plan.config, where="strategy.replay.source")
         for name in me.stages:
             batch_size = int(plan.stage(name).train["batch_size"])
             if batch_size % 2:
@@ -96,7 +106,10 @@ class ExperienceReplay(Strategy):
             ctx.notes["replay_buffer_size"] = 0
             return stream
         # the past data and the reservoir are the same in every stage: seeds without the stage
-        past = instructions.build(self.source, ["en"], ctx.config, derive_seed(ctx.seed, "", "replay.past"))
+        past = instructions.build(self.source, ["en"], ctx.config, derive_seed(ctx.seed, "", "replay.past"), self.size)
+        if len(past) < self.size:
+            log.warning("strategy.replay.size=%d but source '%s' has %d examples: all of them are replayed",
+                        self.size, self.source, len(past))
         rng = random.Random(ctx.seed_for("replay.buffer"))
         max_length = int(ctx.train.max_length)
         groups = [group_of(e, self.group_by) for e in past]

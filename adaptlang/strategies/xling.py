@@ -17,19 +17,53 @@ The paper's ablations (section 6.1, Table 5) are values of ``objectives``:
 """
 from __future__ import annotations
 
+import random
+
 from .. import instructions
 from ..data import ExampleStream
-from ..instructions.xling import XlingOptions, generate
+from ..instructions.xling import Builder, XlingOptions, generate, redraw
 from ..errors import UserError
+from ..seeds import derive_seed
 from ..strategy import StageContext, Strategy, register_strategy
 
 
-def replace_stream(examples: list[dict], notes: dict, ctx: StageContext, name: str) -> ExampleStream:
+class RedrawStream(ExampleStream):
+    """An ExampleStream whose examples after the first epoch are re-drawn (``remake(raw
+    example, rng)`` -> encoded example), seeded by (seed, epoch, index): its state is still
+    only (epoch, position), so resuming is exact."""
+
+    def __init__(self, encoded, raw: list[dict], remake, seed: int, name: str):
+        super().__init__(encoded, seed, name=name)
+        self.raw, self.remake = raw, remake
+
+    def __next__(self) -> dict:
+        example = super().__next__()
+        if self.epoch == 0:
+            return example
+        i = self._order[self.position - 1]
+        return self.remake(self.raw[i], random.Random(derive_seed(self.seed, "", f"redraw/{self.epoch}/{i}")))
+
+
+def replace_stream(examples: list[dict], notes: dict, ctx: StageContext, name: str,
+                   loss_on_prompt: bool = False) -> ExampleStream:
     ctx.notes.update(notes)
     ctx.notes[f"{name}_examples_total"] = len(examples)
     encoded = instructions.encode_all(examples, ctx.tokenizer, int(ctx.train.max_length),
-                                      instructions.chat_setting(ctx.config))
+                                      instructions.chat_setting(ctx.config), loss_on_prompt)
     return ExampleStream(encoded, ctx.seed_for("data"), name=f"stage {ctx.name} ({name})")
+
+
+def redrawn(stream: ExampleStream, examples: list[dict], opts, ctx: StageContext, loss_on_prompt: bool) -> RedrawStream:
+    """``stream`` with its examples re-drawn after the first epoch (options ``opts``: templates,
+    max_span, mask)."""
+    max_length = int(ctx.train.max_length)
+    builder = Builder(opts.template_data, opts.prompt_languages, ctx.languages)
+
+    def remake(example: dict, rng: random.Random) -> dict:
+        return instructions.encode_one(redraw(example, builder, opts, rng), ctx.tokenizer, max_length,
+                                       instructions.chat_setting(ctx.config), loss_on_prompt)
+
+    return RedrawStream(stream.examples, examples, remake, stream.seed, stream.name)
 
 
 @register_strategy("xling")
@@ -40,9 +74,10 @@ class CrossLingualInstructions(Strategy):
     builds_examples = True
 
     def __init__(self, objectives, bitext, known, files, directions, prompt_languages, max_span: int,
-                 mask: str, max_pairs, templates: str):
+                 mask: str, max_pairs, templates: str, loss_on_prompt: bool, redraw: bool):
         self.options = XlingOptions(list(objectives), list(bitext), list(known), list(files), list(directions),
-                                    list(prompt_languages), max_span, mask, max_pairs, templates)
+                                    list(prompt_languages), max_span, mask, max_pairs, templates, loss_on_prompt,
+                                    redraw)
 
     def setup_data(self, stream, ctx: StageContext):
         codes = ctx.stage_languages
@@ -50,4 +85,7 @@ class CrossLingualInstructions(Strategy):
         if not examples:
             raise UserError(f"xling: no instructions for stage '{ctx.name}' languages {codes} "
                                          f"(known={self.options.known}, bitext={self.options.bitext}): {notes}")
-        return replace_stream(examples, notes, ctx, "xling")
+        stream = replace_stream(examples, notes, ctx, "xling", self.options.loss_on_prompt)
+        if not self.options.redraw:
+            return stream
+        return redrawn(stream, examples, self.options, ctx, self.options.loss_on_prompt)
