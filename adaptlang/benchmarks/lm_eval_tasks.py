@@ -26,20 +26,32 @@ language code found in its name or ``dataset_name`` (ISO code or FLORES code of
 ``<task>_<metric>_stderr``. Classes: the run's language classes (pretraining / adapting /
 other; ``unlisted`` for a language outside the set) and the NusaX-style status
 (pretrained / seen / unseen, ``classify.language_status``), each an unweighted mean over its
-languages, with the stderr of that mean (sqrt(sum se^2) / n). ``leakage``: per task and
+languages; the stderr of that mean (sqrt(sum se^2) / n) is in ``class_stderr`` (kept out of
+``classes`` so that the forgetting table differences scores, not errors). ``leakage``: per task and
 language, how many evaluation documents have a text field equal to a line of the run's
 training text (``in_training_text``) or of the FLORES pool (``in_flores_pool``).
+
+The harness runs through ``lm_eval.evaluator.evaluate`` (not ``simple_evaluate``, which reseeds
+Python's, numpy's and torch's global generators): few-shot examples are drawn with the run's
+seed (``set_fewshot_seed``), and the global random streams are restored afterwards, so adding
+this benchmark does not change what the next stage trains on.
 """
 from __future__ import annotations
 
+import contextlib
+import csv
 import functools
 import gzip
-import csv
 import json
+import logging
 import math
+import random
 import re
 import tempfile
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from ..errors import UserError, listing, suggest
 from ..languages import CORPORA
@@ -306,7 +318,7 @@ def _leakage(task, training: set[str], pool: set[str]) -> dict:
 
 
 def _group_means(per_language: dict, groups: dict) -> dict:
-    out = {}
+    out, stderr = {}, {}
     groups = {**groups, "overall": list(per_language)}
     for group, codes in groups.items():
         codes = [c for c in codes if c in per_language]
@@ -320,10 +332,10 @@ def _group_means(per_language: dict, groups: dict) -> dict:
             figures[m] = sum(vals) / len(vals)
             ses = [per_language[c].get(m + "_stderr") for c in codes if m in per_language[c]]
             if all(isinstance(s, float) and math.isfinite(s) for s in ses):
-                figures[m + "_stderr"] = math.sqrt(sum(s * s for s in ses)) / len(ses)
+                stderr.setdefault(group, {})[m] = math.sqrt(sum(s * s for s in ses)) / len(ses)
         figures["n_languages"] = len(codes)
         out[group] = figures
-    return out
+    return out, stderr
 
 
 def _clean(v):
@@ -334,27 +346,29 @@ def _clean(v):
 def lm_eval_benchmark(model, tokenizer, languages, cfg) -> dict:
     opts = _options(cfg)
     _harness()
-    import lm_eval
+    from lm_eval.evaluator import evaluate
     from lm_eval.models.huggingface import HFLM
 
     status, rule = language_status(cfg, languages)
     with tempfile.TemporaryDirectory(prefix="adaptlang-lm_eval-") as tmp:
         planned, dropped, skipped = _plan_specs(opts, languages, Path(tmp))
         tm = _manager_for(opts)
-        task_objects = tm.load([spec for _, _, spec in planned])["tasks"]
-        was_training = model.training
-        model.eval()
-        try:
-            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=opts["batch_size"],
-                      add_bos_token=tokenizer.bos_token_id is not None)
-            seed = int(cfg.seed)
-            out = lm_eval.simple_evaluate(
-                model=lm, tasks=list(task_objects.values()), num_fewshot=opts["num_fewshot"],
-                limit=opts["limit"], task_manager=tm, bootstrap_iters=1000, log_samples=False,
-                random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
-        finally:
-            if was_training:
-                model.train()
+        with _quiet_and_seed_neutral():
+            loaded = tm.load([spec for _, _, spec in planned])
+            task_objects = loaded["tasks"]
+            for task in task_objects.values():
+                task.set_config(key="num_fewshot", value=opts["num_fewshot"])
+                task.set_fewshot_seed(seed=int(cfg.seed))
+            was_training = model.training
+            model.eval()
+            try:
+                lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=opts["batch_size"],
+                          add_bos_token=tokenizer.bos_token_id is not None)
+                out = evaluate(lm, loaded, limit=opts["limit"], bootstrap_iters=1000, log_samples=False,
+                               verbosity="ERROR")
+            finally:
+                if was_training:
+                    model.train()
     training = _training_lines(cfg, languages)
     per_language, tasks, leakage = {}, {}, {}
     for name, leaf, spec in planned:
@@ -384,10 +398,28 @@ def lm_eval_benchmark(model, tokenizer, languages, cfg) -> dict:
     groups = {cls: [c for c in per_language if per_language[c]["class"] == cls]
               for cls in [*languages.classes, "unlisted"]}
     groups.update({s: [c for c in per_language if per_language[c]["status"] == s] for s in STATUSES})
-    return {"languages": per_language, "classes": _group_means(per_language, groups), "skipped": skipped,
+    classes, class_stderr = _group_means(per_language, groups)
+    return {"languages": per_language, "classes": classes, "class_stderr": class_stderr, "skipped": skipped,
             "tasks": tasks, "leakage": leakage, "dropped_flores_pool": {"sib200": dropped} if dropped else {},
             "settings": {k: opts[k] for k in ("tasks", "num_fewshot", "limit", "batch_size")},
             "harness_version": _version(), "status_rule": rule}
+
+
+@contextlib.contextmanager
+def _quiet_and_seed_neutral():
+    """The harness logs a warning per task and per truncated request; keep errors only. Its
+    evaluation must not move the global random streams that training continues from."""
+    logger = logging.getLogger("lm_eval")
+    level = logger.level
+    states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.random.set_rng_state(states[2])
 
 
 def _manager_for(opts: dict):
