@@ -123,3 +123,8 @@ doc_to_target: label
     cfg = config("eval.lm_eval.tasks=[broken_sw]", f"eval.lm_eval.include_path=[{tmp_path}]")
     with pytest.raises(UserError, match="the data of task 'broken_sw' cannot be read"):
         check_benchmarks(["lm_eval"], cfg, SMALL)
+    (tmp_path / "missing.jsonl").write_text('{"text": "x", "label": 0}\n', encoding="utf-8")
+    check_benchmarks(["lm_eval"], cfg, SMALL)  # readable now; but few-shot would draw from the test rows:
+    with pytest.raises(UserError, match="its shots would come from its test rows"):
+        check_benchmarks(["lm_eval"], config("eval.lm_eval.tasks=[broken_sw]", f"eval.lm_eval.include_path=[{tmp_path}]",
+                                             "eval.lm_eval.num_fewshot=2"), SMALL)

@@ -286,13 +286,18 @@ def check(cfg, languages) -> None:
         for spec in user_or_hub:
             leaf = spec if isinstance(spec, str) else spec["task"]
             try:
-                tm.load([spec])
+                loaded = tm.load([spec])["tasks"]
             except UserError:
                 raise
             except Exception as exc:  # the harness raises anything from datasets/hub/yaml
                 why = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
                 raise UserError(f"eval.lm_eval: the data of task '{leaf}' cannot be read ({type(exc).__name__}: {why}); "
                                 "give a local copy with eval.lm_eval.local_data or an include_path YAML") from None
+            for task in loaded.values():
+                if opts["num_fewshot"] and not (task.config.fewshot_split or task.has_training_docs()
+                                                or task.has_validation_docs()):
+                    raise UserError(f"eval.lm_eval.num_fewshot={opts['num_fewshot']}: task '{leaf}' has no training, "
+                                    "validation or fewshot_split, so its shots would come from its test rows")
 
 
 def _training_lines(cfg, languages) -> set[str]:
