@@ -49,6 +49,17 @@ def test_shipped_xcopa_and_sib200_per_language_and_class(model, tokenizer):
     json.dumps(res)  # goes into metrics.json as is
 
 
+def test_shared_prompt_scoring_gives_the_harness_own_results(model, tokenizer):
+    """Our shared-prompt loglikelihood (the default) against the harness's HFLM, same requests."""
+    fast = run(model, tokenizer, config("eval.lm_eval.tasks=[sib200,xcopa_et]", "eval.lm_eval.limit=6"))
+    plain = run(model, tokenizer, config("eval.lm_eval.tasks=[sib200,xcopa_et]", "eval.lm_eval.limit=6",
+                                         "eval.lm_eval.shared_prompt=false"))
+    for code, row in plain["languages"].items():
+        for metric, value in row.items():
+            if metric.endswith("_acc") or metric.endswith("_acc_norm"):
+                assert fast["languages"][code][metric] == pytest.approx(value), (code, metric)
+
+
 def test_user_task_yaml_plugs_in_without_code(model, tokenizer, tmp_path):
     """The way to add a task: a harness YAML and its data (a NusaX-style sentiment set in Swahili)."""
     rows = [("Chakula kilikuwa kitamu sana", "positive"), ("Huduma ilikuwa mbaya", "negative"),

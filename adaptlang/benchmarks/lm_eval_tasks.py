@@ -57,6 +57,7 @@ from ..errors import UserError, listing, suggest
 from ..languages import CORPORA
 from ..sources import FLORES_POOL, flores_lines, line_limit, read_text, training_source
 from ._common import register_benchmark
+from ._scoring import score_shared_prompt
 from .classify import STATUSES, language_status
 
 HERE = Path(__file__).parent / "harness_tasks"
@@ -95,6 +96,7 @@ def _options(cfg) -> dict:
     return {"tasks": list(dict.fromkeys(expanded)), "num_fewshot": int(o.get("num_fewshot") or 0),
             "limit": None if o.get("limit") is None else int(o["limit"]),
             "batch_size": int(o.get("batch_size") or 32),
+            "shared_prompt": bool(o.get("shared_prompt", True)),
             "include_path": [str(p) for p in (o.get("include_path") or [])],
             "local_data": {str(k): str(v) for k, v in (o.get("local_data") or {}).items()}}
 
@@ -367,8 +369,11 @@ def lm_eval_benchmark(model, tokenizer, languages, cfg) -> dict:
             was_training = model.training
             model.eval()
             try:
-                lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=opts["batch_size"],
-                          add_bos_token=tokenizer.bos_token_id is not None)
+                shared = opts["shared_prompt"] and all(t.get_config("output_type") == "multiple_choice"
+                                                       for t in task_objects.values())
+                lm = (_shared_prompt_lm() if shared else HFLM)(
+                    pretrained=model, tokenizer=tokenizer, batch_size=opts["batch_size"],
+                    add_bos_token=tokenizer.bos_token_id is not None)
                 out = evaluate(lm, loaded, limit=opts["limit"], bootstrap_iters=1000, log_samples=False,
                                verbosity="ERROR")
             finally:
@@ -425,6 +430,39 @@ def _quiet_and_seed_neutral():
         random.setstate(states[0])
         np.random.set_state(states[1])
         torch.random.set_rng_state(states[2])
+
+
+def _shared_prompt_lm():
+    """HFLM whose loglikelihood runs each context once and scores every continuation of it from
+    the context's key/value cache (``_scoring.score_shared_prompt``, as the classify benchmarks
+    do), instead of one full forward pass per (context, continuation). The harness's own
+    tokenization (``_encode_pair``: trailing spaces go to the continuation, BOS from
+    ``add_bos_token``) and left truncation are kept. ``is_greedy`` is not computed (False):
+    used only for multiple-choice tasks, whose metrics read the log-likelihoods alone."""
+    from lm_eval.models.huggingface import HFLM
+
+    class SharedPromptLM(HFLM):
+        def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
+            out = [(0.0, True)] * len(requests)  # an empty continuation: log 1, greedy
+            groups: dict[tuple, list[int]] = {}
+            for i, (_, ctx, cont) in enumerate(requests):
+                if len(cont):
+                    groups.setdefault(tuple(ctx), []).append(i)
+            buckets: dict[int, list] = {}
+            for ctx, idx in groups.items():
+                conts = [list(requests[i][2])[-self.max_length:] for i in idx]
+                keep = max(1, self.max_length + 1 - max(len(c) for c in conts))
+                buckets.setdefault(len(idx), []).append((list(ctx)[-keep:], conts, idx))
+            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+            for items in buckets.values():
+                scores = score_shared_prompt(self.model, [p for p, _, _ in items], [c for _, c, _ in items], pad,
+                                             int(self.batch_size))
+                for (_, _, idx), row in zip(items, scores):
+                    for i, value in zip(idx, row):
+                        out[i] = (float(value), False)
+            return out
+
+    return SharedPromptLM
 
 
 def _manager_for(opts: dict):
