@@ -80,9 +80,9 @@ metric_list: [{{metric: acc}}]
 metadata: {{version: 1.0, language: sw}}
 """, encoding="utf-8")
     res = run(model, tokenizer, config("eval.lm_eval.tasks=[senti_sw]", f"eval.lm_eval.include_path=[{tmp_path / 'tasks'}]"))
-    assert res["languages"]["sw"]["senti_sw_n_examples"] == 4
-    assert res["languages"]["sw"]["class"] == "unlisted" and "senti_sw_acc" in res["classes"]["overall"]
-    assert res["leakage"]["senti_sw"]["sw"]["n_eval"] == 4
+    assert res["languages"]["sw"]["senti_n_examples"] == 4  # the task's name without its language
+    assert res["languages"]["sw"]["class"] == "unlisted" and "senti_acc" in res["classes"]["overall"]
+    assert res["leakage"]["senti"]["sw"]["n_eval"] == 4
 
 
 def test_hub_task_runs_by_its_harness_name_on_a_local_copy(model, tokenizer, tmp_path):
@@ -96,7 +96,7 @@ def test_hub_task_runs_by_its_harness_name_on_a_local_copy(model, tokenizer, tmp
     cfg = config("eval.lm_eval.tasks=[xnli_en,xnli_fr]", f"eval.lm_eval.local_data.xnli={tmp_path / 'xnli'}",
                  "eval.lm_eval.num_fewshot=1")
     res = run(model, tokenizer, cfg)
-    assert res["languages"]["en"]["xnli_en_n_examples"] == 4 and res["languages"]["fr"]["class"] == "unlisted"
+    assert res["languages"]["en"]["xnli_n_examples"] == 4 and "xnli_acc" in res["classes"]["overall"] and res["languages"]["fr"]["class"] == "unlisted"
     assert res["settings"]["num_fewshot"] == 1
 
 
@@ -139,3 +139,20 @@ doc_to_target: label
     with pytest.raises(UserError, match="its shots would come from its test rows"):
         check_benchmarks(["lm_eval"], config("eval.lm_eval.tasks=[broken_sw]", f"eval.lm_eval.include_path=[{tmp_path}]",
                                              "eval.lm_eval.num_fewshot=2"), SMALL)
+
+
+@pytest.mark.slow  # a whole (tiny) run
+def test_run_puts_lm_eval_into_metrics_forgetting_and_report(tmp_path):
+    import adaptlang
+
+    cfg = adaptlang.load_config(["strategy=none", f"output_dir={tmp_path}", "name=le", *QUICK,
+                                 "eval.benchmarks=[lm_eval]", "eval.lm_eval.tasks=[xcopa_et,xcopa_tr]",
+                                 "eval.lm_eval.limit=3"])
+    path = adaptlang.run(cfg, adaptlang.compose("none"))
+    metrics = json.loads((path / "metrics.json").read_text())
+    for stage in metrics["stages"].values():
+        assert set(stage["eval"]["lm_eval"]["languages"]) == {"et", "tr"}
+    later = [s for s in metrics["stages"] if s != metrics["forgetting"]["baseline"]]
+    assert "xcopa_acc" in metrics["forgetting"]["deltas"][later[0]]["lm_eval"]["overall"]
+    report = (path / "report.md").read_text()
+    assert "## lm_eval by class" in report and "Leakage" in report

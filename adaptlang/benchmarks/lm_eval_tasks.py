@@ -23,7 +23,9 @@ reload from disk, no hub), with ``eval.lm_eval``:
 Each leaf task is one language: ``metadata.language`` in its YAML when given, else a
 language code found in its name or ``dataset_name`` (ISO code or FLORES code of
 ``languages.tsv``). Metrics are named ``<task>_<metric>`` (``xcopa_acc``) with the harness's
-``<task>_<metric>_stderr``. Classes: the run's language classes (pretraining / adapting /
+``<task>_<metric>_stderr``; ``<task>`` is the name asked for (a group: ``xcopa``, ``sib200``), or,
+for a single-language task asked by its own name, that name without its language
+(``xcopa_et`` -> ``xcopa``, ``senti_sw`` -> ``senti``), so that it shares the metric. Classes: the run's language classes (pretraining / adapting /
 other; ``unlisted`` for a language outside the set) and the NusaX-style status
 (pretrained / seen / unseen, ``classify.language_status``), each an unweighted mean over its
 languages; the stderr of that mean (sqrt(sum se^2) / n) is in ``class_stderr`` (kept out of
@@ -324,6 +326,19 @@ def _leakage(task, training: set[str], pool: set[str]) -> dict:
             "in_flores_pool": sum(1 for d in docs if texts(d) & pool)}
 
 
+def _family(leaf: str, code: str, spec, table: dict) -> str:
+    """A single-language task's name without its language (xcopa_et -> xcopa, senti_sw -> senti),
+    so that tasks asked for one by one still share a metric across languages."""
+    meta = spec.get("metadata") if isinstance(spec, dict) else None
+    suffixes = [code, table[code].flores if code in table else None,
+                spec.get("dataset_name") if isinstance(spec, dict) else None,
+                (meta or {}).get("hub_dataset_name") if isinstance(meta, dict) else None]
+    for suffix in filter(None, suffixes):
+        if leaf.endswith("_" + str(suffix)) and len(leaf) > len(str(suffix)) + 1:
+            return leaf[: -len(str(suffix)) - 1]
+    return leaf
+
+
 def _group_means(per_language: dict, groups: dict) -> dict:
     out, stderr = {}, {}
     groups = {**groups, "overall": list(per_language)}
@@ -381,12 +396,16 @@ def lm_eval_benchmark(model, tokenizer, languages, cfg) -> dict:
                     model.train()
     training = _training_lines(cfg, languages)
     per_language, tasks, leakage = {}, {}, {}
-    for name, leaf, spec in planned:
+    leaves_of = {}
+    for name, leaf, _ in planned:
+        leaves_of.setdefault(name, []).append(leaf)
+    for asked, leaf, spec in planned:
         res = (out.get("results") or {}).get(leaf)
         code = _language_of(leaf, spec, languages.table)
         if res is None or code is None:
             skipped[f"{leaf}"] = "no result from the harness" if res is None else "no language code found in its name"
             continue
+        name = asked if len(leaves_of[asked]) > 1 else _family(leaf, code, spec, languages.table)
         figures = {}
         for key, value in res.items():
             if "," not in key or _clean(value) is None:
