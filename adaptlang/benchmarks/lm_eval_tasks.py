@@ -146,6 +146,11 @@ def _find_file(folder: Path, leaf: str, dataset_name, split: str) -> Path | None
     return None
 
 
+def _harness_xcopa(tm, leaf: str) -> bool:
+    entry = tm.task_index.get(leaf)
+    return bool(entry and entry.yaml_path and entry.yaml_path.parent == _harness() / "xcopa")
+
+
 def _local_spec(tm, leaf: str, folder: Path) -> dict:
     """The leaf task's own config with its dataset replaced by local JSON files."""
     from lm_eval.tasks._yaml_loader import load_yaml
@@ -265,6 +270,8 @@ def _plan_specs(opts: dict, languages, folder: Path | None) -> tuple[list[tuple[
         root = next((k for k in local if k == name or name.startswith(k + "_")), None)
         for leaf in leaves:
             key = root or next((k for k in local if leaf == k or leaf.startswith(k + "_")), None)
+            if key == "xcopa" and "xcopa" not in opts["local_data"] and not _harness_xcopa(tm, leaf):
+                key = None  # the vendored copy serves the harness's own XCOPA tasks only
             if key is not None:
                 folder_k = Path(local[key])
                 if not folder_k.is_dir():
