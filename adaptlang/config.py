@@ -32,7 +32,7 @@ from .yamlfiles import CONFIG_ROOT, read_yaml
 
 GROUPS = ("model", "languages", "experiment")
 # Mappings whose keys are the user's own (language codes, file names): any key is accepted.
-FREE_FORM = {"data.train_files", "data.eval_files", "data.instructions"}
+FREE_FORM = {"data.train_files", "data.eval_files", "data.instructions", "eval.lm_eval.local_data"}
 
 
 def group_options(group: str) -> list[str]:

@@ -160,6 +160,14 @@ def _benchmark_tables(metrics: dict) -> list[str]:
             lines += ["", "Skipped: " + "; ".join(f"{c} ({why})" for c, why in last["skipped"].items())]
         if last.get("signatures"):
             lines += ["", "Signatures: " + "; ".join(f"{k} `{v}`" for k, v in last["signatures"].items())]
+        for task, counts in (last.get("dropped_flores_pool") or {}).items():
+            lines += ["", f"{task}: test rows dropped because their text is in the FLORES training pool: "
+                      + ", ".join(f"{c} {n}" for c, n in counts.items())]
+        if last.get("leakage"):  # per task and language: evaluation texts found in the run's training sources
+            lines += ["", "Leakage (evaluation documents equal to a line of the run's training text / of the FLORES "
+                      "pool, of all documents):", ""]
+            lines += [f"- {task}: " + ", ".join(f"{c} {v['in_training_text']}/{v['in_flores_pool']} of {v['n_eval']}"
+                                                for c, v in per.items()) for task, per in last["leakage"].items()]
     lines += forgetting_tables(metrics)
     return lines
 
