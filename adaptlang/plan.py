@@ -26,11 +26,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import instructions
 from .benchmarks import check_benchmarks
+from .compiling import check_compile
 from .composition import Composed, compose
 from .errors import UserError, listing, suggest
 from .languages import LanguageSet
 from .rundir import run_name
 from .sources import training_source
+from .trackers import check_trackers
 
 DATA_KINDS = ("text", "instructions")
 STAGE_KEYS = ("name", "data", "steps", "train")
@@ -215,6 +217,9 @@ def make_plan(cfg: DictConfig, composed: Composed | None = None) -> Plan:
         languages.check(code, where="data.train_files/eval_files")
     benchmarks = list(cfg.eval.benchmarks)
     check_benchmarks(benchmarks, cfg, languages)
+    check_trackers(cfg.train.get("report_to"))
+    if any(s.train.get("compile") for s in stages):
+        check_compile(str(cfg.device))
     text = {}
     for stage in stages:
         if stage.kind == "text" and not any(composed.get(n).builds_examples for n in stage.strategies):
