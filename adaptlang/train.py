@@ -20,6 +20,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedType
 from transformers import get_cosine_schedule_with_warmup
 
 from .checkpoint import Checkpointer
@@ -101,7 +102,10 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
     dtype = next(state.model.parameters()).dtype
     # the shortcut needs the bare model (a DDP wrapper must run its own forward) and no
     # strategy that reads the logits
-    fused = model is state.model and not any(getattr(s, "needs_logits", False) for s in strategies)
+    # strategy that reads the logits; FSDP2 shards in place (model is state.model), but its
+    # root module must run its own forward to gather the embedding and head shards
+    fused = (model is state.model and accelerator.distributed_type != DistributedType.FSDP
+             and not any(getattr(s, "needs_logits", False) for s in strategies))
     # train.compile: torch.compile the forward (the body on the fused path); the parameters,
     # the module tree and the saved model stay those of the plain model
     forward = compiled_forward(head_and_body(model)[1] if fused else model) if compile_ else None
