@@ -32,7 +32,7 @@ from .errors import UserError, listing, suggest
 from .languages import LanguageSet
 from .rundir import run_name
 from .sources import training_source
-from .trackers import check_trackers
+from .trackers import check_trackers, tracker_names
 
 DATA_KINDS = ("text", "instructions")
 STAGE_KEYS = ("name", "data", "steps", "train")
@@ -94,6 +94,11 @@ class Plan:
             "evaluation after each stage": {"benchmarks": self.benchmarks,
                                             "max_sentences": self.config.eval.get("max_sentences")},
             "training text": self._text_by_source(),
+            "progress and tracking": {
+                "lines": f"every {self.config.train.log_every} steps or {self.config.train.get('log_seconds')} s "
+                         "(stderr when it is not a terminal; train.log)",
+                "trackers": tracker_names(self.config.train.get("report_to")) or "none",
+                "compile": bool(self.config.train.get("compile", False))},
             "seeds": f"run seed {self.seed}; every draw seeded by (seed, stage, purpose) (adaptlang.seeds)",
         }
 
