@@ -2,16 +2,22 @@
 
 torch.compile (TorchDynamo + Inductor) needs a Python version Dynamo supports and, on CPU,
 a C++ compiler (Inductor writes C++ kernels); on CUDA, Triton. ``check_compile`` refuses the
-setting in the plan, in one line, where that is missing; nothing falls back silently.
+setting in the plan, in one line, where that is missing. Where compilation still fails at the
+first step (a backend error: ``BackendCompilerFailed``), the loop logs one line to stderr and
+train.log and continues eagerly (``CompiledForward``); metrics.json's ``train.compiled`` says
+which one ran.
 """
 from __future__ import annotations
 
+import logging
 import shutil
+import sys
 
 import torch
 
 from .errors import UserError
 
+log = logging.getLogger("adaptlang")
 FUSED_ADAMW_DEVICES = ("cpu", "cuda", "mps", "xpu")  # torch>=2.4 has fused AdamW kernels here
 
 
@@ -34,9 +40,37 @@ def check_compile(device: str) -> None:
                         "use train.compile=false")
 
 
+class CompiledForward:
+    """``module`` compiled; on a backend failure, one logged line and ``module`` itself from then on."""
+
+    def __init__(self, module, compile_fn=None):
+        self.module = module
+        self.compiled = (compile_fn or torch.compile)(module)
+
+    @property
+    def active(self) -> bool:
+        return self.compiled is not None
+
+    def __call__(self, *args, **kwargs):
+        if self.compiled is not None:
+            from torch._dynamo.exc import BackendCompilerFailed
+
+            try:
+                return self.compiled(*args, **kwargs)
+            except BackendCompilerFailed as exc:
+                cause = getattr(exc, "inner_exception", None) or exc
+                text = str(cause).strip()
+                first = f"{type(cause).__name__}: {text.splitlines()[0][:300] if text else ''}"
+                message = f"train.compile: torch.compile failed ({first}); training continues without compiling"
+                log.warning("%s", message)
+                print(f"adaptlang: warning: {message}", file=sys.stderr)
+                self.compiled = None
+        return self.module(*args, **kwargs)
+
+
 def compiled_forward(module):
     """A compiled callable sharing ``module``'s parameters; the module itself is unchanged."""
-    return torch.compile(module)
+    return CompiledForward(module)
 
 
 def fused_optimizer_ok(device) -> bool:

@@ -203,6 +203,7 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
         "seconds": round(seconds, 3),
         "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),
         **{k: round(v, 3) for k, v in spent.items()},
+        **({"compiled": forward.active} if forward is not None else {}),
         "first_loss": round(losses[0], 4),
         "final_loss": round(sum(tail) / len(tail), 4),
     }

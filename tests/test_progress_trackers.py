@@ -104,7 +104,8 @@ def test_compiled_training_matches_eager(tokenizer, monkeypatch):
     from conftest import make_model
     from adaptlang.data import ExampleStream
 
-    monkeypatch.setattr(compiling, "compiled_forward", lambda m: torch.compile(m, backend="eager"))
+    monkeypatch.setattr(compiling, "compiled_forward",
+                        lambda m: compiling.CompiledForward(m, lambda x: torch.compile(x, backend="eager")))
     import adaptlang.train as train
 
     monkeypatch.setattr(train, "compiled_forward", compiling.compiled_forward)
@@ -117,7 +118,30 @@ def test_compiled_training_matches_eager(tokenizer, monkeypatch):
                                 train={"compile": compile_})
         assert [n for n, _ in result.model.named_parameters()] == names
         results[compile_] = result.train["final_loss"]
+        assert result.train.get("compiled", False) is compile_
     assert results[True] == pytest.approx(results[False], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_a_failing_compile_backend_falls_back_to_eager_with_one_line(tokenizer, monkeypatch, capsys):
+    import adaptlang.compiling as compiling
+    import adaptlang.train as train
+    from conftest import make_model
+    from adaptlang.data import ExampleStream
+
+    def broken(module):
+        def backend(gm, example_inputs):
+            raise RuntimeError("no C++ toolchain (simulated)")
+        return torch.compile(module, backend=backend)
+
+    monkeypatch.setattr(train, "compiled_forward", lambda m: compiling.CompiledForward(m, broken))
+    examples = [{"input_ids": list(range(3, 30)), "labels": list(range(3, 30))} for _ in range(8)]
+    result = run_test_stage(make_model(tokenizer), tokenizer, [], ExampleStream(examples, 0), steps=2,
+                            train={"compile": True})
+    err = capsys.readouterr().err
+    assert result.train["compiled"] is False and result.train["steps"] == 2
+    assert err.count("adaptlang: warning: train.compile: torch.compile failed") == 1, err
+    assert "no C++ toolchain (simulated)" in err
 
 
 @pytest.mark.slow
