@@ -1,10 +1,14 @@
 """``train.compile``: torch.compile of the training forward, and the fused AdamW kernel.
 
+The loop (adaptlang.train) compiles, on its LM-head shortcut, the model's body and
+``head_loss`` (the head's projection + cross-entropy of the labelled positions, where
+Inductor fuses the log-softmax); otherwise the whole model's forward.
+
 torch.compile (TorchDynamo + Inductor) needs a Python version Dynamo supports and, on CPU,
 a C++ compiler (Inductor writes C++ kernels); on CUDA, Triton. ``check_compile`` refuses the
 setting in the plan, in one line, where that is missing. Where compilation still fails at the
 first step (a backend error: ``BackendCompilerFailed``), the loop logs one line to stderr and
-train.log and continues eagerly (``CompiledForward``); metrics.json's ``train.compiled`` says
+train.log and continues eagerly (``Compilation``); metrics.json's ``train.compiled`` says
 which one ran.
 """
 from __future__ import annotations
@@ -40,37 +44,46 @@ def check_compile(device: str) -> None:
                         "use train.compile=false")
 
 
+class Compilation:
+    """The compiled pieces of one stage's loop. On a backend failure in any of them: one
+    logged line, and every piece runs uncompiled from then on."""
+
+    def __init__(self, compile_fn=None):
+        self.compile_fn = compile_fn or torch.compile
+        self.active = True
+
+    def __call__(self, fn) -> "CompiledForward":
+        return CompiledForward(fn, self)
+
+    def fail(self, exc: Exception) -> None:
+        if not self.active:
+            return
+        self.active = False
+        cause = getattr(exc, "inner_exception", None) or exc
+        text = str(cause).strip()
+        first = f"{type(cause).__name__}: {text.splitlines()[0][:300] if text else ''}"
+        message = f"train.compile: torch.compile failed ({first}); training continues without compiling"
+        log.warning("%s", message)
+        print(f"adaptlang: warning: {message}", file=sys.stderr)
+
+
 class CompiledForward:
-    """``module`` compiled; on a backend failure, one logged line and ``module`` itself from then on."""
+    """``fn`` (a module or a function) compiled, sharing its parameters; ``fn`` itself once the
+    stage's compilation has failed."""
 
-    def __init__(self, module, compile_fn=None):
-        self.module = module
-        self.compiled = (compile_fn or torch.compile)(module)
-
-    @property
-    def active(self) -> bool:
-        return self.compiled is not None
+    def __init__(self, fn, compilation: Compilation):
+        self.fn, self.compilation = fn, compilation
+        self.compiled = compilation.compile_fn(fn)
 
     def __call__(self, *args, **kwargs):
-        if self.compiled is not None:
+        if self.compilation.active:
             from torch._dynamo.exc import BackendCompilerFailed
 
             try:
                 return self.compiled(*args, **kwargs)
             except BackendCompilerFailed as exc:
-                cause = getattr(exc, "inner_exception", None) or exc
-                text = str(cause).strip()
-                first = f"{type(cause).__name__}: {text.splitlines()[0][:300] if text else ''}"
-                message = f"train.compile: torch.compile failed ({first}); training continues without compiling"
-                log.warning("%s", message)
-                print(f"adaptlang: warning: {message}", file=sys.stderr)
-                self.compiled = None
-        return self.module(*args, **kwargs)
-
-
-def compiled_forward(module):
-    """A compiled callable sharing ``module``'s parameters; the module itself is unchanged."""
-    return CompiledForward(module)
+                self.compilation.fail(exc)
+        return self.fn(*args, **kwargs)
 
 
 def fused_optimizer_ok(device) -> bool:

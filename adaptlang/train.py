@@ -24,7 +24,7 @@ from accelerate.utils import DistributedType
 from transformers import get_cosine_schedule_with_warmup
 
 from .checkpoint import Checkpointer
-from .compiling import compiled_forward, fused_optimizer_ok
+from .compiling import Compilation, fused_optimizer_ok
 from .batching import make_batch
 from .data import ExampleStream
 from .errors import UserError
@@ -47,7 +47,12 @@ def param_groups(model, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def loss_on_targets(model, batch: dict, body=None):
+def head_loss(head, hidden, targets):
+    """Mean cross-entropy of ``head(hidden)`` against ``targets`` (the labelled positions)."""
+    return torch.nn.functional.cross_entropy(head(hidden).float(), targets)
+
+
+def loss_on_targets(model, batch: dict, body=None, head_loss_fn=None):
     """Mean next-token cross-entropy over the labelled positions only -- the same value as
     ``model(**batch).loss`` -- but the LM head runs only where there is a label.
 
@@ -55,7 +60,8 @@ def loss_on_targets(model, batch: dict, body=None):
     default: 2*128*8000 FLOPs a token against ~0.4M for the body), and instruction prompts
     and padding carry no loss. Falls back to the model's own loss where the shortcut does
     not apply (no separable body/head, logit soft-capping, a distributed wrapper). ``body``:
-    a compiled forward of the model's body (``train.compile``), else the body itself."""
+    a compiled forward of the model's body (``train.compile``), else the body itself;
+    ``head_loss_fn``: a compiled ``head_loss`` (``train.compile``), else ``head_loss``."""
     head, own_body = head_and_body(model)
     body = own_body if body is None else body
     if head is None:
@@ -65,8 +71,7 @@ def loss_on_targets(model, batch: dict, body=None):
     hidden = body(**inputs).last_hidden_state
     targets = batch["labels"][:, 1:]
     keep = targets != -100
-    logits = head(hidden[:, :-1][keep])
-    loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+    loss = (head_loss_fn or head_loss)(head, hidden[:, :-1][keep], targets[keep])
     return loss, SimpleNamespace(loss=loss, hidden_states=hidden)
 
 
@@ -108,7 +113,9 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
              and not any(getattr(s, "needs_logits", False) for s in strategies))
     # train.compile: torch.compile the forward (the body on the fused path); the parameters,
     # the module tree and the saved model stay those of the plain model
-    forward = compiled_forward(head_and_body(model)[1] if fused else model) if compile_ else None
+    compilation = Compilation() if compile_ else None
+    forward = compilation(head_and_body(model)[1] if fused else model) if compile_ else None
+    compiled_head_loss = compilation(head_loss) if compile_ and fused else None
     tracking = bool(accelerator.trackers)
     tokens = loss_tokens = 0
     losses: list[float] = []
@@ -138,7 +145,7 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
             if batch["attention_mask"].dtype.is_floating_point:
                 batch["attention_mask"] = batch["attention_mask"].to(dtype)
             if fused:
-                loss, outputs = loss_on_targets(model, batch, forward)
+                loss, outputs = loss_on_targets(model, batch, forward, compiled_head_loss)
             else:
                 outputs = (forward or model)(**batch)
                 loss = outputs.loss
@@ -203,7 +210,7 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
         "seconds": round(seconds, 3),
         "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),
         **{k: round(v, 3) for k, v in spent.items()},
-        **({"compiled": forward.active} if forward is not None else {}),
+        **({"compiled": compilation.active} if compilation is not None else {}),
         "first_loss": round(losses[0], 4),
         "final_loss": round(sum(tail) / len(tail), 4),
     }

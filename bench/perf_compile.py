@@ -2,9 +2,9 @@
 
 The same tiny default model and packed instruct mixture as perf_train.py, trained by
 adaptlang.train.train_stage twice per repeat: eager, and with ``compile=true``
-(torch.compile of the forward + fused AdamW). Each variant first runs a few warm-up steps
-on the same model object (for compile: the compilation itself, reported separately), then
-the measured steps. Prints useful tokens/s of each, the ratio (target >= 1.2x) and the
+(torch.compile of the body and of the LM head's loss + fused AdamW). Each variant first runs
+a few warm-up steps on the same model object (for compile: the compilation itself, reported
+separately), then the measured steps. Prints useful tokens/s of each, the ratio (target >= 1.2x) and the
 compile time.
 
     python bench/perf_compile.py [--steps 30] [--warmup 3] [--repeats 2]

@@ -104,11 +104,10 @@ def test_compiled_training_matches_eager(tokenizer, monkeypatch):
     from conftest import make_model
     from adaptlang.data import ExampleStream
 
-    monkeypatch.setattr(compiling, "compiled_forward",
-                        lambda m: compiling.CompiledForward(m, lambda x: torch.compile(x, backend="eager")))
     import adaptlang.train as train
 
-    monkeypatch.setattr(train, "compiled_forward", compiling.compiled_forward)
+    monkeypatch.setattr(train, "Compilation",
+                        lambda: compiling.Compilation(lambda x: torch.compile(x, backend="eager")))
     examples = [{"input_ids": list(range(3, 40)), "labels": list(range(3, 40))} for _ in range(8)]
     results = {}
     for compile_ in (False, True):
@@ -134,7 +133,7 @@ def test_a_failing_compile_backend_falls_back_to_eager_with_one_line(tokenizer, 
             raise RuntimeError("no C++ toolchain (simulated)")
         return torch.compile(module, backend=backend)
 
-    monkeypatch.setattr(train, "compiled_forward", lambda m: compiling.CompiledForward(m, broken))
+    monkeypatch.setattr(train, "Compilation", lambda: compiling.Compilation(broken))
     examples = [{"input_ids": list(range(3, 30)), "labels": list(range(3, 30))} for _ in range(8)]
     result = run_test_stage(make_model(tokenizer), tokenizer, [], ExampleStream(examples, 0), steps=2,
                             train={"compile": True})
