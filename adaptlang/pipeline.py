@@ -36,6 +36,7 @@ from .seeds import derive_seed
 from .sources import text_for
 from .stage_runner import run_stage
 from .state_io import load_state, save_state
+from .trackers import PROJECT, benchmark_figures, hyperparameters, init_kwargs, tracker_names
 
 log = logging.getLogger("adaptlang")
 
@@ -105,7 +106,10 @@ def run_plan(plan: Plan, resume: bool = False) -> Path:
 
     cfg, composed, name = plan.config, plan.composed, plan.name
     _allow_new_precision(str(cfg.mixed_precision))
-    accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=str(cfg.mixed_precision))
+    trackers = tracker_names(cfg.train.get("report_to"))  # checked by the plan
+    accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=str(cfg.mixed_precision),
+                              log_with=trackers or None,
+                              project_dir=str(Path(cfg.output_dir) / name / "trackers") if trackers else None)
     main = accelerator.is_main_process  # several processes (accelerate launch): only rank 0 writes files
     if resume:
         rundir = RunDir.open(str(cfg.output_dir), name)
@@ -124,6 +128,11 @@ def run_plan(plan: Plan, resume: bool = False) -> Path:
     elif main:
         rundir.set_status("running")
     handler = _setup_logging(rundir.path / "train.log") if main else logging.NullHandler()
+    if trackers:
+        from omegaconf import OmegaConf
+
+        accelerator.init_trackers(PROJECT, config=hyperparameters(OmegaConf.to_container(cfg, resolve=True)),
+                                  init_kwargs=init_kwargs(trackers, name))
     cache = tempfile.TemporaryDirectory(prefix="adaptlang-blocks-")  # memory-mapped training blocks (per rank)
     try:
         metrics: dict[str, Any] = {
@@ -135,8 +144,10 @@ def run_plan(plan: Plan, resume: bool = False) -> Path:
         }
         done = rundir.completed_stages() if resume else {}
         metrics["stages"].update(done)
+        step_offset = 0  # optimizer steps of the earlier stages: one step axis for the trackers
         for stage in plan.stages:
             folder = rundir.stage_dir(stage.name)
+            step_offset += stage.steps
             if stage.name in done:
                 model, tokenizer = load_pretrained(str(folder / "model"))
                 for strategy_name, state in load_state(folder, "strategies").items():
@@ -147,13 +158,16 @@ def run_plan(plan: Plan, resume: bool = False) -> Path:
             checkpointer = Checkpointer(folder / "checkpoints", int(cfg.train.checkpoint_every))
             result = run_stage(stage, composed.active(stage.name), model, tokenizer, seed=plan.seed,
                                accelerator=accelerator, languages=plan.languages, config=cfg,
-                               cache_dir=cache.name, checkpointer=checkpointer)
+                               cache_dir=cache.name, checkpointer=checkpointer,
+                               step_offset=step_offset - stage.steps)
             model, tokenizer = result.model, result.tokenizer
             if main:
                 rundir.save_model(stage.name, model, tokenizer)
                 save_state(folder, "strategies", {s.name: s.state_dict() for s, _ in composed.items})
             eval_start = time.perf_counter()
             results = run_benchmarks(plan.benchmarks, model, tokenizer, plan.languages, cfg)
+            if trackers:
+                accelerator.log(benchmark_figures(results), step=step_offset)
             metrics["stages"][stage.name] = {
                 "strategies": result.strategies,
                 "train": result.train,
@@ -188,6 +202,8 @@ def run_plan(plan: Plan, resume: bool = False) -> Path:
                               resume=f"adaptlang resume {rundir.path}")
         raise
     finally:
+        if trackers:
+            accelerator.end_training()
         log.removeHandler(handler)
         handler.close()
         cache.cleanup()

@@ -28,12 +28,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import instructions
 from .benchmarks import check_benchmarks
+from .compiling import check_compile
 from .composition import Composed, compose
 from .errors import UserError, listing, suggest
 from .languages import LanguageSet
 from .rundir import run_name
 from .schedules import check_schedule
 from .sources import training_source
+from .trackers import check_trackers, tracker_names
 
 DATA_KINDS = ("text", "instructions")
 STAGE_KEYS = ("name", "data", "steps", "train")
@@ -96,6 +98,11 @@ class Plan:
             "evaluation after each stage": {"benchmarks": self.benchmarks,
                                             "max_sentences": self.config.eval.get("max_sentences")},
             "training text": self._text_by_source(),
+            "progress and tracking": {
+                "lines": f"every {self.config.train.log_every} steps or {self.config.train.get('log_seconds')} s "
+                         "(stderr when it is not a terminal; train.log)",
+                "trackers": tracker_names(self.config.train.get("report_to")) or "none",
+                "compile": bool(self.config.train.get("compile", False))},
             "seeds": f"run seed {self.seed}; every draw seeded by (seed, stage, purpose) (adaptlang.seeds)",
         }
 
@@ -244,6 +251,9 @@ def make_plan(cfg: DictConfig, composed: Composed | None = None) -> Plan:
                 languages.resolve(value if isinstance(value, str) else [str(v) for v in value])
             except UserError as exc:
                 raise UserError(f"eval.classify.{key}: {exc}") from None
+    check_trackers(cfg.train.get("report_to"))
+    if any(s.train.get("compile") for s in stages):
+        check_compile(str(cfg.device))
     text = {}
     for stage in stages:
         if stage.kind == "text" and not any(composed.get(n).builds_examples for n in stage.strategies):

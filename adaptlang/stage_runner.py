@@ -126,7 +126,7 @@ def restore_ownership(model, before: dict, active: list[Strategy], stage: str) -
 
 def run_stage(stage: PlannedStage, strategies: list[Strategy], model, tokenizer, *, seed: int, accelerator=None,
               languages=None, config=None, stream=None, cache_dir: str | None = None,
-              checkpointer=None) -> StageResult:
+              checkpointer=None, step_offset: int = 0) -> StageResult:
     """Set up, train and close one stage with its active ``strategies`` (in set-up order)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -152,7 +152,7 @@ def run_stage(stage: PlannedStage, strategies: list[Strategy], model, tokenizer,
     setup_seconds = time.perf_counter() - started
     log.info("stage %s: strategies [%s], %d steps", stage.name, ", ".join(s.name for s in strategies), stage.steps)
     model, stats = train_stage(model, tokenizer, stream, strategies, ctx.train, stage.steps, accelerator, ctx,
-                               checkpointer)
+                               checkpointer, step_offset)
     ctx.model = model
     for strategy in reversed(strategies):
         strategy.on_stage_end(ctx)

@@ -21,13 +21,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from accelerate.utils import DistributedType
 
 from .checkpoint import Checkpointer
+from .compiling import Compilation, fused_optimizer_ok
 from .batching import make_batch
 from .data import ExampleStream
 from .errors import UserError
 from .models import head_and_body, packs_correctly
+from .progress import Progress
 from .schedules import make_scheduler
 from .strategy import StageContext, Strategy, TrainState
 
@@ -46,15 +48,23 @@ def param_groups(model, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def loss_on_targets(model, batch: dict):
+def head_loss(head, hidden, targets):
+    """Mean cross-entropy of ``head(hidden)`` against ``targets`` (the labelled positions)."""
+    return torch.nn.functional.cross_entropy(head(hidden).float(), targets)
+
+
+def loss_on_targets(model, batch: dict, body=None, head_loss_fn=None):
     """Mean next-token cross-entropy over the labelled positions only -- the same value as
     ``model(**batch).loss`` -- but the LM head runs only where there is a label.
 
     For small multilingual models the vocabulary projection is most of the compute (tiny
     default: 2*128*8000 FLOPs a token against ~0.4M for the body), and instruction prompts
     and padding carry no loss. Falls back to the model's own loss where the shortcut does
-    not apply (no separable body/head, logit soft-capping, a distributed wrapper)."""
-    head, body = head_and_body(model)
+    not apply (no separable body/head, logit soft-capping, a distributed wrapper). ``body``:
+    a compiled forward of the model's body (``train.compile``), else the body itself;
+    ``head_loss_fn``: a compiled ``head_loss`` (``train.compile``), else ``head_loss``."""
+    head, own_body = head_and_body(model)
+    body = own_body if body is None else body
     if head is None:
         outputs = model(**batch)
         return outputs.loss, outputs
@@ -62,17 +72,22 @@ def loss_on_targets(model, batch: dict):
     hidden = body(**inputs).last_hidden_state
     targets = batch["labels"][:, 1:]
     keep = targets != -100
-    logits = head(hidden[:, :-1][keep])
-    loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+    loss = (head_loss_fn or head_loss)(head, hidden[:, :-1][keep], targets[keep])
     return loss, SimpleNamespace(loss=loss, hidden_states=hidden)
 
 
 def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strategy], tcfg: Any,
-                steps: int, accelerator, ctx: StageContext, checkpointer: Checkpointer | None = None) -> tuple[Any, dict]:
-    """Train one stage; resumes from ``checkpointer``'s latest checkpoint when there is one."""
+                steps: int, accelerator, ctx: StageContext, checkpointer: Checkpointer | None = None,
+                step_offset: int = 0) -> tuple[Any, dict]:
+    """Train one stage; resumes from ``checkpointer``'s latest checkpoint when there is one.
+
+    ``step_offset``: optimizer steps of the run's earlier stages, so that the experiment
+    trackers (``train.report_to``) see one increasing step across stages."""
+    compile_ = bool(tcfg.get("compile", False))
     optimizer = torch.optim.AdamW(
         param_groups(model, float(tcfg.weight_decay)), lr=float(tcfg.lr),
         betas=tuple(tcfg.betas), eps=float(tcfg.eps),
+        **({"fused": True} if compile_ and fused_optimizer_ok(accelerator.device) else {}),
     )
     warmup = math.ceil(float(tcfg.warmup_ratio) * steps)
     scheduler = make_scheduler(optimizer, tcfg.get("schedule"), warmup, steps)
@@ -98,7 +113,16 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
     dtype = next(state.model.parameters()).dtype
     # the shortcut needs the bare model (a DDP wrapper must run its own forward) and no
     # strategy that reads the logits
-    fused = model is state.model and not any(getattr(s, "needs_logits", False) for s in strategies)
+    # strategy that reads the logits; FSDP2 shards in place (model is state.model), but its
+    # root module must run its own forward to gather the embedding and head shards
+    fused = (model is state.model and accelerator.distributed_type != DistributedType.FSDP
+             and not any(getattr(s, "needs_logits", False) for s in strategies))
+    # train.compile: torch.compile the forward (the body on the fused path); the parameters,
+    # the module tree and the saved model stay those of the plain model
+    compilation = Compilation() if compile_ else None
+    forward = compilation(head_and_body(model)[1] if fused else model) if compile_ else None
+    compiled_head_loss = compilation(head_loss) if compile_ and fused else None
+    tracking = bool(accelerator.trackers)
     tokens = loss_tokens = 0
     losses: list[float] = []
     first_step, seconds_before = 1, 0.0
@@ -116,8 +140,8 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
         state.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     start = time.perf_counter() - seconds_before
-    bar = tqdm(total=steps, desc=f"{ctx.name}", unit="step", dynamic_ncols=True, mininterval=1.0,
-               disable=not accelerator.is_local_main_process or None, initial=first_step - 1)
+    bar = Progress(f"stage {ctx.name}", steps, unit="step", every=int(tcfg.log_every), seconds=tcfg.get("log_seconds"),
+                   initial=first_step - 1, enabled=accelerator.is_local_main_process)
     for step in range(first_step, steps + 1):
         step_loss = 0.0
         for _ in range(accum):
@@ -130,9 +154,9 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
             if batch["attention_mask"].dtype.is_floating_point:
                 batch["attention_mask"] = batch["attention_mask"].to(dtype)
             if fused:
-                loss, outputs = loss_on_targets(model, batch)
+                loss, outputs = loss_on_targets(model, batch, forward, compiled_head_loss)
             else:
-                outputs = model(**batch)
+                outputs = (forward or model)(**batch)
                 loss = outputs.loss
             n_loss = int((batch["labels"][:, 1:] != -100).sum())
             if world > 1:  # weight this rank's mean by its share of the global labelled tokens
@@ -169,11 +193,13 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
         if not math.isfinite(step_loss):
             raise RuntimeError(f"stage {ctx.name}: loss is {step_loss} at step {step} (lower train.lr?)")
         elapsed = time.perf_counter() - start
-        bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tokens / max(elapsed, 1e-9):,.0f}", refresh=False)
-        bar.update(1)
-        if step % int(tcfg.log_every) == 0 or step == steps:
-            log.info("stage %s step %d/%d loss %.4f lr %.2e tokens/s %.0f", ctx.name, step, steps,
-                     step_loss, scheduler.get_last_lr()[0], tokens / max(elapsed, 1e-9))
+        lr, tokens_per_second = scheduler.get_last_lr()[0], tokens / max(elapsed, 1e-9)
+        line = bar.update(1, loss=f"{step_loss:.4f}", lr=f"{lr:.2e}", **{"tokens/s": f"{tokens_per_second:,.0f}"})
+        if line:
+            log.info("%s", line)
+        if tracking:
+            accelerator.log({"train/loss": step_loss, "train/lr": lr, "train/tokens_per_second": tokens_per_second,
+                             f"train/{ctx.name}/loss": step_loss}, step=step_offset + step)
         if checkpointer is not None and checkpointer.due(step, steps) and accelerator.is_main_process:
             checkpointer.save(step, state.model, inner_optimizer, scheduler, stream, strategies,
                               {"tokens": tokens, "loss_tokens": loss_tokens, "losses": losses, "seconds": elapsed, **spent})
@@ -198,6 +224,7 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
         "packing": packing,
         "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),
         **{k: round(v, 3) for k, v in spent.items()},
+        **({"compiled": compilation.active} if compilation is not None else {}),
         "first_loss": round(losses[0], 4),
         "final_loss": round(sum(tail) / len(tail), 4),
     }

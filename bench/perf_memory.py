@@ -1,11 +1,18 @@
-"""Peak memory of preparing a stage's training data at 1x and 10x the default corpus.
+"""Peak memory: of preparing a stage's training data at 1x and 10x the default corpus, and of
+training steps per token against the packed row width (512 / 2048 / 4096).
 
 Each scale runs in a fresh child process: read the text of the 12 pretraining languages
 (1x: the vendored NTREX-128 text, 1997 lines per language; 10x: the same text repeated ten
 times, written to local files and pointed at with data.train_files), tokenize it into LM
 blocks, and draw 50 batches. Prints each child's peak RSS (ru_maxrss) and the ratio.
 
-    python bench/perf_memory.py
+Row width: in a fresh child per width, the tiny default model (positions up to 4096) trains
+3 steps of the loop (adaptlang.train.train_stage, packing on) on random examples of 64-448
+tokens packed into rows of the width, with the same 8192 tokens per batch (16 x 512,
+4 x 2048, 2 x 4096). Prints the peak RSS above the child's RSS before training, per token
+of the batch.
+
+    python bench/perf_memory.py [--widths 512,2048,4096] [--skip-corpus]
 """
 from __future__ import annotations
 
@@ -45,7 +52,64 @@ print(json.dumps({"lines": sum(len(v) for v in texts.values()), "blocks": len(bl
 '''
 
 
+WIDTH_CHILD = r'''
+import json, random, resource, sys
+import torch
+from accelerate import Accelerator
+from omegaconf import OmegaConf
+from adaptlang import load_config
+from adaptlang.data import ExampleStream
+from adaptlang.models import build_model
+from adaptlang.stage_runner import adhoc_stage
+from adaptlang.strategy import StageContext
+from adaptlang.train import train_stage
+from transformers import AutoTokenizer
+
+width, tokens = int(sys.argv[1]), int(sys.argv[3])
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[2])
+cfg = load_config([])
+mcfg = OmegaConf.merge(cfg.model, {"max_position_embeddings": 4096})
+model = build_model(mcfg, tokenizer, 0)
+rng = random.Random(0)
+examples = []
+for _ in range(400):
+    n = rng.randint(64, 448)
+    ids = [rng.randrange(4, len(tokenizer)) for _ in range(n)]
+    examples.append({"input_ids": ids, "labels": ids})
+stage = adhoc_stage("mem", 3, {"batch_size": 1, "max_length": width, "packing": True, "log_every": 1000})
+train = OmegaConf.create(stage.train)
+# packed rows of `width` hold ~width/256 examples: draw enough examples for tokens/width rows
+train.batch_size = max(1, round(tokens / 256))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+ctx = StageContext(name="mem", index=0, seed=0, train=train, config=cfg)
+_, stats = train_stage(model, tokenizer, ExampleStream(examples, 0), [], train, 3, Accelerator(cpu=True), ctx)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"width": width, "before_mb": before, "peak_mb": peak, "tokens_per_step": stats["tokens"] / 3}))
+'''
+
+
+def widths(tmp: str, tokenizer, values: list[int], tokens: int = 8192) -> list[dict]:
+    tokenizer.save_pretrained(f"{tmp}/tok-w")
+    rows = []
+    for width in values:
+        out = subprocess.run([sys.executable, "-c", WIDTH_CHILD, str(width), f"{tmp}/tok-w", str(tokens)],
+                             capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print(f"\n{'row width':>9s} {'tokens/step':>11s} {'RSS before MB':>13s} {'peak MB':>8s} {'KB per token':>12s}")
+    for r in rows:
+        r["kb_per_token"] = (r["peak_mb"] - r["before_mb"]) * 1024 / r["tokens_per_step"]
+        print(f"{r['width']:9d} {r['tokens_per_step']:11.0f} {r['before_mb']:13.0f} {r['peak_mb']:8.0f} "
+              f"{r['kb_per_token']:12.1f}")
+    return rows
+
+
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--widths", default="512,2048,4096")
+    parser.add_argument("--skip-corpus", action="store_true")
+    args = parser.parse_args()
     from adaptlang import load_config
     from adaptlang.languages import CORPORA, LanguageSet
     from adaptlang.pipeline import initial_model
@@ -55,6 +119,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         _, tokenizer = initial_model(cfg, langs)
         tokenizer.save_pretrained(f"{tmp}/tok")
+        by_width = widths(tmp, tokenizer, [int(w) for w in args.widths.split(",")])
+        emit("memory_width", kb_per_token={r["width"]: r["kb_per_token"] for r in by_width})
+        if args.skip_corpus:
+            return
         rows = []
         for scale in (1, 10):
             overrides = ["data.max_lines_per_language=null"]

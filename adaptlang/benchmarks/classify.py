@@ -48,13 +48,13 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from tqdm.auto import tqdm
 
 from ..errors import UserError, listing, suggest
 from ..languages import CORPORA
 from ._common import BENCHMARKS, register_benchmark
 from ._common import means_by_group
 from ._scoring import score_shared_prompt
+from ..progress import log_seconds, track
 
 TASKS_DIR = Path(__file__).parent / "tasks"
 TASK_KEYS = {"name", "description", "data_dir", "split", "languages", "labels", "label_words", "prompts"}
@@ -239,7 +239,7 @@ def run_task(task: Task, model, tokenizer, languages, cfg) -> dict:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     batch = int(cfg.eval.batch_size)
     per_language, skipped = {}, {}
-    for folder, code in tqdm(task.languages.items(), desc=task.name, unit="lang", leave=False, disable=None):
+    for folder, code in track(task.languages.items(), f"eval {task.name}", seconds=log_seconds(cfg)):
         read = read_split(task, folder)
         if isinstance(read, str):
             skipped[code] = read

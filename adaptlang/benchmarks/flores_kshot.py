@@ -31,12 +31,12 @@ import numpy as np
 import sacrebleu
 import torch
 import yaml
-from tqdm.auto import tqdm
 
 from ..sources import FLORES_EVAL, FLORES_POOL, flores_lines
 from ..errors import UserError, listing
 from . import register_benchmark
 from ._common import means_by_group, resolve_codes
+from ..progress import log_seconds, track
 
 PROMPTS = Path(__file__).parent / "prompts" / "flores.yaml"
 METRICS = ("bleu", "chrf")
@@ -129,7 +129,7 @@ def flores_benchmark(model, tokenizer, languages, cfg, shots: int) -> dict:
     eng_pool, eng_test = flores_lines("eng_Latn", FLORES_POOL), flores_lines("eng_Latn", FLORES_EVAL)[:n]
     per_language, skipped, signatures = {}, {}, score_translations([""], ["."])["signatures"]
     codes = resolve_codes(fcfg.get("languages", "all"), languages)
-    for code in tqdm(codes, desc=f"flores {shots}-shot", unit="lang", leave=False, disable=None):
+    for code in track(codes, f"eval flores {shots}-shot", seconds=log_seconds(cfg)):
         lang = languages.check(code)
         if code == SOURCE:
             skipped[code] = "the source language (English -> X)"

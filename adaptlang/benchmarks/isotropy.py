@@ -30,13 +30,13 @@ from collections import defaultdict
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..sources import heldout_texts
 from ..batching import pad_right
 from ..errors import UserError
 from . import register_benchmark
 from ._common import means_by_group
+from ..progress import log_seconds, track
 
 METRICS = ("self_similarity", "anisotropy", "adjusted_self_similarity")
 
@@ -143,7 +143,7 @@ def isotropy(model, tokenizer, languages, cfg) -> dict:
             raise UserError(f"eval.isotropy.layers: {layer} is out of range for a model with {n_layers} layers "
                             f"(valid: {-(n_layers + 1)}..{n_layers}; 0 = embeddings, -1 = last)")
     per_language, skipped = {}, {}
-    for code in tqdm(languages.all_codes(), desc="isotropy", unit="lang", leave=False, disable=None):
+    for code in track(languages.all_codes(), "eval isotropy", seconds=log_seconds(cfg)):
         texts, source = heldout_texts(code, languages, cfg, icfg.get("sentences", 64))
         if texts is None:
             skipped[code] = source

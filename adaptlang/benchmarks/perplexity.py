@@ -18,12 +18,12 @@ from __future__ import annotations
 import math
 
 import torch
-from tqdm.auto import tqdm
 
 from ..sources import heldout_texts
 from ..batching import pad_right
 from ..models import head_and_body
 from . import register_benchmark
+from ..progress import log_seconds, track
 
 METRICS = ("ppl_token", "bits_per_char", "ppl_char", "bits_per_byte")
 
@@ -95,7 +95,7 @@ def class_means(per_language: dict, languages) -> dict:
 def perplexity(model, tokenizer, languages, cfg) -> dict:
     per_language, skipped, sources = {}, {}, {}
     limit = cfg.eval.get("max_sentences")
-    for code in tqdm(languages.all_codes(), desc="perplexity", unit="lang", leave=False, disable=None):
+    for code in track(languages.all_codes(), "eval perplexity", seconds=log_seconds(cfg)):
         texts, source = heldout_texts(code, languages, cfg, limit)
         if texts is None:
             skipped[code] = source
