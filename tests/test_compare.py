@@ -41,7 +41,7 @@ def make_run(root, name, strategies, seed, values_by_stage, extra_eval=None, con
             ev.update(extra_eval[stage])
         stages[stage] = {"strategies": [s for s in strategies if stage == "instruct"],
                          "train": {"steps": 5, "examples": 20, "tokens": 640, "loss_tokens": 600, "seconds": 0.5,
-                                   "tokens_per_second": 1280.0, "data_seconds": 0.01, "strategy_seconds": 0.0,
+                                   "tokens_per_second": 1280.0, "data_seconds": 0.01, "strategy_seconds": 0.0, "packing": "padding",
                                    "first_loss": 7.0, "final_loss": 6.5},
                          "setup_seconds": 0.2, "strategy_notes": {}, "parameters": {"total": 1000, "trainable": 1000},
                          "eval": ev, "eval_seconds": 0.1, "model_dir": f"stages/{stage}/model"}
