@@ -66,7 +66,8 @@ def main() -> None:
           f"{s['seconds']:.1f}s = {s['tokens_per_second']:,.0f} tokens/s ({s['seconds'] / s['steps']:.3f} s/step), "
           f"loss {s['first_loss']:.3f} -> {s['final_loss']:.3f}")
 
-    ref = adapt_throughput(base, tokenizer, make_plan(load_config(["strategy=none", *args.overrides])), args.steps)
+    plain = [o for o in args.overrides if not o.startswith("strategy.")]  # the vocab options do not apply
+    ref = adapt_throughput(base, tokenizer, make_plan(load_config(["strategy=none", *plain])), args.steps)
     r = ref["stats"]
     print(f"adapt without vocab (full model, {ref['trainable']:,} trainable): {r['tokens']:,} tokens in "
           f"{r['seconds']:.1f}s = {r['tokens_per_second']:,.0f} tokens/s")
