@@ -153,6 +153,9 @@ def _plan_stage(index: int, stage: DictConfig, cfg: DictConfig, languages: Langu
     check_schedule(tcfg.schedule, where=f"stage '{stage.name}': train.schedule")
     if int(tcfg.batch_size) < 1:
         raise UserError(f"stage '{stage.name}': train.batch_size={tcfg.batch_size}: must be at least 1")
+    if float(tcfg.get("embedding_lr_ratio", 1.0)) <= 0:
+        raise UserError(f"stage '{stage.name}': train.embedding_lr_ratio={tcfg.embedding_lr_ratio}: must be > 0 "
+                        "(the embeddings' learning rate as a multiple of train.lr)")
     active = composed.active(str(stage.name))
     builder = next((s.name for s in active if s.builds_examples), None)
     spec = stage.data.get("languages", "all")

@@ -36,16 +36,35 @@ from .strategy import StageContext, Strategy, TrainState
 log = logging.getLogger("adaptlang")
 
 
-def param_groups(model, weight_decay: float) -> list[dict]:
-    """Decay matrices; never decay norms, biases, or parameters a strategy froze."""
-    decay, no_decay = [], []
+def embedding_parameters(model) -> set[int]:
+    """ids of the token embedding rows and the LM head: the tensors themselves and the rows a
+    strategy trains through peft (TrainableTokens deltas)."""
+    ids = {id(model.get_input_embeddings().weight)}
+    head = model.get_output_embeddings()
+    if head is not None:
+        ids.add(id(head.weight))
+    ids |= {id(p) for name, p in model.named_parameters() if "trainable_tokens_delta" in name}
+    return ids
+
+
+def param_groups(model, weight_decay: float, lr: float, embedding_lr_ratio: float = 1.0) -> list[dict]:
+    """Decay matrices; never decay norms, biases, or parameters a strategy froze. With
+    ``embedding_lr_ratio`` != 1 the embedding rows and the LM head get their own group at
+    ``lr * embedding_lr_ratio`` (continued-pretraining practice: 2-10x smaller than the body's);
+    the schedule scales every group alike."""
+    embeddings = embedding_parameters(model) if embedding_lr_ratio != 1.0 else set()
+    decay, no_decay, embed = [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if p.ndim >= 2 else no_decay).append(p)
-    if not decay and not no_decay:
+        (embed if id(p) in embeddings else decay if p.ndim >= 2 else no_decay).append(p)
+    if not decay and not no_decay and not embed:
         raise UserError("no trainable parameters in this stage (every parameter is frozen)")
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay, "lr": lr},
+              {"params": no_decay, "weight_decay": 0.0, "lr": lr}]
+    if embed:
+        groups.append({"params": embed, "weight_decay": weight_decay, "lr": lr * embedding_lr_ratio})
+    return groups
 
 
 def head_loss(head, hidden, targets):
@@ -85,7 +104,8 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
     trackers (``train.report_to``) see one increasing step across stages."""
     compile_ = bool(tcfg.get("compile", False))
     optimizer = torch.optim.AdamW(
-        param_groups(model, float(tcfg.weight_decay)), lr=float(tcfg.lr),
+        param_groups(model, float(tcfg.weight_decay), float(tcfg.lr), float(tcfg.get("embedding_lr_ratio", 1.0))),
+        lr=float(tcfg.lr),
         betas=tuple(tcfg.betas), eps=float(tcfg.eps),
         **({"fused": True} if compile_ and fused_optimizer_ok(accelerator.device) else {}),
     )
