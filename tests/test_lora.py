@@ -2,6 +2,7 @@
 the merged model differs from the base and reloads as plain transformers, and lora composes
 with vocab (new rows + head + adapters, body frozen)."""
 import json
+import tempfile
 
 import pytest
 import torch
@@ -111,9 +112,22 @@ def test_composes_with_vocab_new_rows_head_and_adapters_body_frozen(tokenizer):
     model = train(model, merged, [vocab, lora], ctx)
     params = dict(model.named_parameters())
     assert all(bits(params[n]) == bits(p) for n, p in body.items()), "a frozen body weight moved"
+    ids = torch.tensor([merged("Bonjour à tous, le gouvernement a annoncé une nouvelle loi.")["input_ids"]])
+    assert int(ids.max()) >= emb0.shape[0], "the probe text uses new token ids"
+    model.eval()
+    with torch.no_grad():
+        unmerged = model(ids).logits
     for s in reversed([vocab, lora]):  # as the pipeline tears down
         s.on_stage_end(ctx)
     assert is_plain(model)
+    with torch.no_grad():  # merging LoRA and the new rows into the grown model changes no logit
+        assert torch.allclose(model(ids).logits, unmerged, atol=1e-5)
+    with tempfile.TemporaryDirectory() as tmp:  # and it saves and loads at the grown size (no size mismatch)
+        model.save_pretrained(tmp)
+        merged.save_pretrained(tmp)
+        again = AutoModelForCausalLM.from_pretrained(tmp)
+        with torch.no_grad():
+            assert torch.allclose(again(ids).logits, unmerged, atol=1e-5)
     n_old = emb0.shape[0]
     assert bits(model.get_input_embeddings().weight[:n_old]) == bits(emb0), "old rows moved"
     q0 = make_model(tokenizer).model.layers[0].self_attn.q_proj.weight
