@@ -125,8 +125,9 @@ def free_padding_row(model, tokenizer) -> None:
             row.copy_(torch.randn(row.shape, generator=generator) * std)
 
 
-def load_pretrained(name_or_path: str, trust_remote_code: bool = False):
-    """Any causal LM by hub name or local path, with its tokenizer. User mistakes -> UserError."""
+def load_pretrained(name_or_path: str, trust_remote_code: bool = False, tokenizer=None):
+    """Any causal LM by hub name or local path, with its tokenizer (``tokenizer``: one already
+    read from that path, e.g. by the plan). User mistakes -> UserError."""
     path = Path(name_or_path)
     looks_local = path.is_absolute() or name_or_path.startswith((".", "~")) or path.exists()
     if looks_local and not path.exists():
@@ -135,7 +136,8 @@ def load_pretrained(name_or_path: str, trust_remote_code: bool = False):
         raise UserError(f"'{name_or_path}' is not a transformers model folder (no config.json)")
     check_architecture(name_or_path, trust_remote_code)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except ValueError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -41,10 +41,12 @@ from .trackers import PROJECT, benchmark_figures, hyperparameters, init_kwargs, 
 log = logging.getLogger("adaptlang")
 
 
-def initial_model(cfg: DictConfig, languages):
+def initial_model(cfg: DictConfig, languages, tokenizer=None):
+    """The run's first model and tokenizer: a checkpoint (``tokenizer``: already read from it by
+    the plan), or a tokenizer trained and a model built from config."""
     mcfg = cfg.model
     if mcfg.get("name_or_path"):
-        return load_pretrained(str(mcfg.name_or_path), bool(mcfg.get("trust_remote_code", False)))
+        return load_pretrained(str(mcfg.name_or_path), bool(mcfg.get("trust_remote_code", False)), tokenizer)
     if "hidden_size" not in mcfg or "tokenizer" not in mcfg:
         raise UserError("model: set model.name_or_path=PATH_OR_HUB_NAME, or choose a model config that builds "
                         "one (model=tiny)")
@@ -118,7 +120,8 @@ def run_plan(plan: Plan, resume: bool = False) -> Path:
     accelerator.wait_for_everyone()  # every rank has checked before rank 0 creates the folder
     set_seed(derive_seed(plan.seed, "", "model"))
     started = time.perf_counter()
-    model, tokenizer = initial_model(cfg, plan.languages)  # a bad model path fails before any output exists
+    # a bad model path fails before any output exists; the plan has read a local checkpoint's tokenizer
+    model, tokenizer = initial_model(cfg, plan.languages, plan.base_tokenizer)
     if not resume:
         if main:
             rundir = RunDir.create(str(cfg.output_dir), name, bool(cfg.overwrite))

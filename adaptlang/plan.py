@@ -32,6 +32,7 @@ from .compiling import check_compile
 from .composition import Composed, compose
 from .errors import UserError, listing, suggest
 from .languages import LanguageSet
+from .models import check_architecture
 from .rundir import run_name
 from .schedules import check_schedule
 from .sources import training_source
@@ -213,8 +214,6 @@ def _local_tokenizer(cfg: DictConfig):
     if not path or not Path(str(path)).is_dir():
         return None
     from transformers import AutoTokenizer
-
-    from .models import check_architecture
 
     if (Path(str(path)) / "config.json").is_file():
         check_architecture(str(path), bool(cfg.model.get("trust_remote_code")))

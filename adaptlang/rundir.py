@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -30,11 +29,6 @@ def run_name(label: str | list[str], seed: int) -> str:
     if not isinstance(label, str):
         label = "+".join(label) or "none"
     return f"{label}-s{int(seed)}"
-
-
-def method_label(name: str) -> str:
-    """A run name without its ``-s<seed>`` suffix: the method that several seeds share."""
-    return re.sub(r"-s\d+$", "", name)
 
 
 def write_atomic(path: Path, text: str) -> None:

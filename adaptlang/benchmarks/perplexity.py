@@ -93,7 +93,7 @@ def class_means(per_language: dict, languages) -> dict:
 
 @register_benchmark("perplexity")
 def perplexity(model, tokenizer, languages, cfg) -> dict:
-    per_language, skipped, sources = {}, {}, {}
+    per_language, skipped = {}, {}
     limit = cfg.eval.get("max_sentences")
     for code in track(languages.all_codes(), "eval perplexity", seconds=log_seconds(cfg)):
         texts, source = heldout_texts(code, languages, cfg, limit)
