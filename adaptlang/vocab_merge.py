@@ -23,9 +23,14 @@ so we merge at the level of the BPE model that the transformers tokenizer runs
   that can only be built from it, until none appears. Removed pieces are counted in the
   notes (``dropped_for_old_languages``).
 
-Supported base tokenizers: sentencepiece-style BPE in ``tokenizers`` (word boundary ``▁``,
-as Llama, Mistral and the built-in tokenizer), the common case for decoder LLMs. Byte-level
-(GPT-2 style), Unigram and WordPiece tokenizers are refused with a UserError.
+Supported base tokenizers (``tokenizer_kind``): sentencepiece-style BPE in ``tokenizers`` (word
+boundary ``▁``, byte fallback: Llama 2, Mistral, Gemma, Phi-3 and the built-in tokenizer), whose
+new model sentencepiece learns, and byte-level BPE (GPT-2, Qwen2, Llama 3, GPT-NeoX, BLOOM), whose
+new model the ``tokenizers`` BPE trainer learns through the base's own pre-tokenizer. The merge
+argument above holds for both, since both run the same BPE model over their alphabet (with
+``ignore_merges``, as Llama 3 sets it, a pre-token that is a whole new piece gets its new id,
+which the protection check sees). Unigram and WordPiece tokenizers, BPE with dropout or subword
+affixes, and slow-only tokenizers are refused with a UserError.
 """
 from __future__ import annotations
 
@@ -49,9 +54,19 @@ SPECIAL_PIECES = {"<unk>", "<s>", "</s>", "<pad>"}
 
 # --- the new-language sentencepiece model -------------------------------------------------
 
-def train_new_vocabulary(texts: Sequence[str], vocab_size: int, character_coverage: float = 0.9995) -> dict:
-    """Train a sentencepiece BPE model on the new languages' text; return its BPE model
-    (``{"vocab": {piece: id}, "merges": [[a, b], ...]}``) as transformers converts it.
+def train_new_vocabulary(texts: Sequence[str], vocab_size: int, character_coverage: float = 0.9995,
+                         like=None) -> dict:
+    """Learn the new languages' BPE model of the same kind as the base tokenizer ``like``
+    (sentencepiece-style when ``like`` is None); return ``{"vocab": {piece: id}, "merges":
+    [[a, b], ...]}``, as the ``tokenizers`` BPE model holds it."""
+    if like is not None and tokenizer_kind(base_bpe(like)) == "byte-level":
+        return train_byte_level(texts, vocab_size, like)
+    return train_sentencepiece(texts, vocab_size, character_coverage)
+
+
+def train_sentencepiece(texts: Sequence[str], vocab_size: int, character_coverage: float = 0.9995) -> dict:
+    """Train a sentencepiece BPE model on the new languages' text; return its BPE model as
+    transformers converts it.
 
     ``vocab_size`` is a soft limit (``hard_vocab_limit=false``): small corpora give fewer pieces.
     Sentencepiece takes no seed; training is deterministic while the text has fewer than
@@ -77,6 +92,39 @@ def train_new_vocabulary(texts: Sequence[str], vocab_size: int, character_covera
     return {"vocab": bpe["vocab"], "merges": [_pair(m) for m in bpe["merges"]]}
 
 
+def train_byte_level(texts: Sequence[str], vocab_size: int, like) -> dict:
+    """Train a byte-level BPE model (GPT-2 / Qwen / Llama 3 kind) with the ``tokenizers``
+    library on the new languages' text, through the base tokenizer's own normalizer and
+    pre-tokenizer (its split regex and byte-to-unicode mapping), so that its pieces and merges
+    live in the base model's alphabet. The trainer is deterministic (no sampling, no seed)."""
+    from tokenizers import models, pre_tokenizers, trainers
+
+    backend = like.backend_tokenizer
+    learner = Tokenizer(models.BPE())
+    learner.normalizer = backend.normalizer
+    learner.pre_tokenizer = backend.pre_tokenizer
+    trainer = trainers.BpeTrainer(vocab_size=int(vocab_size), show_progress=False, special_tokens=[],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    learner.train_from_iterator(list(texts), trainer)
+    bpe = json.loads(learner.to_str())["model"]
+    return {"vocab": bpe["vocab"], "merges": [_pair(m) for m in bpe["merges"]]}
+
+
+def learnable_pieces_bound(texts: Iterable[str]) -> int:
+    """An upper bound on the pieces any BPE model (either kind) can hold when learned on
+    ``texts``: 256 bytes and 3 specials, the distinct characters, and one merge per byte of
+    each distinct whitespace word (a word of n symbols allows at most n - 1 merges; the
+    word-boundary symbol adds one). Cheap enough for the plan to refuse a corpus far too small
+    for the asked ``vocab_size`` before anything trains; the exact count is checked after the
+    new model is learned."""
+    words: set[str] = set()
+    chars: set[str] = set()
+    for text in texts:
+        words.update(text.split())
+        chars.update(text)
+    return 259 + len(chars) + sum(len(w.encode("utf-8")) for w in words)
+
+
 def _pair(merge) -> tuple[str, str]:
     if isinstance(merge, str):
         a, b = merge.split(" ", 1)
@@ -87,23 +135,36 @@ def _pair(merge) -> tuple[str, str]:
 # --- the merge ----------------------------------------------------------------------------
 
 def base_bpe(tokenizer) -> dict:
-    """The base tokenizer's tokenizers JSON, checked to be sentencepiece-style BPE."""
+    """The base tokenizer's tokenizers JSON, checked to be a BPE kind we can extend
+    (``tokenizer_kind``); any other kind is a UserError naming the supported ones."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
-        raise UserError(f"strategy.vocab: the base tokenizer ({type(tokenizer).__name__}) has no tokenizers "
-                        "backend; vocabulary expansion needs a fast (tokenizers) BPE tokenizer")
+        raise UserError(f"strategy.vocab: the base tokenizer ({type(tokenizer).__name__}) is a slow tokenizer with no "
+                        f"tokenizers backend; vocabulary expansion needs a fast BPE tokenizer ({SUPPORTED})")
     data = json.loads(backend.to_str())
     model = data["model"]
     if model.get("type") != "BPE":
         raise UserError(f"strategy.vocab: the base tokenizer is {model.get('type')}, not BPE; vocabulary "
-                        "expansion supports sentencepiece-style BPE tokenizers (Llama, Mistral)")
-    text = json.dumps([data.get("pre_tokenizer"), data.get("normalizer"), data.get("decoder")])
-    if "ByteLevel" in text or not any(p.startswith("\u2581") for p in model["vocab"]):
-        raise UserError("strategy.vocab: the base tokenizer is byte-level BPE (GPT-2 style); vocabulary "
-                        "expansion supports sentencepiece-style BPE tokenizers (word boundary '\u2581')")
+                        f"expansion supports {SUPPORTED}")
     if model.get("dropout") or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
-        raise UserError("strategy.vocab: the base BPE tokenizer uses dropout or subword affixes; not supported")
+        raise UserError("strategy.vocab: the base BPE tokenizer uses dropout or subword affixes; not supported "
+                        f"(supported: {SUPPORTED})")
+    tokenizer_kind(data)
     return data
+
+
+SUPPORTED = "sentencepiece-style BPE (Llama 2, Mistral, Gemma, Phi-3) and byte-level BPE (GPT-2, Qwen, Llama 3)"
+
+
+def tokenizer_kind(data: dict) -> str:
+    """``"byte-level"`` (a ByteLevel pre-tokenizer: GPT-2, Qwen2, Llama 3, GPT-NeoX, BLOOM) or
+    ``"sentencepiece"`` (word boundary ``\u2581`` in the pieces: Llama 2, Mistral, Gemma)."""
+    if "ByteLevel" in json.dumps(data.get("pre_tokenizer")):
+        return "byte-level"
+    if any(p.startswith("\u2581") for p in data["model"]["vocab"]):
+        return "sentencepiece"
+    raise UserError(f"strategy.vocab: the base BPE tokenizer is neither byte-level nor sentencepiece-style (no "
+                    f"ByteLevel pre-tokenizer, no '\u2581' pieces); vocabulary expansion supports {SUPPORTED}")
 
 
 def candidate_pieces(base: dict, new: dict) -> tuple[list[str], list[tuple[str, str]]]:

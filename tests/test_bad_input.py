@@ -52,6 +52,8 @@ def cases(tmp_path, model_dirs):
         (["strategy=replay", "train.batch_size=5"], "needs an even train.batch_size"),
         (["strategy=af", "strategy.af.stages=[pretrian]"], "unknown stage 'pretrian'. Did you mean 'pretrain'?"),
         (["strategy=vocab", "strategy.vocab.protect=xx"], "strategy.vocab.protect"),
+        (["strategy=vocab", "strategy.vocab.languages=fr", "strategy.vocab.vocab_size=100000"],
+         "strategy.vocab.vocab_size=100000: the new languages' text (60 lines of fr) supports at most"),
         (["experiment.stages.1.train.lr=1", "train.batch_size=0"], "stage 'pretrain': train.batch_size=0"),
     ]
 

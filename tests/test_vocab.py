@@ -148,7 +148,7 @@ def weights(model):
 
 
 @pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
-@pytest.mark.parametrize("init", ["random", "mean", "subword-mean"])
+@pytest.mark.parametrize("init", ["random", "mean", "subword-mean", "focus"])
 def test_new_rows_initialized_by_method(tokenizer, tied, init):
     model, merged, strategy, ctx, before = small_setup(tokenizer, tied, init, protect="none")
     n_old = before["emb"].shape[0]
@@ -167,6 +167,14 @@ def test_new_rows_initialized_by_method(tokenizer, tied, init):
         assert torch.allclose(new, before["emb"].mean(0).expand_as(new), atol=1e-6)
         if not tied:
             assert torch.allclose(head[n_old:], before["head"].mean(0).expand_as(new), atol=1e-6)
+    elif init == "focus":
+        notes = ctx.notes["vocab"]["focus"]
+        assert notes["covered"] + notes["random"] == len(new) and notes["covered"] >= len(new) / 2
+        assert 1 <= notes["mean_nonzero_weights"] < notes["overlap"]  # sparse: a few overlap tokens each
+        low, high = before["emb"].min(0).values, before["emb"].max(0).values
+        inside = ((new >= low - 1e-6) & (new <= high + 1e-6)).all(-1)
+        assert int(inside.sum()) >= notes["covered"]  # convex combinations of old rows stay in their box
+        assert not torch.allclose(new[0], new[1])
     else:
         pieces = {i: p for p, i in merged.get_vocab().items() if i >= n_old}
         checked = 0
@@ -267,7 +275,7 @@ def test_works_on_a_model_loaded_by_path(tokenizer, tmp_path):
 # --- user errors ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("options, fragment", [
-    ({"init": "zeros"}, "strategy.vocab.init='zeros'. Valid: mean, random, subword-mean"),
+    ({"init": "zeros"}, "strategy.vocab.init='zeros'. Valid: focus, mean, random, subword-mean"),
     ({"init": "subword_mean"}, "Did you mean 'subword-mean'?"),
     ({"head": "old"}, "strategy.vocab.head='old'"),
     ({"body": "full"}, "strategy.vocab.body='full'"),
@@ -287,18 +295,35 @@ def test_af_and_vocab_in_the_same_stage_is_refused_in_the_plan():
     make_plan(load_config(["strategy=af+vocab", "experiment=paper", *QUICK]))
 
 
-def test_unknown_language_and_byte_level_tokenizer_are_user_errors(tokenizer):
-    from tokenizers import Tokenizer, models, pre_tokenizers
+def test_a_corpus_too_small_for_the_asked_pieces_is_a_user_error(tokenizer):
+    """The plan's bound lets 4500 pass on 60 French lines; the learned model holds fewer pieces:
+    refused at set-up, before the stage trains, with the count it supports."""
+    from adaptlang.plan import make_plan
+
+    cfg = config("strategy.vocab.languages=fr", "strategy.vocab.vocab_size=4500")
+    make_plan(cfg)
+    with pytest.raises(UserError, match=r"vocab_size=4500: the new languages' text \(60 lines of fr\) supports only \d+ pieces"):
+        build_strategy("vocab", vocab_size=4500, languages="fr").setup_model(make_model(tokenizer), tokenizer, context(cfg))
+
+
+@pytest.mark.parametrize("kind", ["WordPiece", "Unigram", "slow"])
+def test_unknown_language_and_tokenizers_we_cannot_extend_are_user_errors(tokenizer, kind):
+    from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
 
     ctx = context(config())
     with pytest.raises(UserError, match="strategy.vocab.languages"):
         build_strategy("vocab", languages="xx").setup_model(make_model(tokenizer), tokenizer, ctx)
-    bl = Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "ab": 2}, merges=[("a", "b")]))
-    bl.pre_tokenizer = pre_tokenizers.ByteLevel()
-    gpt2_like = PreTrainedTokenizerFast(tokenizer_object=bl, eos_token="a")
-    with pytest.raises(UserError, match="byte-level BPE"):
-        build_strategy("vocab", languages="fr").setup_model(make_model(tokenizer), gpt2_like, ctx)
+    if kind == "slow":
+        base = type("SlowOnly", (), {"__len__": lambda self: 3})()  # a tokenizer without a tokenizers backend
+        fragment = "slow tokenizer with no tokenizers backend"
+    else:
+        model = (models.WordPiece(vocab={"[UNK]": 0, "a": 1, "##b": 2}, unk_token="[UNK]") if kind == "WordPiece"
+                 else models.Unigram([("<unk>", 0.0), ("a", -1.0), ("b", -2.0)], unk_id=0))
+        base = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(model), eos_token="a")
+        fragment = f"the base tokenizer is {kind}, not BPE; vocabulary expansion supports sentencepiece-style"
+    with pytest.raises(UserError, match=fragment):
+        build_strategy("vocab", languages="fr").setup_model(make_model(tokenizer), base, ctx)
 
 
 # --- composed through the pipeline ----------------------------------------------------------

@@ -9,14 +9,18 @@ token embeddings of V are held frozen". Appendix A: 32000 base pieces + 16000 me
 
 At the start of the stage it acts in (``stages: [adapt]``) this strategy
 
-1. trains a sentencepiece BPE model (``vocab_size`` pieces, a soft limit) on the text of
-   ``languages`` (default: the adapting class, the stage's own training text);
+1. learns a BPE model of the base tokenizer's kind (``vocab_size`` pieces) on the text of
+   ``languages`` (default: the adapting class, the stage's own training text): sentencepiece
+   for a sentencepiece-style base, the ``tokenizers`` trainer for a byte-level one; a text
+   that cannot hold ``vocab_size`` pieces is refused (by the plan when it is far too small);
 2. merges it into the base tokenizer (adaptlang.vocab_merge): old ids and merges unchanged,
    new ids after them, and every vendored text of the ``protect`` languages (default: the
    pretraining class) tokenizes exactly as before;
 3. resizes the input embeddings and the LM head and initializes the new rows (``init``):
-   ``random`` (the model's own initializer), ``mean`` (mean of the old rows) or
-   ``subword-mean`` (mean of the rows of the old-tokenizer pieces of the new token);
+   ``random`` (the model's own initializer), ``mean`` (mean of the old rows),
+   ``subword-mean`` (mean of the rows of the old-tokenizer pieces of the new token) or
+   ``focus`` (FOCUS, Dobler & de Melo 2023: a sparsemax-weighted combination of the overlapping
+   tokens' rows, weights from static embeddings of the new text; adaptlang.focus);
 4. makes trainable: the new embedding rows (peft TrainableTokens: the old rows stay in the
    frozen base tensor, so no gradient, AdamW moment or weight decay can touch them), the LM
    head (``head: all``, the paper's "new language modeling head"; ``head: new`` trains only its
@@ -49,11 +53,12 @@ from ..sources import flores_lines, heldout_texts, line_limit, read_text, traini
 from ..errors import UserError, listing, suggest
 from ..languages import CORPORA
 from ..strategy import StageContext, Strategy, register_strategy
+from .. import focus
 from .. import vocab_merge as vm
 from ._vocab_report import vocab_report_section
 
 log = logging.getLogger("adaptlang")
-INITS = ("random", "mean", "subword-mean")
+INITS = ("random", "mean", "subword-mean", "focus")
 HEADS = ("all", "new")
 BODIES = ("frozen", "lora")
 TOKENS_ADAPTER, LORA_ADAPTER = "vocab_tokens", "vocab_lora"
@@ -117,6 +122,24 @@ def unseen_text_changes(old, new, protect: list[str], ctx: StageContext) -> dict
                    "changed": changed, "rate": round(changed / max(1, len(texts)), 4)}}
 
 
+def learning_texts(codes, languages, cfg) -> list[str]:
+    """The training text of ``codes``, as the stage reads it: the new vocabulary is learned on it."""
+    out = []
+    for code in codes:
+        source, _ = training_source(code, languages, cfg)
+        if source is not None:
+            out += read_text(source, line_limit(cfg))
+    if not out:
+        raise UserError(f"strategy.vocab.languages: no training text for any of {listing(codes)}")
+    return out
+
+
+def too_small(asked: int, supported: str, codes, lines: int) -> str:
+    return (f"strategy.vocab.vocab_size={asked}: the new languages' text ({lines} lines of {listing(codes)}) "
+            f"supports {supported} pieces; lower strategy.vocab.vocab_size or give more text "
+            "(data.max_lines_per_language, or the languages' own text files)")
+
+
 @register_strategy("vocab")
 class VocabularyExpansion(Strategy):
     """Learn a new-language vocabulary, merge it, train only the new rows and the LM head."""
@@ -143,6 +166,7 @@ class VocabularyExpansion(Strategy):
         self.tuners: list = []  # peft tuners injected in place, merged at stage end
         self.added_tokens = 0
         self.new_ids: list[int] = []
+        self.focus_notes: dict = {}
 
     def claims(self) -> frozenset[str]:
         return self.owns | ({"body.adapters"} if self.body == "lora" else set())
@@ -155,6 +179,11 @@ class VocabularyExpansion(Strategy):
             spec = me.options.get(key)
             if spec is not None:
                 cls._codes(spec, plan.languages, key)
+        codes = cls._codes(me.options.get("languages", "adapting"), plan.languages, "languages")
+        texts = learning_texts(codes, plan.languages, plan.config)
+        asked, bound = int(me.options.get("vocab_size", 0)), vm.learnable_pieces_bound(texts)
+        if asked > bound:
+            raise UserError(too_small(asked, f"at most {bound}", codes, len(texts)))
 
     report_section = classmethod(lambda cls, stage, notes: vocab_report_section(stage, notes))
 
@@ -169,16 +198,6 @@ class VocabularyExpansion(Strategy):
             return languages.resolve(list(spec))
         except UserError as exc:
             raise UserError(f"strategy.vocab.{key}: {exc}") from None
-
-    def _texts(self, codes, ctx: StageContext) -> list[str]:
-        out = []
-        for code in codes:
-            source, _ = training_source(code, ctx.languages, ctx.config)
-            if source is not None:
-                out += read_text(source, line_limit(ctx.config))
-        if not out:
-            raise UserError(f"strategy.vocab.languages: no training text for any of {listing(codes)}")
-        return out
 
     def _fertility(self, before, after, ctx: StageContext) -> dict:
         table = {}
@@ -195,7 +214,10 @@ class VocabularyExpansion(Strategy):
         learn = self._codes(self.languages, ctx.languages, "languages")
         protect = self._codes(self.protect, ctx.languages, "protect")
         vm.base_bpe(tokenizer)  # refuse unsupported tokenizers before any work
-        new = vm.train_new_vocabulary(self._texts(learn, ctx), self.vocab_size, self.character_coverage)
+        texts = learning_texts(learn, ctx.languages, ctx.config)
+        new = vm.train_new_vocabulary(texts, self.vocab_size, self.character_coverage, like=tokenizer)
+        if len(new["vocab"]) < self.vocab_size:
+            raise UserError(too_small(self.vocab_size, f"only {len(new['vocab'])}", learn, len(texts)))
         emb = model.get_input_embeddings()
         old_rows = emb.weight.shape[0]
         start = max(len(tokenizer), old_rows)
@@ -211,13 +233,15 @@ class VocabularyExpansion(Strategy):
                             "protected languages' tokenization); check strategy.vocab.languages/protect")
         pieces = [p for p, _ in sorted(((p, i) for p, i in data["model"]["vocab"].items() if i >= start),
                                        key=lambda kv: kv[1])]
-        self._resize_and_init(model, tokenizer, pieces, start, ctx)
+        focus_plan = self._focus_weights(tokenizer, merged, new, texts, ctx) if self.init == "focus" else None
+        self._resize_and_init(model, tokenizer, pieces, start, ctx, focus_plan)
         tied = self._make_trainable(model)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         ctx.notes["vocab"] = {
             "added_tokens": n_new, "vocab_size_before": len(tokenizer), "vocab_size_after": len(merged),
             **{k: v for k, v in stats.items() if k != "added_tokens"},
-            "init": self.init, "head": "tied (new rows only)" if tied else self.head, "body": self.body,
+            "init": self.init, **({"focus": self.focus_notes} if self.init == "focus" else {}),
+            "head": "tied (new rows only)" if tied else self.head, "body": self.body,
             "trainable_parameters": trainable, "learned_from": learn, "protected": protect, "merge_seconds": round(merge_seconds, 3),
             "fertility": self._fertility(tokenizer, merged, ctx),
             "unseen_text_changed": unseen_text_changes(tokenizer, merged, protect, ctx),
@@ -226,7 +250,22 @@ class VocabularyExpansion(Strategy):
                  stats["dropped_for_old_languages"], merge_seconds)
         return model, merged
 
-    def _resize_and_init(self, model, tokenizer, pieces, start: int, ctx: StageContext) -> None:
+    def _focus_weights(self, old, merged, new: dict, texts, ctx: StageContext) -> tuple:
+        """FOCUS (adaptlang.focus): static vectors from the new languages' text in the merged
+        tokenization; the overlap is the new model's pieces the old vocabulary already had."""
+        vectors = focus.static_embeddings(focus.token_sequences(merged, texts), ctx.seed_for("vocab.focus"))
+        vocab, special = old.get_vocab(), set(old.all_special_ids)
+        overlap = sorted({vocab[p] for p in new["vocab"] if p in vocab and vocab[p] not in special})
+        covered, weights, used = focus.focus_weights(self.new_ids, overlap, vectors)
+        if len(covered) < len(self.new_ids) / 2:
+            raise UserError(f"strategy.vocab.init=focus: only {len(covered)} of the {len(self.new_ids)} new tokens occur "
+                            f"{focus.MIN_COUNT}+ times in the new languages' text ({len(texts)} lines), too few for "
+                            "static embeddings; give more text or use init=subword-mean")
+        self.focus_notes = {"covered": len(covered), "random": len(self.new_ids) - len(covered), "overlap": len(used),
+                            "mean_nonzero_weights": round(float((weights > 0).sum(-1).float().mean()), 2)}
+        return covered, weights, used
+
+    def _resize_and_init(self, model, tokenizer, pieces, start: int, ctx: StageContext, focus_plan=None) -> None:
         emb = model.get_input_embeddings()
         n_old, dim = emb.weight.shape
         head = model.get_output_embeddings()
@@ -237,13 +276,19 @@ class VocabularyExpansion(Strategy):
         subword = vm.old_piece_ids(tokenizer, pieces) if self.init == "subword-mean" else []
         seed = ctx.seed_for("vocab.init")
         fresh = vm.random_rows(model, len(pieces), dim, seed) if self.init == "random" else None
-        vm.init_rows(emb.weight, self.new_ids, n_old, self.init, subword, fresh)
+        if focus_plan is not None:
+            focus.init_rows(emb.weight, self.new_ids, n_old, *focus_plan, seed=seed)
+        else:
+            vm.init_rows(emb.weight, self.new_ids, n_old, self.init, subword, fresh)
         head = model.get_output_embeddings()
         if head is not None and head.weight is not emb.weight:
             if head_old is not None and head.weight.shape[0] > head_old.shape[0]:
                 seed = ctx.seed_for("vocab.init.head")
                 fresh = vm.random_rows(model, len(pieces), dim, seed) if self.init == "random" else None
-                vm.init_rows(head.weight, self.new_ids, head_old.shape[0], self.init, subword, fresh)
+                if focus_plan is not None:  # the same combination of the overlap tokens' head rows
+                    focus.init_rows(head.weight, self.new_ids, head_old.shape[0], *focus_plan, seed=seed)
+                else:
+                    vm.init_rows(head.weight, self.new_ids, head_old.shape[0], self.init, subword, fresh)
 
     def _make_trainable(self, model) -> bool:
         from peft import LoraConfig, LoraModel, TrainableTokensConfig, TrainableTokensModel
