@@ -1,4 +1,4 @@
-"""Command line: ``adaptlang run|compare|resume|eval|config|strategies|instructions``.
+"""Command line: ``adaptlang run|compare|resume|eval|export|config|strategies|instructions``.
 
 User mistakes print one line (``adaptlang: error: ...``) and exit 2, without a traceback.
 """
@@ -20,6 +20,9 @@ adaptlang compare RUN... [--baseline RUN] [--stage S] [--out DIR]
                                        report (Markdown + HTML) comparing runs with a baseline
 adaptlang resume runs/X                continue an interrupted run (same result as uninterrupted)
 adaptlang eval MODEL_PATH [key=value ...]  benchmarks on a saved model -> MODEL_PATH-eval.json or --out
+adaptlang export RUN|ADAPTER --out DIR [--stage S] [--merge-adapters] [--base PATH]
+                                       a plain transformers checkpoint of a run's stage, or of a
+                                       peft adapter merged into its (vocabulary-grown) base
 adaptlang config [key=value ...] [--resolved]
                                        print the checked plan (--resolved: the resolved config YAML)
 adaptlang strategies                   list the registered strategies
@@ -29,13 +32,19 @@ adaptlang instructions [key=value ...] [--source xling|mlm|...] [--out FILE] [--
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="adaptlang", usage=USAGE)
-    parser.add_argument("command", choices=["run", "compare", "resume", "eval", "config", "strategies", "instructions"])
+    parser.add_argument("command", choices=["run", "compare", "resume", "eval", "export", "config", "strategies",
+                                                    "instructions"])
     parser.add_argument("args", nargs="*", help="key=value overrides (eval: the model path first)")
     parser.add_argument("--config", help="a resolved config.yaml to start from")
-    parser.add_argument("--out", help="eval: where to write the metrics JSON; instructions: the JSONL file")
+    parser.add_argument("--out", help="eval: where to write the metrics JSON; instructions: the JSONL file; "
+                                      "export: the new checkpoint folder")
     parser.add_argument("--limit", type=int, help="instructions: at most N examples (a seeded sample)")
     parser.add_argument("--baseline", help="compare: the baseline run (default: the mlm run, else the first)")
-    parser.add_argument("--stage", help="compare: the stage compared in every run (default: each run's last)")
+    parser.add_argument("--stage", help="compare: the stage compared in every run (default: each run's last); "
+                                        "export: the run's stage (default: its last)")
+    parser.add_argument("--merge-adapters", action="store_true",
+                        help="export: merge a peft adapter folder into its base model")
+    parser.add_argument("--base", help="export: the adapter's base model folder (default: its base_model_name_or_path)")
     parser.add_argument("--source", help="instructions: the instruction source (default: xling, or mlm when active)")
     parser.add_argument("--resolved", action="store_true", help="config: print the resolved config instead of the plan")
     ns = parser.parse_intermixed_args(argv)  # options may come anywhere among the key=value overrides
@@ -111,6 +120,19 @@ def _dispatch(ns) -> int:
 
         out = evaluate_path(ns.args[0], load_config(ns.args[1:], base=ns.config), ns.out)
         print(f"metrics written to {out}")
+        return 0
+    if ns.command == "export":
+        from .export import export
+
+        if len(ns.args) != 1:
+            raise UserError("export needs exactly one source: adaptlang export RUN|ADAPTER --out DIR")
+        record = export(ns.args[0], ns.out, ns.stage, ns.merge_adapters, ns.base)
+        if ns.merge_adapters and record["kind"] == "run":
+            print("adaptlang: note: a run's stage models are merged at the stage end already; "
+                  "--merge-adapters had nothing to do", file=sys.stderr)
+        what = f"stage '{record['stage']}' of {record['source']}" if record["kind"] == "run" else record["source"]
+        print(f"exported {what} to {ns.out} (max |logit difference| {record['max_abs_logit_diff']:.2g}, "
+              f"vocabulary {record['vocab_size']['exported_rows']} rows)")
         return 0
     if ns.command == "instructions":
         from .instructions.export import export
