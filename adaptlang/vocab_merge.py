@@ -173,7 +173,8 @@ def candidate_pieces(base: dict, new: dict) -> tuple[list[str], list[tuple[str, 
     old = base["model"]["vocab"]
     pieces = [p for p, _ in sorted(new["vocab"].items(), key=lambda kv: kv[1])
               if p not in old and p not in SPECIAL_PIECES and not BYTE_PIECE.match(p)]
-    return pieces, [(a, b) for a, b in new["merges"] if a + b in set(pieces)]
+    wanted = set(pieces)
+    return pieces, [(a, b) for a, b in new["merges"] if a + b in wanted]
 
 
 def reachable(pieces: Iterable[str], merges: Sequence[tuple[str, str]], old: dict) -> tuple[list[str], list[tuple[str, str]]]:
@@ -223,12 +224,12 @@ def merge_vocabularies(tokenizer, new: dict, protected: Sequence[str], start: in
     candidates, cand_merges = candidate_pieces(base, new)
     pieces, merges = reachable(candidates, cand_merges, old)
     unreachable = len(candidates) - len(pieces)
-    # A text without a new id stays so when pieces and merges are removed (removing merges
-    # never makes another applicable), so each round re-checks only the texts that had one.
-    dirty = list(dict.fromkeys(protected))
+    # A unit without a new id stays so when pieces and merges are removed (removing merges
+    # never makes another applicable), so each round re-checks only the units that had one.
+    dirty = model_units(tokenizer, protected)
     for rounds in range(1, max_rounds + 1):
         data = build(base, pieces, merges, start)
-        merged = Tokenizer.from_str(json.dumps(data))
+        merged = bare_model(data)
         seen: set[int] = set()
         still = []
         for text, enc in zip(dirty, merged.encode_batch(dirty, add_special_tokens=False)):
@@ -249,6 +250,31 @@ def merge_vocabularies(tokenizer, new: dict, protected: Sequence[str], start: in
              "dropped_unreachable": unreachable, "dropped_for_old_languages": len(candidates) - unreachable - len(pieces),
              "added_tokens": len(pieces), "new_merges": len(merges), "first_new_id": start}
     return data, stats
+
+
+def model_units(tokenizer, texts: Iterable[str]) -> list[str]:
+    """The distinct strings the BPE model sees for ``texts``: each text normalized, then cut by
+    the pre-tokenizer (a byte-level tokenizer's words, already byte-mapped; a sentencepiece-
+    style one without a pre-tokenizer gives the whole normalized text). BPE runs on each
+    separately, so a text tokenizes as before iff each of its units does; a corpus repeats
+    its words, so there are far fewer units than texts (the 128k bench's speed)."""
+    backend = tokenizer.backend_tokenizer
+    normalizer, pre = backend.normalizer, backend.pre_tokenizer
+    units: dict[str, None] = {}
+    for text in texts:
+        text = normalizer.normalize_str(text) if normalizer is not None else text
+        if pre is None:
+            units[text] = None
+        else:
+            units.update((piece, None) for piece, _ in pre.pre_tokenize_str(text))
+    return list(units)
+
+
+def bare_model(data: dict) -> Tokenizer:
+    """The BPE model of ``data`` alone (no normalizer, pre-tokenizer, added tokens or
+    post-processor), to encode the units of ``model_units``."""
+    bare = {**data, "normalizer": None, "pre_tokenizer": None, "post_processor": None, "added_tokens": []}
+    return Tokenizer.from_str(json.dumps(bare))
 
 
 def a_b_ok(merge: tuple[str, str], bad: set[str]) -> bool:
