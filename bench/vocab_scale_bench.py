@@ -125,7 +125,7 @@ def one_size(args) -> dict:
     pieces = [p for p, i in sorted(data["model"]["vocab"].items(), key=lambda kv: kv[1]) if i >= n_old]
     new_ids = list(range(n_old, n_old + len(pieces)))
     t = time.perf_counter()
-    model.resize_token_embeddings(n_old + len(pieces), mean_resizing=False)
+    vm.grow_embeddings(model, n_old + len(pieces))
     times["resize"] = time.perf_counter() - t
     t = time.perf_counter()
     subword = vm.old_piece_ids(base, pieces) if args.init == "subword-mean" else []

@@ -271,7 +271,7 @@ class VocabularyExpansion(Strategy):
         head = model.get_output_embeddings()
         tied = head is not None and head.weight is emb.weight
         head_old = head.weight.detach().clone() if head is not None and not tied else None
-        model.resize_token_embeddings(start + len(pieces), mean_resizing=False)
+        vm.grow_embeddings(model, start + len(pieces))
         emb = model.get_input_embeddings()
         subword = vm.old_piece_ids(tokenizer, pieces) if self.init == "subword-mean" else []
         seed = ctx.seed_for("vocab.init")
