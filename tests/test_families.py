@@ -219,3 +219,30 @@ def test_instruction_examples_use_the_chat_template_with_loss_on_the_reply(famil
     labelled = [t for t, lab in zip(chat["input_ids"], chat["labels"]) if lab != -100]
     assert tokenizer.decode(labelled).startswith("bonjour") and end in labelled  # the reply and its end of turn
     assert assistant not in labelled  # the prompt, template included, carries no loss
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_growing_the_vocabulary_matches_resize_token_embeddings(family, family_dirs):
+    """vocab grows the matrices itself (no random fill of the whole new matrix): with the same
+    new rows, the model computes what transformers' resize_token_embeddings gives, and saves
+    the same keys and config."""
+    from transformers import AutoModelForCausalLM
+
+    from adaptlang.vocab_merge import grow_embeddings
+
+    ours, theirs = (AutoModelForCausalLM.from_pretrained(family_dirs[family]).eval() for _ in range(2))
+    n = ours.get_input_embeddings().weight.shape[0]
+    theirs.resize_token_embeddings(n + 7, mean_resizing=False)
+    grow_embeddings(ours, n + 7)
+    for model in (ours, theirs):
+        emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+        with torch.no_grad():
+            emb.weight[n:] = torch.linspace(-0.1, 0.1, 7)[:, None]
+            if head.weight is not emb.weight:
+                head.weight[n:] = 0.05
+    assert (ours.get_output_embeddings().weight is ours.get_input_embeddings().weight) == \
+        (theirs.get_output_embeddings().weight is theirs.get_input_embeddings().weight)
+    ids = torch.tensor([[1, 2, 3, n + 1, n + 6, 4]])
+    assert torch.allclose(ours(ids).logits, theirs(ids).logits, atol=1e-6)
+    assert ours.config.vocab_size == theirs.config.vocab_size == n + 7
+    assert set(ours.state_dict()) == set(theirs.state_dict())
