@@ -195,11 +195,14 @@ def reachable(pieces: Iterable[str], merges: Sequence[tuple[str, str]], old: dic
     return [p for p in pieces if p in keep], kept_merges
 
 
-def build(base: dict, pieces: Sequence[str], merges: Sequence[tuple[str, str]], start: int) -> dict:
-    """The merged tokenizers JSON: old vocab and merges first, new ids from ``start``."""
-    data = json.loads(json.dumps(base))
-    model = data["model"]
-    old_merges = [list(_pair(m)) for m in model["merges"]]
+def build(base: dict, pieces: Sequence[str], merges: Sequence[tuple[str, str]], start: int,
+          old_merges: Sequence[tuple[str, str]] | None = None) -> dict:
+    """The merged tokenizers JSON: old vocab and merges first, new ids from ``start``
+    (``old_merges``: the base's merges as pairs, when the caller has them already)."""
+    model = {**base["model"], "vocab": dict(base["model"]["vocab"])}  # the rest of ``base`` is not changed
+    data = {**base, "model": model}
+    if old_merges is None:
+        old_merges = [_pair(m) for m in model["merges"]]
     # Added tokens (chat tokens, a pad token) may sit between the BPE vocabulary and ``start``;
     # listing them in the vocabulary at their own ids keeps the ids contiguous, so a tokenizer
     # rebuilt from vocab + merges cannot renumber them (their rows hold trained embeddings).
@@ -208,7 +211,7 @@ def build(base: dict, pieces: Sequence[str], merges: Sequence[tuple[str, str]], 
             model["vocab"][token["content"]] = token["id"]
     for i, piece in enumerate(pieces):
         model["vocab"][piece] = start + i
-    model["merges"] = old_merges + [[a, b] for a, b in merges]
+    model["merges"] = [*old_merges, *merges]
     return data
 
 
@@ -227,8 +230,9 @@ def merge_vocabularies(tokenizer, new: dict, protected: Sequence[str], start: in
     # A unit without a new id stays so when pieces and merges are removed (removing merges
     # never makes another applicable), so each round re-checks only the units that had one.
     dirty = model_units(tokenizer, protected)
+    old_merges = [_pair(m) for m in base["model"]["merges"]]
     for rounds in range(1, max_rounds + 1):
-        data = build(base, pieces, merges, start)
+        data = build(base, pieces, merges, start, old_merges)
         merged = bare_model(data)
         seen: set[int] = set()
         still = []
@@ -272,9 +276,14 @@ def model_units(tokenizer, texts: Iterable[str]) -> list[str]:
 
 def bare_model(data: dict) -> Tokenizer:
     """The BPE model of ``data`` alone (no normalizer, pre-tokenizer, added tokens or
-    post-processor), to encode the units of ``model_units``."""
-    bare = {**data, "normalizer": None, "pre_tokenizer": None, "post_processor": None, "added_tokens": []}
-    return Tokenizer.from_str(json.dumps(bare))
+    post-processor), to encode the units of ``model_units``; built from the vocabulary and
+    merges directly (a JSON round trip of a 144k vocabulary costs seconds per round)."""
+    from tokenizers import models
+
+    m = data["model"]
+    return Tokenizer(models.BPE(vocab=m["vocab"], merges=list(m["merges"]), unk_token=m.get("unk_token"),
+                                fuse_unk=bool(m.get("fuse_unk")), byte_fallback=bool(m.get("byte_fallback")),
+                                ignore_merges=bool(m.get("ignore_merges"))))
 
 
 def a_b_ok(merge: tuple[str, str], bad: set[str]) -> bool:
