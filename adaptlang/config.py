@@ -91,6 +91,14 @@ def _check_type(key: str, old: Any, new: Any) -> None:
         raise UserError(f"{key}={new!r}: expected a list (like {list(old)!r})")
 
 
+def _stage_train_key(parts: list[str], i: int, cfg: DictConfig) -> bool:
+    """``experiment.stages.N.train.KEY`` (or ``...N.train`` missing) with KEY a ``train`` key:
+    any stage may set any train option, not only those its experiment file lists."""
+    if len(parts) != 5 or parts[:2] != ["experiment", "stages"] or parts[3] != "train" or i not in (3, 4):
+        return False
+    return parts[4] in cfg.get("train", {})
+
+
 def apply_override(cfg: DictConfig, key: str, value: Any) -> None:
     parts = key.split(".")
     node: Any = cfg
@@ -104,9 +112,14 @@ def apply_override(cfg: DictConfig, key: str, value: Any) -> None:
                 raise UserError(f"unknown key '{key}': '{here}' is a list of {len(node)} items")
             child = node[int(part)]
         elif isinstance(node, DictConfig):
+            if part not in node and _stage_train_key(parts, i, cfg):
+                OmegaConf.update(cfg, key, value, merge=True)  # a train key this stage did not set yet
+                return
             if part not in node:
                 where = f" under '{here}'" if here else ""
                 valid = [str(k) for k in node.keys()]
+                if len(parts) == 5 and parts[:2] == ["experiment", "stages"] and parts[3] == "train" and i == 4:
+                    valid = [str(k) for k in cfg.train.keys()]  # a stage may set any train key
                 if here == "strategy":
                     raise UserError(
                         f"unknown key '{key}': strategy '{part}' is not active.{suggest(part, valid)} "

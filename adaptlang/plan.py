@@ -92,8 +92,10 @@ class Plan:
             "stages": [{
                 "name": s.name, "steps": s.steps, "data": s.data,
                 "strategies": {n: self.strategy(n).options for n in s.strategies} or "none",
-                "train": {k: s.train[k] for k in ("batch_size", "lr", "schedule", "max_length", "block_size", "packing")
-                          if k in s.train},
+                "train": {**{k: s.train[k] for k in ("batch_size", "lr", "schedule", "max_length", "block_size",
+                                                     "packing") if k in s.train},
+                          **({"embedding_lr_ratio": s.train["embedding_lr_ratio"]}
+                             if s.train.get("embedding_lr_ratio", 1.0) != 1.0 else {})},
             } for s in self.stages],
             "strategies (set-up order)": [s.name for s in self.strategies] or "none",
             "evaluation after each stage": {"benchmarks": self.benchmarks,
@@ -151,13 +153,20 @@ def _plan_stage(index: int, stage: DictConfig, cfg: DictConfig, languages: Langu
     if int(stage.steps) < 1:
         raise UserError(f"stage '{stage.name}': steps must be >= 1")
     tcfg = stage_train_config(cfg, stage)
+    active = composed.active(str(stage.name))
+    for strategy in active:
+        for key, value in strategy.train_options().items():
+            own = (stage.get("train") or {}).get(key)
+            if own is not None and own != value:
+                raise UserError(f"stage '{stage.name}': train.{key}={own} but strategy.{strategy.name} sets {value} "
+                                "in the stages it acts in; give one of them")
+            tcfg[key] = value
     check_schedule(tcfg.schedule, where=f"stage '{stage.name}': train.schedule")
     if int(tcfg.batch_size) < 1:
         raise UserError(f"stage '{stage.name}': train.batch_size={tcfg.batch_size}: must be at least 1")
     if float(tcfg.get("embedding_lr_ratio", 1.0)) <= 0:
         raise UserError(f"stage '{stage.name}': train.embedding_lr_ratio={tcfg.embedding_lr_ratio}: must be > 0 "
                         "(the embeddings' learning rate as a multiple of train.lr)")
-    active = composed.active(str(stage.name))
     builder = next((s.name for s in active if s.builds_examples), None)
     spec = stage.data.get("languages", "all")
     where = f"{spec} ({len(codes)})" if isinstance(spec, str) else f"{len(codes)} languages"

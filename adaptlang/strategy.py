@@ -85,6 +85,12 @@ class Strategy:
         """What this strategy, with its options, owns in its stages (``owns`` by default)."""
         return frozenset(self.owns)
 
+    def train_options(self) -> dict:
+        """``train`` keys this strategy sets in the stages it acts in (vocab's
+        ``embedding_lr_ratio``). The plan applies them; a stage's own ``train`` setting of the
+        same key to another value is refused there."""
+        return {}
+
     @classmethod
     def check_plan(cls, plan, me) -> None:
         """Raise UserError for a combination this strategy cannot run (checked before any stage).

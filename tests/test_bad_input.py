@@ -26,6 +26,7 @@ def cases(tmp_path, model_dirs):
         (["strategy=nope"], "unknown strategy 'nope'"),
         (["train.lrr=1"], "Did you mean 'lr'?"),
         (["train.steps=1"], "unknown key 'train.steps'"),
+        (["experiment.stages.1.train.lrr=1"], "Did you mean 'lr'? Valid: batch_size, betas"),
         (["train.batch_size=many"], "expected a number"),
         (["experiment.stages.0.data.languages=[xx]"], "'xx' is neither a language class"),
         (["experiment.stages.0.data.languages=[se]"], "no training text for any of ['se']"),

@@ -48,3 +48,16 @@ def test_the_loop_moves_embeddings_at_the_ratio(tokenizer):
 def test_a_non_positive_ratio_is_refused_in_the_plan():
     with pytest.raises(UserError, match="train.embedding_lr_ratio=0"):
         make_plan(load_config([*QUICK, "train.embedding_lr_ratio=0"]))
+
+
+def test_vocab_sets_the_ratio_in_its_own_stages_and_conflicts_are_refused():
+    plan = make_plan(load_config([*QUICK, "strategy=vocab", "strategy.vocab.embedding_lr_ratio=0.2"]))
+    assert plan.stage("adapt").train["embedding_lr_ratio"] == 0.2
+    assert plan.stage("pretrain").train["embedding_lr_ratio"] == plan.stage("instruct").train["embedding_lr_ratio"] == 1.0
+    assert make_plan(load_config([*QUICK, "strategy=vocab"])).stage("adapt").train["embedding_lr_ratio"] == 1.0
+    with pytest.raises(UserError, match="train.embedding_lr_ratio=0.5 but strategy.vocab sets 0.2"):
+        make_plan(load_config([*QUICK, "strategy=vocab", "strategy.vocab.embedding_lr_ratio=0.2",
+                               "experiment.stages.1.train.embedding_lr_ratio=0.5"]))
+    for bad in ("0", "-1", "fast"):
+        with pytest.raises(UserError, match=f"strategy.vocab.embedding_lr_ratio={bad}: must be > 0"):
+            make_plan(load_config([*QUICK, "strategy=vocab", f"strategy.vocab.embedding_lr_ratio={bad}"]))

@@ -72,6 +72,13 @@ def _choice(key: str, value, valid) -> str:
     return value
 
 
+def _positive(value) -> bool:
+    try:
+        return float(value) > 0
+    except (TypeError, ValueError):
+        return False
+
+
 def module_name(model, module) -> str:
     for name, m in model.named_modules():
         if m is module:
@@ -151,7 +158,7 @@ class VocabularyExpansion(Strategy):
     after = ("lwf", "ewc", "si", "agem")
 
     def __init__(self, vocab_size: int, languages, protect: str, init: str, head: str, body: str, lora_r: int,
-                 lora_alpha: int, character_coverage: float, fertility: str):
+                 lora_alpha: int, character_coverage: float, fertility: str, embedding_lr_ratio):
         if int(vocab_size) < 1:
             raise UserError(f"strategy.vocab.vocab_size={vocab_size}: must be a positive number of pieces")
         self.vocab_size = int(vocab_size)
@@ -163,10 +170,17 @@ class VocabularyExpansion(Strategy):
         self.lora_r, self.lora_alpha = int(lora_r), int(lora_alpha)
         self.character_coverage = float(character_coverage)
         self.fertility_languages = str(fertility)
+        if embedding_lr_ratio is not None and not _positive(embedding_lr_ratio):
+            raise UserError(f"strategy.vocab.embedding_lr_ratio={embedding_lr_ratio}: must be > 0 (a multiple of "
+                            "train.lr), or null to leave train.embedding_lr_ratio as it is")
+        self.embedding_lr_ratio = None if embedding_lr_ratio is None else float(embedding_lr_ratio)
         self.tuners: list = []  # peft tuners injected in place, merged at stage end
         self.added_tokens = 0
         self.new_ids: list[int] = []
         self.focus_notes: dict = {}
+
+    def train_options(self) -> dict:
+        return {} if self.embedding_lr_ratio is None else {"embedding_lr_ratio": self.embedding_lr_ratio}
 
     def claims(self) -> frozenset[str]:
         return self.owns | ({"body.adapters"} if self.body == "lora" else set())
