@@ -284,7 +284,7 @@ class VocabularyExpansion(Strategy):
         n_old, dim = emb.weight.shape
         head = model.get_output_embeddings()
         tied = head is not None and head.weight is emb.weight
-        head_old = head.weight.detach().clone() if head is not None and not tied else None
+        head_rows = head.weight.shape[0] if head is not None and not tied else None
         vm.grow_embeddings(model, start + len(pieces))
         emb = model.get_input_embeddings()
         subword = vm.old_piece_ids(tokenizer, pieces) if self.init == "subword-mean" else []
@@ -296,13 +296,13 @@ class VocabularyExpansion(Strategy):
             vm.init_rows(emb.weight, self.new_ids, n_old, self.init, subword, fresh)
         head = model.get_output_embeddings()
         if head is not None and head.weight is not emb.weight:
-            if head_old is not None and head.weight.shape[0] > head_old.shape[0]:
+            if head_rows is not None and head.weight.shape[0] > head_rows:
                 seed = ctx.seed_for("vocab.init.head")
                 fresh = vm.random_rows(model, len(pieces), dim, seed) if self.init == "random" else None
                 if focus_plan is not None:  # the same combination of the overlap tokens' head rows
-                    focus.init_rows(head.weight, self.new_ids, head_old.shape[0], *focus_plan, seed=seed)
+                    focus.init_rows(head.weight, self.new_ids, head_rows, *focus_plan, seed=seed)
                 else:
-                    vm.init_rows(head.weight, self.new_ids, head_old.shape[0], self.init, subword, fresh)
+                    vm.init_rows(head.weight, self.new_ids, head_rows, self.init, subword, fresh)
 
     def _make_trainable(self, model) -> bool:
         from peft import LoraConfig, LoraModel, TrainableTokensConfig, TrainableTokensModel
