@@ -29,17 +29,24 @@ from accelerate import Accelerator  # noqa: E402
 
 from _emit import emit  # noqa: E402
 from adaptlang import load_config  # noqa: E402
-from adaptlang.benchmarks.perplexity import perplexity  # noqa: E402
+from adaptlang.benchmarks.perplexity import figures, score_texts  # noqa: E402
 from adaptlang.pipeline import initial_model  # noqa: E402
 from adaptlang.plan import make_plan  # noqa: E402
+from adaptlang.sources import heldout_texts  # noqa: E402
 from adaptlang.stage_runner import run_stage  # noqa: E402
 
 INITS = ("random", "mean", "subword-mean", "focus")
 
 
 def adapting_bpc(model, tokenizer, plan) -> float:
-    result = perplexity(model, tokenizer, plan.languages, plan.config)
-    return result["classes"]["adapting"]["bits_per_char"]
+    """The perplexity benchmark's adapting-class figure (unweighted mean over the languages),
+    scoring only the adapting languages."""
+    values = []
+    for code in plan.languages.resolve(["adapting"]):
+        texts, _ = heldout_texts(code, plan.languages, plan.config, plan.config.eval.get("max_sentences"))
+        if texts is not None:
+            values.append(figures(score_texts(model, tokenizer, texts, int(plan.config.eval.batch_size)))["bits_per_char"])
+    return statistics.mean(values)
 
 
 def stage(plan, name, steps, model, tokenizer, seed, composed=None):

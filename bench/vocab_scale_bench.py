@@ -6,8 +6,8 @@ The base tokenizer is a byte-level BPE (GPT-2 / Llama 3 kind) trained with ``tok
 every vendored text (NTREX-128, FLORES-200 dev + devtest, UDHR) of the languages outside
 the adapting class, once at the largest size; smaller bases are its first N pieces and the
 merges that build them (a BPE vocabulary ordered by merge rank truncates consistently). The
-new-language model is learned on the adapting languages' training text; the merge protects
-every vendored text of the pretraining languages, as ``strategy=vocab`` does.
+new-language model is learned on every vendored text of the adapting languages; the merge
+protects every vendored text of the pretraining languages, as ``strategy=vocab`` does.
 
 Each size runs in its own process (peak RSS is per process), with a one-layer Llama whose
 token embeddings and untied head have the base's rows and ``--hidden`` columns (Llama 3 8B:
@@ -43,7 +43,7 @@ def corpus(classes: str, split: str) -> list[str]:
 
     languages = LanguageSet.from_config(load_config([]).languages)
     adapting = set(languages.resolve(["adapting"]))
-    codes = [c for c in languages.resolve(["all"])] if classes == "all" else languages.resolve([classes])
+    codes = languages.resolve([classes])
     texts = []
     for code in codes:
         if (code in adapting) != (split == "in"):
