@@ -1,4 +1,5 @@
-"""``train.compile``: torch.compile of the training forward, and the fused AdamW kernel.
+"""``train.compile``: torch.compile of the training forward. (Fused AdamW, once part of this
+setting, is the loop's default wherever torch has the kernel: adaptlang.train.)
 
 The loop (adaptlang.train) compiles, on its LM-head shortcut, the model's body and
 ``head_loss`` (the head's projection + cross-entropy of the labelled positions, where

@@ -28,6 +28,7 @@ from .compiling import Compilation, fused_optimizer_ok
 from .batching import make_batch
 from .data import ExampleStream
 from .errors import UserError
+from .fused_loss import fuses, linear_cross_entropy
 from .models import head_and_body, packs_correctly
 from .progress import Progress
 from .schedules import make_scheduler
@@ -72,6 +73,14 @@ def head_loss(head, hidden, targets):
     return torch.nn.functional.cross_entropy(head(hidden).float(), targets)
 
 
+def eager_head_loss(head, hidden, targets):
+    """``head_loss``, with the projection and the cross-entropy fused a chunk of rows at a time
+    where the head is a plain linear layer on CPU (adaptlang.fused_loss: 1.6-2.3x faster there)."""
+    if fuses(head, hidden):
+        return linear_cross_entropy(hidden, head.weight, targets)
+    return head_loss(head, hidden, targets)
+
+
 def loss_on_targets(model, batch: dict, body=None, head_loss_fn=None):
     """Mean next-token cross-entropy over the labelled positions only -- the same value as
     ``model(**batch).loss`` -- but the LM head runs only where there is a label.
@@ -81,7 +90,7 @@ def loss_on_targets(model, batch: dict, body=None, head_loss_fn=None):
     and padding carry no loss. Falls back to the model's own loss where the shortcut does
     not apply (no separable body/head, logit soft-capping, a distributed wrapper). ``body``:
     a compiled forward of the model's body (``train.compile``), else the body itself;
-    ``head_loss_fn``: a compiled ``head_loss`` (``train.compile``), else ``head_loss``."""
+    ``head_loss_fn``: a compiled ``head_loss`` (``train.compile``), else ``eager_head_loss``."""
     head, own_body = head_and_body(model)
     body = own_body if body is None else body
     if head is None:
@@ -91,7 +100,7 @@ def loss_on_targets(model, batch: dict, body=None, head_loss_fn=None):
     hidden = body(**inputs).last_hidden_state
     targets = batch["labels"][:, 1:]
     keep = targets != -100
-    loss = (head_loss_fn or head_loss)(head, hidden[:, :-1][keep], targets[keep])
+    loss = (head_loss_fn or eager_head_loss)(head, hidden[:, :-1][keep], targets[keep])
     return loss, SimpleNamespace(loss=loss, hidden_states=hidden)
 
 
@@ -107,7 +116,10 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
         param_groups(model, float(tcfg.weight_decay), float(tcfg.lr), float(tcfg.get("embedding_lr_ratio", 1.0))),
         lr=float(tcfg.lr),
         betas=tuple(tcfg.betas), eps=float(tcfg.eps),
-        **({"fused": True} if compile_ and fused_optimizer_ok(accelerator.device) else {}),
+        # the fused kernel (one pass over all tensors) steps the tiny model ~6x faster than torch's
+        # default single-tensor loop on CPU (1 thread; far more under load): ~5% of the loop's
+        # time. It is what transformers' Trainer uses by default with torch >= 2.8
+        **({"fused": True} if fused_optimizer_ok(accelerator.device) else {}),
     )
     warmup = math.ceil(float(tcfg.warmup_ratio) * steps)
     scheduler = make_scheduler(optimizer, tcfg.get("schedule"), warmup, steps)

@@ -1,0 +1,68 @@
+"""The LM head's projection and cross-entropy in one autograd step, a chunk of rows at a time.
+
+``F.cross_entropy(hidden @ weight.T, targets)`` materialises the (tokens x vocabulary) logits,
+writes their log-softmax, zero-fills a gradient of the same size and reads both again in the
+backward pass. On a CPU that is memory traffic the matmuls do not need: in the tiny default
+model's training loop log-softmax forward + backward and that zero-fill took ~25% of the time
+(torch.profiler, bench/perf_train.py). Here each chunk of rows computes its logits, their
+log-sum-exp, the loss and -- since the loss is a mean, its gradient is known in the forward --
+the softmax gradient in place, while the chunk is still in cache; the backward pass only
+scales the two gradients it kept. Same matmuls, same result up to float rounding
+(tests/test_fused_loss.py: loss and gradients within 1e-5 of the unfused ones).
+
+The idea is that of Liger-Kernel's fused linear cross-entropy (also chunked, for memory on
+GPUs); the loop (adaptlang.train.head_loss) uses it on CPU only, where it was measured.
+"""
+from __future__ import annotations
+
+import torch
+
+CHUNK_ELEMENTS = 1 << 21  # logits per chunk (8 MB in fp32): 262 rows of the tiny model's 8000-piece vocabulary
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, targets):
+        n, vocab = hidden.shape[0], weight.shape[0]
+        chunk = max(64, CHUNK_ELEMENTS // vocab)
+        need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_hidden = torch.empty_like(hidden) if need_hidden else None
+        grad_weight = torch.zeros_like(weight) if need_weight else None
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        rows = torch.arange(min(chunk, n), device=hidden.device)
+        for start in range(0, n, chunk):
+            h, y = hidden[start:start + chunk], targets[start:start + chunk]
+            r = rows[: len(y)]
+            logits = (h @ weight.t()).float()
+            lse = torch.logsumexp(logits, dim=1)
+            total += (lse - logits[r, y]).sum()
+            grad = logits.sub_(lse[:, None]).exp_()  # softmax ...
+            grad[r, y] -= 1.0                          # ... minus the one-hot target: d(sum of losses)/d(logits)
+            grad = grad.to(weight.dtype)
+            if need_hidden:
+                grad_hidden[start:start + chunk] = grad @ weight
+            if need_weight:
+                grad_weight.addmm_(grad.t(), h)
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        ctx.n = n
+        return total / n
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        scale = grad_loss / ctx.n
+        return (grad_hidden * scale.to(grad_hidden.dtype) if grad_hidden is not None else None,
+                grad_weight * scale.to(grad_weight.dtype) if grad_weight is not None else None, None)
+
+
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of ``hidden @ weight.T`` (rows x vocabulary) against ``targets``."""
+    return LinearCrossEntropy.apply(hidden, weight, targets)
+
+
+def fuses(head, hidden: torch.Tensor) -> bool:
+    """Whether ``head`` is a plain bias-free linear layer (no hooks, no adapter wrapper) that
+    ``linear_cross_entropy`` can replace, on CPU without autocast, with rows to score."""
+    return (type(head) is torch.nn.Linear and head.bias is None and hidden.device.type == "cpu"
+            and hidden.shape[0] > 0 and not torch.is_autocast_enabled("cpu")
+            and not head._forward_hooks and not head._forward_pre_hooks)

@@ -1,0 +1,47 @@
+"""The fused LM-head cross-entropy (adaptlang.fused_loss) gives the unfused loss and gradients."""
+import pytest
+import torch
+
+from adaptlang import fused_loss
+from adaptlang.fused_loss import fuses, linear_cross_entropy
+
+
+def unfused(hidden, weight, targets):
+    return torch.nn.functional.cross_entropy(hidden @ weight.t(), targets)
+
+
+@pytest.mark.parametrize("rows", [1, 63, 64, 200])  # one row, under one chunk, exactly one, several
+def test_loss_and_gradients_match_the_unfused_ones(monkeypatch, rows):
+    monkeypatch.setattr(fused_loss, "CHUNK_ELEMENTS", 64 * 300)  # 64-row chunks of a 300-piece vocabulary
+    g = torch.Generator().manual_seed(rows)
+    hidden0, weight0 = torch.randn(rows, 16, generator=g), torch.randn(300, 16, generator=g)
+    targets = torch.randint(0, 300, (rows,), generator=g)
+    results = []
+    for fn in (unfused, linear_cross_entropy):
+        hidden, weight = hidden0.clone().requires_grad_(), weight0.clone().requires_grad_()
+        loss = fn(hidden, weight, targets)
+        (3.0 * loss).backward()  # a scaled loss (gradient accumulation divides it) scales the gradients
+        results.append((loss.detach(), hidden.grad, weight.grad))
+    for ours, theirs in zip(results[1], results[0]):
+        assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_a_frozen_head_gets_no_gradient_and_the_hidden_states_do():
+    hidden = torch.randn(10, 8, requires_grad=True)
+    weight = torch.randn(50, 8)
+    targets = torch.randint(0, 50, (10,))
+    linear_cross_entropy(hidden, weight, targets).backward()
+    expected = torch.autograd.grad(unfused(hidden, weight, targets), hidden)[0]
+    assert weight.grad is None and torch.allclose(hidden.grad, expected, atol=1e-6)
+
+
+def test_only_a_plain_hookless_bias_free_cpu_head_is_fused():
+    hidden = torch.randn(4, 8)
+    assert fuses(torch.nn.Linear(8, 50, bias=False), hidden)
+    assert not fuses(torch.nn.Linear(8, 50), hidden)                   # a bias
+    assert not fuses(torch.nn.Linear(8, 50, bias=False), hidden[:0])   # nothing to score
+    hooked = torch.nn.Linear(8, 50, bias=False)
+    hooked.register_forward_hook(lambda *a: None)
+    assert not fuses(hooked, hidden)                                   # a strategy's hook must run
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fuses(torch.nn.Linear(8, 50, bias=False), hidden)   # mixed precision: the plain path
