@@ -162,9 +162,9 @@ def test_cli_off_a_terminal_prints_progress_and_writes_tensorboard(tmp_path):
     line = lines[0]
     for word in (" loss ", " lr ", " tokens/s ", " elapsed ", " eta "):
         assert word in line, line
-    assert "[adaptlang] eval perplexity lang" in stderr
+    assert "[adaptlang] eval perplexity batch" in stderr
     log = (tmp_path / "runs" / "p" / "train.log").read_text()
-    assert "stage instruct step 3/3 loss" in log and "eval perplexity lang" in log
+    assert "stage instruct step 3/3 loss" in log and "eval perplexity batch" in log
     events = EventAccumulator(str(tmp_path / "runs" / "p" / "trackers" / "adaptlang"))
     events.Reload()
     assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 10))  # one axis, 3 stages x 3
