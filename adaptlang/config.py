@@ -91,12 +91,15 @@ def _check_type(key: str, old: Any, new: Any) -> None:
         raise UserError(f"{key}={new!r}: expected a list (like {list(old)!r})")
 
 
+def _stage_train_path(parts: list[str]) -> bool:
+    """``experiment.stages.N.train.KEY``: any stage may set any ``train`` option, not only
+    those its experiment file lists."""
+    return len(parts) == 5 and parts[:2] == ["experiment", "stages"] and parts[3] == "train"
+
+
 def _stage_train_key(parts: list[str], i: int, cfg: DictConfig) -> bool:
-    """``experiment.stages.N.train.KEY`` (or ``...N.train`` missing) with KEY a ``train`` key:
-    any stage may set any train option, not only those its experiment file lists."""
-    if len(parts) != 5 or parts[:2] != ["experiment", "stages"] or parts[3] != "train" or i not in (3, 4):
-        return False
-    return parts[4] in cfg.get("train", {})
+    """A stage train path (``...N.train`` missing, or KEY missing there) whose KEY is a ``train`` key."""
+    return _stage_train_path(parts) and i in (3, 4) and parts[4] in cfg.get("train", {})
 
 
 def apply_override(cfg: DictConfig, key: str, value: Any) -> None:
@@ -118,7 +121,7 @@ def apply_override(cfg: DictConfig, key: str, value: Any) -> None:
             if part not in node:
                 where = f" under '{here}'" if here else ""
                 valid = [str(k) for k in node.keys()]
-                if len(parts) == 5 and parts[:2] == ["experiment", "stages"] and parts[3] == "train" and i == 4:
+                if _stage_train_path(parts) and i == 4:
                     valid = [str(k) for k in cfg.train.keys()]  # a stage may set any train key
                 if here == "strategy":
                     raise UserError(

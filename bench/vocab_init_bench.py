@@ -29,7 +29,7 @@ from accelerate import Accelerator  # noqa: E402
 
 from _emit import emit  # noqa: E402
 from adaptlang import load_config  # noqa: E402
-from adaptlang.benchmarks.perplexity import figures, score_texts  # noqa: E402
+from adaptlang.benchmarks.perplexity import figures, score_groups  # noqa: E402
 from adaptlang.pipeline import initial_model  # noqa: E402
 from adaptlang.plan import make_plan  # noqa: E402
 from adaptlang.sources import heldout_texts  # noqa: E402
@@ -41,12 +41,13 @@ INITS = ("random", "mean", "subword-mean", "focus")
 def adapting_bpc(model, tokenizer, plan) -> float:
     """The perplexity benchmark's adapting-class figure (unweighted mean over the languages),
     scoring only the adapting languages."""
-    values = []
+    groups = {}
     for code in plan.languages.resolve(["adapting"]):
         texts, _ = heldout_texts(code, plan.languages, plan.config, plan.config.eval.get("max_sentences"))
         if texts is not None:
-            values.append(figures(score_texts(model, tokenizer, texts, int(plan.config.eval.batch_size)))["bits_per_char"])
-    return statistics.mean(values)
+            groups[code] = texts
+    scores = score_groups(model, tokenizer, groups, int(plan.config.eval.batch_size))
+    return statistics.mean(figures(s)["bits_per_char"] for s in scores.values())
 
 
 def stage(plan, name, steps, model, tokenizer, seed, composed=None):

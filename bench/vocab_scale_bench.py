@@ -36,26 +36,17 @@ from _emit import emit  # noqa: E402
 
 
 def corpus(classes: str, split: str) -> list[str]:
-    """Vendored text of the languages in (``in``) or outside (``out``) the adapting class."""
+    """Every vendored text (as ``strategy=vocab`` protects it: training text, FLORES-200 dev +
+    devtest, UDHR) of the languages in (``in``) or outside (``out``) the adapting class."""
     from adaptlang import load_config
-    from adaptlang.languages import CORPORA, LanguageSet
-    from adaptlang.sources import flores_lines, read_text
+    from adaptlang.languages import LanguageSet
+    from adaptlang.strategies.vocab import protected_texts
 
-    languages = LanguageSet.from_config(load_config([]).languages)
+    cfg = load_config([])
+    languages = LanguageSet.from_config(cfg.languages)
     adapting = set(languages.resolve(["adapting"]))
-    codes = languages.resolve([classes])
-    texts = []
-    for code in codes:
-        if (code in adapting) != (split == "in"):
-            continue
-        lang = languages.check(code)
-        if lang.ntrex:
-            texts += read_text(str(CORPORA / "ntrex128" / f"{lang.ntrex}.txt.gz"))
-        if lang.flores:
-            texts += flores_lines(lang.flores, range(0, 1012))
-        if lang.udhr and (CORPORA / "udhr" / f"{lang.udhr}.txt.gz").is_file():
-            texts += read_text(str(CORPORA / "udhr" / f"{lang.udhr}.txt.gz"))
-    return texts
+    codes = [c for c in languages.resolve([classes]) if (c in adapting) == (split == "in")]
+    return protected_texts(codes, languages, cfg)
 
 
 def train_base(size: int, folder: Path) -> None:
@@ -158,8 +149,8 @@ def main() -> None:
         t = time.perf_counter()
         train_base(max(sizes), Path(tmp))
         print(f"base byte-level BPE of {max(sizes)} pieces trained in {time.perf_counter() - t:.0f}s (setup, not timed below)")
-        print(f"\n| base pieces | added | merge rounds | learn s | merge s | tokenizer s | resize s | init s | total s "
-              f"| peak RSS GB | RSS with model GB |")
+        print("\n| base pieces | added | merge rounds | learn s | merge s | tokenizer s | resize s | init s | total s "
+              "| peak RSS GB | RSS with model GB |")
         print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for size in sizes:
             out = subprocess.run([sys.executable, __file__, "--size", str(size), "--base", tmp, "--new", str(args.new),

@@ -280,29 +280,23 @@ class VocabularyExpansion(Strategy):
         return covered, weights, used
 
     def _resize_and_init(self, model, tokenizer, pieces, start: int, ctx: StageContext, focus_plan=None) -> None:
-        emb = model.get_input_embeddings()
-        n_old, dim = emb.weight.shape
-        head = model.get_output_embeddings()
-        tied = head is not None and head.weight is emb.weight
-        head_rows = head.weight.shape[0] if head is not None and not tied else None
-        vm.grow_embeddings(model, start + len(pieces))
-        emb = model.get_input_embeddings()
-        subword = vm.old_piece_ids(tokenizer, pieces) if self.init == "subword-mean" else []
-        seed = ctx.seed_for("vocab.init")
-        fresh = vm.random_rows(model, len(pieces), dim, seed) if self.init == "random" else None
-        if focus_plan is not None:
-            focus.init_rows(emb.weight, self.new_ids, n_old, *focus_plan, seed=seed)
-        else:
-            vm.init_rows(emb.weight, self.new_ids, n_old, self.init, subword, fresh)
-        head = model.get_output_embeddings()
+        """Grow the embeddings (and an untied head) and fill their new rows by ``init``; each
+        matrix draws from its own seed (``vocab.init``, ``vocab.init.head``)."""
+        emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+        old_rows = {"vocab.init": emb.weight.shape[0]}
         if head is not None and head.weight is not emb.weight:
-            if head_rows is not None and head.weight.shape[0] > head_rows:
-                seed = ctx.seed_for("vocab.init.head")
-                fresh = vm.random_rows(model, len(pieces), dim, seed) if self.init == "random" else None
-                if focus_plan is not None:  # the same combination of the overlap tokens' head rows
-                    focus.init_rows(head.weight, self.new_ids, head_rows, *focus_plan, seed=seed)
-                else:
-                    vm.init_rows(head.weight, self.new_ids, head_rows, self.init, subword, fresh)
+            old_rows["vocab.init.head"] = head.weight.shape[0]
+        vm.grow_embeddings(model, start + len(pieces))
+        weights = {"vocab.init": model.get_input_embeddings().weight,
+                   "vocab.init.head": getattr(model.get_output_embeddings(), "weight", None)}
+        subword = vm.old_piece_ids(tokenizer, pieces) if self.init == "subword-mean" else []
+        for purpose, n_old in old_rows.items():
+            weight, seed = weights[purpose], ctx.seed_for(purpose)
+            if focus_plan is not None:  # the head's new rows: the same combination of its overlap rows
+                focus.init_rows(weight, self.new_ids, n_old, *focus_plan, seed=seed)
+            else:
+                fresh = vm.random_rows(model, len(pieces), weight.shape[1], seed) if self.init == "random" else None
+                vm.init_rows(weight, self.new_ids, n_old, self.init, subword, fresh)
 
     def _make_trainable(self, model) -> bool:
         from peft import LoraConfig, LoraModel, TrainableTokensConfig, TrainableTokensModel
