@@ -4,7 +4,7 @@
 writes their log-softmax, zero-fills a gradient of the same size and reads both again in the
 backward pass. On a CPU that is memory traffic the matmuls do not need: in the tiny default
 model's training loop log-softmax forward + backward and that zero-fill took ~25% of the time
-(torch.profiler, bench/perf_train.py). Here each chunk of rows computes its logits, their
+(torch.profiler, bench/perf_train.py). Here each chunk of rows computes its logits (into one reused buffer), their
 log-sum-exp, the loss and -- since the loss is a mean, its gradient is known in the forward --
 the softmax gradient in place, while the chunk is still in cache; the backward pass only
 scales the two gradients it kept. Same matmuls, same result up to float rounding
@@ -17,30 +17,38 @@ from __future__ import annotations
 
 import torch
 
-CHUNK_ELEMENTS = 1 << 21  # logits per chunk (8 MB in fp32): 262 rows of the tiny model's 8000-piece vocabulary
+CHUNK_ELEMENTS = 1 << 22  # logits per chunk (16 MB in fp32): 524 rows of the tiny model's 8000-piece vocabulary
 
 
 class LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, targets):
         n, vocab = hidden.shape[0], weight.shape[0]
-        chunk = max(64, CHUNK_ELEMENTS // vocab)
+        chunk = min(n, max(64, CHUNK_ELEMENTS // vocab))
         need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_hidden = torch.empty_like(hidden) if need_hidden else None
         grad_weight = torch.zeros_like(weight) if need_weight else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        rows = torch.arange(min(chunk, n), device=hidden.device)
+        rows = torch.arange(chunk, device=hidden.device)
+        # one logits buffer for every chunk: a fresh multi-MB tensor per chunk costs page faults
+        # (glibc maps and unmaps allocations this large) that took ~15% of the fused step
+        buffer = torch.empty((chunk, vocab), dtype=torch.float32, device=hidden.device)
         for start in range(0, n, chunk):
             h, y = hidden[start:start + chunk], targets[start:start + chunk]
-            r = rows[: len(y)]
-            logits = (h @ weight.t()).float()
-            lse = torch.logsumexp(logits, dim=1)
-            total += (lse - logits[r, y]).sum()
-            grad = logits.sub_(lse[:, None]).exp_()  # softmax ...
-            grad[r, y] -= 1.0                          # ... minus the one-hot target: d(sum of losses)/d(logits)
+            r, logits = rows[: len(y)], buffer[: len(y)]
+            if weight.dtype == torch.float32:
+                torch.mm(h, weight.t(), out=logits)
+            else:
+                logits.copy_(h @ weight.t())
+            target_logits = logits[r, y]
+            peak = logits.amax(dim=1, keepdim=True)
+            sums = logits.sub_(peak).exp_().sum(dim=1)  # exp(logit - max), the stable softmax's numerator
+            total += (peak.squeeze(1) + sums.log() - target_logits).sum()  # log-sum-exp - target logit
+            grad = logits.mul_(sums.reciprocal_()[:, None])  # softmax ...
+            grad[r, y] -= 1.0                                 # ... minus the one-hot target: d(sum of losses)/d(logits)
             grad = grad.to(weight.dtype)
             if need_hidden:
-                grad_hidden[start:start + chunk] = grad @ weight
+                torch.mm(grad, weight, out=grad_hidden[start:start + chunk])
             if need_weight:
                 grad_weight.addmm_(grad.t(), h)
         ctx.save_for_backward(grad_hidden, grad_weight)
@@ -51,8 +59,8 @@ class LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         grad_hidden, grad_weight = ctx.saved_tensors
         scale = grad_loss / ctx.n
-        return (grad_hidden * scale.to(grad_hidden.dtype) if grad_hidden is not None else None,
-                grad_weight * scale.to(grad_weight.dtype) if grad_weight is not None else None, None)
+        return (grad_hidden.mul_(scale.to(grad_hidden.dtype)) if grad_hidden is not None else None,
+                grad_weight.mul_(scale.to(grad_weight.dtype)) if grad_weight is not None else None, None)
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -81,6 +81,17 @@ def eager_head_loss(head, hidden, targets):
     return head_loss(head, hidden, targets)
 
 
+def compiled_unless_fused(compiled):
+    """``train.compile``'s head loss: the eager fused one where it applies (CPU), where it beat
+    Inductor's code for the head (bench/perf_compile.py); ``compiled`` (Inductor fuses the
+    log-softmax there too) everywhere else, e.g. on a GPU."""
+    def head_loss_fn(head, hidden, targets):
+        if fuses(head, hidden):
+            return linear_cross_entropy(hidden, head.weight, targets)
+        return compiled(head, hidden, targets)
+    return head_loss_fn
+
+
 def loss_on_targets(model, batch: dict, body=None, head_loss_fn=None):
     """Mean next-token cross-entropy over the labelled positions only -- the same value as
     ``model(**batch).loss`` -- but the LM head runs only where there is a label.
@@ -153,7 +164,7 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
     # the module tree and the saved model stay those of the plain model
     compilation = Compilation() if compile_ else None
     forward = compilation(head_and_body(model)[1] if fused else model) if compile_ else None
-    compiled_head_loss = compilation(head_loss) if compile_ and fused else None
+    compiled_head_loss = compiled_unless_fused(compilation(head_loss)) if compile_ and fused else None
     tracking = bool(accelerator.trackers)
     tokens = loss_tokens = 0
     losses: list[float] = []
@@ -183,7 +194,7 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
             spent["data_seconds"] += time.perf_counter() - t
             n_tokens = int(batch.pop("num_tokens"))
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            if batch["attention_mask"].dtype.is_floating_point:
+            if "attention_mask" in batch and batch["attention_mask"].dtype.is_floating_point:
                 batch["attention_mask"] = batch["attention_mask"].to(dtype)
             if fused:
                 loss, outputs = loss_on_targets(model, batch, forward, compiled_head_loss)

@@ -79,6 +79,23 @@ def test_equal_length_blocks_are_not_packed():
     assert make_batch(examples(3), 0, None)["attention_mask"].dim() == 2
 
 
+def test_rows_of_one_example_go_unmasked_and_keep_every_examples_loss(model):
+    """Examples too long to share a row: no mask (the model's causal attention), and each
+    example's loss equals its loss in the block-diagonal-masked packed batch."""
+    exs = examples(5, seed=3)
+    width = max(len(e["input_ids"]) for e in exs)
+    unmasked = make_batch(exs, 0, 1)  # rows of one token: no two examples can share a row
+    assert "attention_mask" not in unmasked and unmasked["input_ids"].shape[0] == len(exs)
+    masked = collate_packed(exs, 0, 1)
+    assert masked["attention_mask"].dim() == 4
+    spans = [(i, 0, len(e["input_ids"])) for i, e in enumerate(exs)]
+    order = sorted(range(len(exs)), key=lambda i: -len(exs[i]["input_ids"]))  # collate_packed's row order
+    packed_spans = [(order.index(i), 0, len(e["input_ids"])) for i, e in enumerate(exs)]
+    assert torch.allclose(per_example_losses(model, unmasked, spans), per_example_losses(model, masked, packed_spans),
+                          atol=1e-4)
+    assert make_batch(exs, 0, 2 * width)["attention_mask"].dim() == 4  # rows shared: the block-diagonal mask
+
+
 def test_loss_on_targets_equals_the_models_own_loss(model):
     from adaptlang.train import loss_on_targets
 
