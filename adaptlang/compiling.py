@@ -3,7 +3,11 @@ setting, is the loop's default wherever torch has the kernel: adaptlang.train.)
 
 The loop (adaptlang.train) compiles, on its LM-head shortcut, the model's body and
 ``head_loss`` (the head's projection + cross-entropy of the labelled positions, where
-Inductor fuses the log-softmax); otherwise the whole model's forward.
+Inductor fuses the log-softmax); otherwise the whole model's forward. Where the eager fused
+head loss applies (a plain head on CPU, adaptlang.fused_loss) the loop keeps it instead of
+the compiled ``head_loss``: it measured faster than Inductor's code for the head there, and
+Inductor's C++ reductions over a 524 x 8000 chunk were 2.5x slower than eager's
+(bench/perf_compile.py).
 
 torch.compile (TorchDynamo + Inductor) needs a Python version Dynamo supports and, on CPU,
 a C++ compiler (Inductor writes C++ kernels); on CUDA, Triton. ``check_compile`` refuses the

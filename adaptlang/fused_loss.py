@@ -27,7 +27,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         chunk = min(n, max(64, CHUNK_ELEMENTS // vocab))
         need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_hidden = torch.empty_like(hidden) if need_hidden else None
-        grad_weight = torch.zeros_like(weight) if need_weight else None
+        grad_weight = torch.empty_like(weight) if need_weight else None  # the first chunk writes it
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         rows = torch.arange(chunk, device=hidden.device)
         # one logits buffer for every chunk: a fresh multi-MB tensor per chunk costs page faults
@@ -49,7 +49,9 @@ class LinearCrossEntropy(torch.autograd.Function):
             grad = grad.to(weight.dtype)
             if need_hidden:
                 torch.mm(grad, weight, out=grad_hidden[start:start + chunk])
-            if need_weight:
+            if need_weight and start == 0:
+                torch.mm(grad.t(), h, out=grad_weight)
+            elif need_weight:
                 grad_weight.addmm_(grad.t(), h)
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.n = n

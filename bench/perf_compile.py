@@ -2,7 +2,8 @@
 
 The same tiny default model and packed instruct mixture as perf_train.py, trained by
 adaptlang.train.train_stage twice per repeat: eager, and with ``compile=true``
-(torch.compile of the body and of the LM head's loss + fused AdamW). Each variant first runs
+(torch.compile of the body; on CPU the LM head's loss stays the eager fused one, elsewhere it
+is compiled too; fused AdamW in both). Each variant first runs
 a few warm-up steps on the same model object (for compile: the compilation itself, reported
 separately), then the measured steps. Prints useful tokens/s of each, the ratio (target >= 1.2x) and the
 compile time.

@@ -45,3 +45,21 @@ def test_only_a_plain_hookless_bias_free_cpu_head_is_fused():
     assert not fuses(hooked, hidden)                                   # a strategy's hook must run
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not fuses(torch.nn.Linear(8, 50, bias=False), hidden)   # mixed precision: the plain path
+
+
+def test_train_compile_keeps_the_eager_fused_head_loss_where_it_applies():
+    from adaptlang.train import compiled_unless_fused
+
+    calls = []
+
+    def compiled(head, hidden, targets):
+        calls.append(head)
+        return unfused(hidden, head.weight, targets)
+
+    head_loss = compiled_unless_fused(compiled)
+    hidden, targets = torch.randn(6, 8), torch.randint(0, 50, (6,))
+    plain, biased = torch.nn.Linear(8, 50, bias=False), torch.nn.Linear(8, 50)
+    assert torch.allclose(head_loss(plain, hidden, targets), unfused(hidden, plain.weight, targets), atol=1e-6)
+    assert calls == []                       # CPU, plain head: the eager fused loss, not Inductor's code
+    head_loss(biased, hidden, targets)
+    assert calls == [biased]                 # anything the fused loss cannot take goes to the compiled one
