@@ -63,3 +63,13 @@ def test_train_compile_keeps_the_eager_fused_head_loss_where_it_applies():
     assert calls == []                       # CPU, plain head: the eager fused loss, not Inductor's code
     head_loss(biased, hidden, targets)
     assert calls == [biased]                 # anything the fused loss cannot take goes to the compiled one
+
+
+def test_a_second_backward_through_the_same_graph_is_refused_not_wrong():
+    """The backward scales the kept gradients in place; running it twice must fail loudly."""
+    hidden = torch.randn(5, 8, requires_grad=True)
+    weight = torch.randn(30, 8, requires_grad=True)
+    loss = linear_cross_entropy(hidden, weight, torch.randint(0, 30, (5,)))
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
