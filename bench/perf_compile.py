@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from _emit import emit  # noqa: E402
-from perf_train import ctx, setup, tcfg  # noqa: E402
+from perf_train import ctx, lm_blocks, setup, tcfg  # noqa: E402
 
 
 def train(cfg, model, tokenizer, data, steps, compile_: bool) -> tuple[int, float]:
@@ -46,10 +46,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--data", choices=["instruct", "blocks"], default="instruct",
+                        help="the instruct mixture (rows of up to 192 tokens, prompts unlabelled) or "
+                             "language-modelling blocks of train.block_size (the pretrain and adapt stages)")
     args = parser.parse_args()
     cfg, model, tokenizer, data = setup(args.batch_size)
+    if args.data == "blocks":
+        data = lm_blocks(data, int(cfg.train.block_size))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.steps} steps x batch "
-          f"{args.batch_size} (packed rows of 192 tokens) after {args.warmup} warm-up steps")
+          f"{args.batch_size} ({args.data}) after {args.warmup} warm-up steps")
     models = {"eager": copy.deepcopy(model), "compile": copy.deepcopy(model)}
     warm = {}
     for name, m in models.items():
@@ -65,7 +70,8 @@ def main() -> None:
     ratio = rate["compile"] / rate["eager"]
     print(f"\ncompile / eager = {ratio:.2f}x  (target >= 1.2); compile warm-up {warm['compile']:.1f}s "
           f"vs eager {warm['eager']:.1f}s for {args.warmup} steps")
-    emit("compile", tokens_per_second=rate, vs_eager=ratio, compile_warmup_seconds=warm["compile"])
+    emit("compile" if args.data == "instruct" else "compile_blocks", tokens_per_second=rate, vs_eager=ratio,
+         compile_warmup_seconds=warm["compile"])
 
 
 if __name__ == "__main__":
