@@ -6,11 +6,11 @@ the terminal as it runs (or, with --log, to that file); the table comes last.
     python bench/run_all.py --only train,memory --log /tmp/bench.log
 
 Benchmarks: train (bench/perf_train.py: adaptlang's loop vs HF Trainer vs a bare loop, MFU,
-profile), compile (bench/perf_compile.py: train.compile vs eager), strategies (bench/perf_strategies.py: af+replay+vocab vs no strategy over the
-default pipeline), eval (bench/eval_suite.py: the full default suite, label-scoring
-speed-up), memory (bench/perf_memory.py: peak RSS at 1x and 10x the corpus), vocab
-(bench/vocab_bench.py at the paper's sizes: a 32000-piece base merged with a 16000-piece
-new-language model).
+profile), compile (bench/perf_compile.py: train.compile vs eager), strategies
+(bench/perf_strategies.py: af+replay+vocab vs no strategy over the default pipeline), eval
+(bench/eval_suite.py: the full default suite, label-scoring speed-up), memory
+(bench/perf_memory.py: peak RSS at 1x and 10x the corpus), vocab (bench/vocab_bench.py at the
+paper's sizes: a 32000-piece base merged with a 16000-piece new-language model).
 """
 from __future__ import annotations
 
