@@ -5,9 +5,9 @@ The loop (adaptlang.train) compiles, on its LM-head shortcut, the model's body a
 ``head_loss`` (the head's projection + cross-entropy of the labelled positions, where
 Inductor fuses the log-softmax); otherwise the whole model's forward. Where the eager fused
 head loss applies (a plain head on CPU, adaptlang.fused_loss) the loop keeps it instead of
-the compiled ``head_loss``: it measured faster than Inductor's code for the head there, and
-Inductor's C++ reductions over a 524 x 8000 chunk were 2.5x slower than eager's
-(bench/perf_compile.py).
+the compiled ``head_loss``: it measured faster than Inductor's code for the head there
+(bench/perf_compile.py; compiled on its own, the softmax-gradient step of one 524 x 8000
+chunk ran 2.5x slower than eager's).
 
 torch.compile (TorchDynamo + Inductor) needs a Python version Dynamo supports and, on CPU,
 a C++ compiler (Inductor writes C++ kernels); on CUDA, Triton. ``check_compile`` refuses the

@@ -25,7 +25,7 @@ class LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, targets):
         n, vocab = hidden.shape[0], weight.shape[0]
-        chunk = min(n, max(64, CHUNK_ELEMENTS // vocab))
+        chunk = max(1, min(n, max(64, CHUNK_ELEMENTS // vocab)))
         need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_hidden = torch.empty_like(hidden) if need_hidden else None
         grad_weight = torch.empty_like(weight) if need_weight else None  # the first chunk writes it

@@ -104,6 +104,10 @@ class Strategy:
         return stream
 
     def extra_loss(self, batch, outputs, state: TrainState):
+        """A term added to the step's loss. ``batch`` always holds ``input_ids`` and ``labels``;
+        ``attention_mask`` (2-D padding or 4-D block-diagonal) and ``position_ids`` only where
+        they are needed: a right-padded batch of one example per row has neither
+        (adaptlang.batching.make_batch)."""
         return None
 
     def on_gradients(self, state: TrainState) -> None:

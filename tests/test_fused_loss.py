@@ -73,3 +73,25 @@ def test_a_second_backward_through_the_same_graph_is_refused_not_wrong():
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+def test_a_bf16_head_gives_the_unfused_loss_and_gradients_within_bf16_rounding():
+    g = torch.Generator().manual_seed(5)
+    hidden0, weight0 = torch.randn(70, 16, generator=g), torch.randn(300, 16, generator=g)
+    targets = torch.randint(0, 300, (70,), generator=g)
+    results = []
+    for fn in (lambda h, w, t: torch.nn.functional.cross_entropy((h @ w.t()).float(), t), linear_cross_entropy):
+        hidden = hidden0.to(torch.bfloat16).requires_grad_()
+        weight = weight0.to(torch.bfloat16).requires_grad_()
+        loss = fn(hidden, weight, targets)
+        loss.backward()
+        assert loss.dtype == torch.float32 and hidden.grad.dtype == weight.grad.dtype == torch.bfloat16
+        results.append((loss.detach(), hidden.grad.float(), weight.grad.float()))
+    for ours, theirs in zip(results[1], results[0]):
+        assert torch.allclose(ours, theirs, rtol=2e-2, atol=2e-3)
+
+
+def test_no_rows_give_nan_not_an_error():
+    hidden, weight = torch.randn(0, 8, requires_grad=True), torch.randn(50, 8, requires_grad=True)
+    loss = linear_cross_entropy(hidden, weight, torch.zeros(0, dtype=torch.long))
+    assert torch.isnan(loss)  # the mean of nothing, as F.cross_entropy gives
