@@ -47,7 +47,8 @@ def pack_rows(lengths: list[int], width: int) -> list[list[int]]:
     return rows
 
 
-def collate_packed(examples: list[dict], pad_id: int, width: int) -> dict[str, torch.Tensor]:
+def collate_packed(examples: list[dict], pad_id: int, width: int,
+                   rows: list[list[int]] | None = None) -> dict[str, torch.Tensor]:
     """Several examples per row, each attending only to itself.
 
     Position ids restart at every example and a 4D block-diagonal causal mask keeps
@@ -55,7 +56,8 @@ def collate_packed(examples: list[dict], pad_id: int, width: int) -> dict[str, t
     those it gets alone (tests/test_packing.py). Each example starts with a token whose
     label is -100 (BOS of an instruction) or is a full LM block, so no loss crosses a
     boundary. The mask is additive (0 = attend, dtype min = blocked)."""
-    rows = pack_rows([len(e["input_ids"]) for e in examples], width)
+    if rows is None:  # ``rows``: pack_rows' grouping, when the caller has it already
+        rows = pack_rows([len(e["input_ids"]) for e in examples], width)
     longest = max(sum(len(examples[i]["input_ids"]) for i in row) for row in rows)
     ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), longest), -100, dtype=torch.long)
@@ -91,8 +93,9 @@ def make_batch(examples: list[dict], pad_id: int, pack_width: int | None) -> dic
     (the default instruct stage's attention: ~2x faster)."""
     lengths = [len(e["input_ids"]) for e in examples]
     if pack_width and len(set(lengths)) > 1:
-        if len(pack_rows(lengths, pack_width)) < len(examples):
-            return collate_packed(examples, pad_id, pack_width)
+        rows = pack_rows(lengths, pack_width)
+        if len(rows) < len(examples):
+            return collate_packed(examples, pad_id, pack_width, rows)
         batch = collate(examples, pad_id)
         del batch["attention_mask"]
         return batch

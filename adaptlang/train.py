@@ -73,23 +73,25 @@ def head_loss(head, hidden, targets):
     return torch.nn.functional.cross_entropy(head(hidden).float(), targets)
 
 
-def eager_head_loss(head, hidden, targets):
-    """``head_loss``, with the projection and the cross-entropy fused a chunk of rows at a time
-    where the head is a plain linear layer on CPU (adaptlang.fused_loss: 1.6-2.3x faster there)."""
-    if fuses(head, hidden):
-        return linear_cross_entropy(hidden, head.weight, targets)
-    return head_loss(head, hidden, targets)
+def fused_or(fallback):
+    """A head loss: the projection and the cross-entropy fused a chunk of rows at a time where
+    the head is a plain linear layer on CPU (adaptlang.fused_loss: 1.6-2.3x faster there),
+    ``fallback(head, hidden, targets)`` everywhere else."""
+    def head_loss_fn(head, hidden, targets):
+        if fuses(head, hidden):
+            return linear_cross_entropy(hidden, head.weight, targets)
+        return fallback(head, hidden, targets)
+    return head_loss_fn
+
+
+eager_head_loss = fused_or(head_loss)
 
 
 def compiled_unless_fused(compiled):
     """``train.compile``'s head loss: the eager fused one where it applies (CPU), where it beat
     Inductor's code for the head (bench/perf_compile.py); ``compiled`` (Inductor fuses the
     log-softmax there too) everywhere else, e.g. on a GPU."""
-    def head_loss_fn(head, hidden, targets):
-        if fuses(head, hidden):
-            return linear_cross_entropy(hidden, head.weight, targets)
-        return compiled(head, hidden, targets)
-    return head_loss_fn
+    return fused_or(compiled)
 
 
 def loss_on_targets(model, batch: dict, body=None, head_loss_fn=None):
