@@ -44,9 +44,9 @@ def avalanche(module: str, name: str):
     try:
         return getattr(importlib.import_module(module), name)
     except ImportError as exc:  # ModuleNotFoundError, or torchvision/torch mismatches inside avalanche
-        raise UserError(f"this strategy runs avalanche-lib's implementation, which cannot be imported here "
+        raise UserError(f"this strategy runs avalanche-lib's {name}, which cannot be imported here "
                         f"({type(exc).__name__}: {str(exc).splitlines()[0]}); install it with "
-                        f"pip install -e \".[avalanche]\" (see README: Continual-learning strategies)") from None
+                        f"pip install -e \".[avalanche]\" (see README: Beyond the papers)") from None
 
 
 class PlainView:

@@ -5,6 +5,7 @@ User mistakes print one line (``adaptlang: error: ...``) and exit 2, without a t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -58,10 +59,28 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+# the options each command takes; any other given to it is refused (never silently ignored)
+OPTIONS = {"run": ("config",), "compare": ("baseline", "stage", "out"), "resume": (), "eval": ("config", "out"),
+           "export": ("out", "stage", "merge_adapters", "base"), "config": ("config", "resolved"), "strategies": (),
+           "instructions": ("config", "source", "out", "limit")}
+
+
+def _check_options(ns) -> None:
+    for option in ("config", "out", "limit", "baseline", "stage", "merge_adapters", "base", "source", "resolved"):
+        if getattr(ns, option) is not None and getattr(ns, option) is not False and option not in OPTIONS[ns.command]:
+            takes = ", ".join(f"--{o.replace('_', '-')}" for o in OPTIONS[ns.command]) or "no options"
+            raise UserError(f"--{option.replace('_', '-')} is not an option of `adaptlang {ns.command}` "
+                            f"(it takes {takes})")
+
+
 def _dispatch(ns) -> int:
     from .config import load_config, to_yaml
 
+    _check_options(ns)
+
     if ns.command == "strategies":
+        if ns.args:
+            raise UserError(f"`adaptlang strategies` takes no arguments (got {' '.join(ns.args)})")
         from .composition import strategy_defaults
         from .strategy import STRATEGIES, load_plugins
 
@@ -97,6 +116,8 @@ def _dispatch(ns) -> int:
         from .compare import compare
 
         out = compare(ns.args, ns.baseline, ns.out, ns.stage)
+        for warning in json.loads((out / "comparison.json").read_text(encoding="utf-8")).get("warnings", []):
+            print(f"adaptlang: warning: {warning}", file=sys.stderr)
         print(f"comparison written: {out / 'report.html'} ({out / 'report.md'})")
         return 0
     if ns.command == "resume":

@@ -232,7 +232,22 @@ def build(run_paths: list[str | Path], baseline: str | Path | None = None, stage
         "environment": {r.name: r.metrics.get("environment", {}) for m in methods for r in m.runs},
         "config_differences": _config_differences(methods),
         "common": _common_setup(methods),
+        "warnings": _warnings(methods, stage),
     }
+
+
+def _warnings(methods: list[Method], stage: str | None) -> list[str]:
+    """What a reader must know before trusting the tables: runs that did not complete, and
+    methods compared at different stages (each run's last evaluated one, when --stage is not
+    given). ``methods[0]`` is the baseline, which may end elsewhere by design (the IA grid's
+    zero-shot baseline ends at ``tune``), so only the other methods' stages are compared."""
+    notes = [f"run {r.name} is not complete (status: {r.metrics.get('status', '?')}); its figures are those of "
+             f"stage '{m.stages[r.name]}'" for m in methods for r in m.runs if r.metrics.get("status") != "complete"]
+    compared = sorted({m.stages[r.name] for m in methods[1:] or methods for r in m.runs})
+    if stage is None and len(compared) > 1:
+        notes.append(f"the runs are compared at different stages ({', '.join(compared)}): pass --stage to compare "
+                     "one stage in every run")
+    return notes
 
 
 def _add_deltas(rows: dict, base_label: str) -> None:
@@ -398,5 +413,7 @@ def default_out(comp: dict, first_run: Path) -> Path:
 def compare(run_paths: list[str | Path], baseline: str | Path | None = None, out: str | Path | None = None,
             stage: str | None = None, plots: bool = True) -> Path:
     """Build the comparison and write it; returns the output folder."""
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"--out {out}: a file is in the way; the comparison is a folder (report.md, report.html, ...)")
     comp = build(run_paths, baseline, stage)
     return write(comp, Path(out) if out else default_out(comp, Path(run_paths[0])), plots)

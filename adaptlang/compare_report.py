@@ -348,6 +348,7 @@ def to_markdown(comp: dict, plot_files: dict[str, str], out: Path | None = None)
              f"Stage compared: {comp['stage_option'] or 'each run' + chr(39) + 's last evaluated stage'}. "
              "Cells: mean over seeds ± sample standard deviation (when several seeds); "
              "Δ = method − baseline (paired by seed when both have the same seeds). Bold: best mean of a column.", ""]
+    lines += [f"> **Warning:** {w}." for w in comp.get("warnings", [])] + ([""] if comp.get("warnings") else [])
     def tables(pairs):
         out = []
         for bench, metric in pairs:
@@ -416,6 +417,7 @@ def to_html(comp: dict, plots: dict[str, tuple[str, bytes]], out: Path | None = 
              f"{e(comp['stage_option'] or 'each run’s last evaluated stage')}. Cells: mean over seeds ± sample "
              "standard deviation (several seeds); Δ = method − baseline (paired by seed when both have the same "
              "seeds). Bold: best mean of a column; green/red: Δ better/worse than the baseline.</p>"]
+    parts += [f'<p class="warn"><b>Warning:</b> {e(w)}.</p>' for w in comp.get("warnings", [])]
     def tables(pairs):
         for bench, metric in pairs:
             table = comp["tables"][bench][metric]

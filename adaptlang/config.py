@@ -2,7 +2,7 @@
 
     load_config(["strategy=af+replay", "strategy.af.every=200", "model=tiny", "seed=1"])
 
-Order of application (torchtune's habit, DESIGN.md section 3):
+Order of application (torchtune's habit):
   1. ``configs/base.yaml``;
   2. group selections (``model=``, ``languages=``, ``experiment=``): the named file from
      ``configs/<group>/`` (or a path to a YAML file) becomes that key's value; an
@@ -19,6 +19,7 @@ rules, data, benchmarks) is checked by the plan (adaptlang.plan), before anythin
 """
 from __future__ import annotations
 
+import datetime
 import re
 from pathlib import Path
 from typing import Any, Iterable
@@ -27,6 +28,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .composition import order_strategies, strategy_defaults, strategy_names
+from .config_rules import BOOLEAN_WORDS, as_number, check_values
 from .errors import UserError, listing, suggest
 from .yamlfiles import CONFIG_ROOT, read_yaml
 
@@ -68,6 +70,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw  # not YAML: take the literal string
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        value = raw.strip()  # name=2024-01-01: a YAML timestamp, which no config key takes
     return key, value
 
 
@@ -121,8 +125,8 @@ def apply_override(cfg: DictConfig, key: str, value: Any) -> None:
             if part not in node:
                 where = f" under '{here}'" if here else ""
                 valid = [str(k) for k in node.keys()]
-                if _stage_train_path(parts) and i == 4:
-                    valid = [str(k) for k in cfg.train.keys()]  # a stage may set any train key
+                if _stage_train_path(parts) and i in (3, 4):  # a stage may set any train key
+                    part, where, valid = parts[4], f" under '{'.'.join(parts[:4])}'", [str(k) for k in cfg.train]
                 if here == "strategy":
                     raise UserError(
                         f"unknown key '{key}': strategy '{part}' is not active.{suggest(part, valid)} "
@@ -136,6 +140,10 @@ def apply_override(cfg: DictConfig, key: str, value: Any) -> None:
     old = OmegaConf.to_container(node) if isinstance(node, (DictConfig, ListConfig)) else node
     if isinstance(node, DictConfig) and not isinstance(value, dict):
         raise UserError(f"{key}={value!r}: '{key}' is a section; set one of its keys: {listing(node.keys())}")
+    if isinstance(old, (int, float)) and not isinstance(old, bool):
+        value = as_number(value)  # train.lr=1e-4
+    if isinstance(old, str) and isinstance(value, bool):
+        value = BOOLEAN_WORDS.get(key, {}).get(value, value)  # mixed_precision=no
     _check_type(key, old, value)
     OmegaConf.update(cfg, key, value, merge=False)
 
@@ -148,6 +156,11 @@ def load_config(overrides: Iterable[str] = (), base: str | Path | None = None) -
         if not base_path.is_file():
             raise UserError(f"config file {base} not found")
         raw = read_yaml(base_path)
+        missing = [k for k in read_yaml(CONFIG_ROOT / "base.yaml") if k not in raw]
+        if missing:
+            raise UserError(f"--config {base}: not a complete config (no {listing(missing)}); --config takes a "
+                            "resolved config such as a run's config.yaml: for a few settings pass key=value "
+                            "overrides, or an experiment/model file (experiment=FILE.yaml)")
     else:
         raw = read_yaml(CONFIG_ROOT / "base.yaml")
 
@@ -156,8 +169,14 @@ def load_config(overrides: Iterable[str] = (), base: str | Path | None = None) -
         choice = selections.get(group, raw.get(group))
         if isinstance(choice, str):
             raw[group] = load_group(group, choice)
+        elif isinstance(choice, dict):
+            raw[group] = choice  # experiment={stages: [...]}
         elif group in selections and not isinstance(choice, dict):
             raise UserError(f"{group}={choice!r}: expected a name from {listing(group_options(group))}")
+    stages = raw["experiment"].get("stages") if isinstance(raw.get("experiment"), dict) else None
+    if not isinstance(stages, list) or not stages or not all(isinstance(s, dict) for s in stages):
+        raise UserError(f"experiment={selections.get('experiment', raw.get('experiment'))!s:.80}: needs a 'stages' "
+                        "list of {name, data, steps} (like configs/experiment/default.yaml)")
 
     spec = selections.get("strategy", raw.get("strategy"))
     if isinstance(spec, dict) and "strategy" not in selections:
@@ -183,6 +202,7 @@ def load_config(overrides: Iterable[str] = (), base: str | Path | None = None) -
 
     ordered = order_strategies(list(cfg.strategy.keys()))
     cfg.strategy = OmegaConf.create({n: cfg.strategy[n] for n in ordered})
+    check_values(cfg)
     return cfg
 
 

@@ -125,15 +125,21 @@ def free_padding_row(model, tokenizer) -> None:
             row.copy_(torch.randn(row.shape, generator=generator) * std)
 
 
-def load_pretrained(name_or_path: str, trust_remote_code: bool = False, tokenizer=None):
-    """Any causal LM by hub name or local path, with its tokenizer (``tokenizer``: one already
-    read from that path, e.g. by the plan). User mistakes -> UserError."""
+def check_model_path(name_or_path: str) -> None:
+    """A local model path that does not exist or is not a transformers folder (a hub name is
+    not checked here: it is looked up when loaded)."""
     path = Path(name_or_path)
     looks_local = path.is_absolute() or name_or_path.startswith((".", "~")) or path.exists()
     if looks_local and not path.exists():
         raise UserError(f"model path '{name_or_path}' does not exist")
     if path.is_dir() and not (path / "config.json").is_file():
         raise UserError(f"'{name_or_path}' is not a transformers model folder (no config.json)")
+
+
+def load_pretrained(name_or_path: str, trust_remote_code: bool = False, tokenizer=None):
+    """Any causal LM by hub name or local path, with its tokenizer (``tokenizer``: one already
+    read from that path, e.g. by the plan). User mistakes -> UserError."""
+    check_model_path(name_or_path)
     check_architecture(name_or_path, trust_remote_code)
     try:
         if tokenizer is None:

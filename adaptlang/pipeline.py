@@ -201,8 +201,7 @@ def run_plan(plan: Plan, resume: bool = False) -> Path:
         if main and isinstance(exc, UserError) and not resume and not rundir.completed_stages():
             shutil.rmtree(rundir.path, ignore_errors=True)  # a user mistake before any result: leave nothing
         elif main:
-            rundir.set_status("failed", error=f"{type(exc).__name__}: {exc}"[:1000],
-                              resume=f"adaptlang resume {rundir.path}")
+            rundir.mark_failed(f"{type(exc).__name__}: {exc}")
         raise
     finally:
         if trackers:

@@ -32,10 +32,10 @@ from .compiling import check_compile
 from .composition import Composed, compose
 from .errors import UserError, listing, suggest
 from .languages import LanguageSet
-from .models import check_architecture
+from .models import check_architecture, check_model_path
 from .rundir import run_name
 from .schedules import check_schedule
-from .sources import training_source
+from .sources import check_source, training_source
 from .trackers import check_trackers, tracker_names
 
 DATA_KINDS = ("text", "instructions")
@@ -132,7 +132,7 @@ def stage_train_config(cfg: DictConfig, stage: DictConfig) -> DictConfig:
 def stage_steps(cfg: DictConfig, stage: DictConfig) -> int:
     steps = int(stage.steps)
     cap = cfg.train.get("max_steps")
-    return min(steps, int(cap)) if cap else steps
+    return min(steps, int(cap)) if cap is not None else steps
 
 
 def _plan_stage(index: int, stage: DictConfig, cfg: DictConfig, languages: LanguageSet,
@@ -251,8 +251,12 @@ def make_plan(cfg: DictConfig, composed: Composed | None = None) -> Plan:
             options.pop("stages", None)
         planned_strategies.append(PlannedStrategy(strategy.name, tuple(stages), options, frozenset(strategy.claims())))
     stages = [_plan_stage(i, st, cfg, languages, composed) for i, st in enumerate(cfg.experiment.stages)]
-    for code in list(cfg.data.get("train_files") or {}) + list(cfg.data.get("eval_files") or {}):
-        languages.check(code, where="data.train_files/eval_files")
+    for key in ("train_files", "eval_files"):
+        for code, source in (cfg.data.get(key) or {}).items():
+            languages.check(code, where=f"data.{key}")
+            check_source(str(source), where=f"data.{key}.{code}")
+    if cfg.model.get("name_or_path"):
+        check_model_path(str(cfg.model.name_or_path))
     benchmarks = list(cfg.eval.benchmarks)
     check_benchmarks(benchmarks, cfg, languages)
     for key in ("pretrained_languages", "seen_languages"):  # the classification status (benchmarks/classify.py)

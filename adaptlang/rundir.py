@@ -65,12 +65,16 @@ class RunDir:
     def check_free(output_dir: str, name: str, overwrite: bool = False) -> Path:
         if not name or "/" in name or name in (".", ".."):
             raise UserError(f"name='{name}': a run name must be a plain folder name")
+        if Path(output_dir).exists() and not Path(output_dir).is_dir():
+            raise UserError(f"output_dir={output_dir}: a file is in the way; runs go into a folder of that name")
         path = Path(output_dir) / name
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{path}: a file is in the way of the run folder; remove it or choose another name=...")
         if path.exists() and not overwrite:
-            raise UserError(
-                f"run directory {path} already exists (status: {read_status(path)}); "
-                f"pass overwrite=true to replace it, or choose another name=..."
-            )
+            status = read_status(path)
+            hint = f"`adaptlang resume {path}` continues it, " if status in ("failed", "running") else ""
+            raise UserError(f"run directory {path} already exists (status: {status}); {hint}"
+                            "pass overwrite=true to replace it, or choose another name=...")
         return path
 
     @classmethod
@@ -105,6 +109,16 @@ class RunDir:
 
     def set_status(self, status: str, **extra) -> None:
         write_json(self.path / "status.json", {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra})
+
+    def mark_failed(self, error: str) -> None:
+        """status.json and metrics.json (when written) say ``failed``, so that no reader takes
+        the stages already in metrics.json for a finished run."""
+        self.set_status("failed", error=error[:1000], resume=f"adaptlang resume {self.path}")
+        try:
+            metrics = json.loads((self.path / "metrics.json").read_text())
+        except (OSError, ValueError):
+            return
+        write_json(self.path / "metrics.json", {**metrics, "status": "failed"})
 
     def stage_dir(self, stage: str) -> Path:
         return self.path / "stages" / stage

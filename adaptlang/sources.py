@@ -54,6 +54,18 @@ def _text_column(ds, source: str) -> str:
     raise UserError(f"{source}: no 'text' column (columns: {', '.join(names) or 'none'})")
 
 
+def check_source(source: str, where: str) -> None:
+    """A local text source that is missing or empty, found in the plan (a hub source is read
+    only when its stage comes)."""
+    if source.startswith("hub:"):
+        return
+    path = Path(source)
+    if not path.exists():
+        raise UserError(f"{where}: text source '{source}' does not exist")
+    if path.is_file() and path.stat().st_size == 0:
+        raise UserError(f"{where}: text source '{source}' is empty")
+
+
 def _open(source: str):
     """A ``datasets`` Dataset (local file: memory-mapped Arrow) or IterableDataset (folder, hub)."""
     try:

@@ -5,7 +5,7 @@ initialize the embedding rows, and measure token fertility.
 Active-forgetting paper, section 3: "a new vocabulary V' is learned over [the new languages'
 corpus] and merged with V to form a larger vocabulary" (Appendix A: 32000 + 16000). The
 paper does not say how the merge is done. Sentencepiece has no merge operation and the
-scores of two models trained on different corpora are incomparable (DESIGN.md section 5),
+scores of two models trained on different corpora are incomparable,
 so we merge at the level of the BPE model that the transformers tokenizer runs
 (``tokenizer.json``):
 

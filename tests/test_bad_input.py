@@ -55,7 +55,33 @@ def cases(tmp_path, model_dirs):
         (["strategy=vocab", "strategy.vocab.protect=xx"], "strategy.vocab.protect"),
         (["strategy=vocab", "strategy.vocab.languages=fr", "strategy.vocab.vocab_size=100000"],
          "strategy.vocab.vocab_size=100000: the new languages' text (60 lines of fr) supports at most"),
-        (["experiment.stages.1.train.lr=1", "train.batch_size=0"], "stage 'pretrain': train.batch_size=0"),
+        (["strategy=xling", "strategy.xling.max_pairs=abc"],
+         "strategy.xling.max_pairs='abc': expected an integer >= 1 (or null: all)"),
+        (["experiment.stages.1.train.lr=1", "train.batch_size=0"], "train.batch_size=0: expected an integer >= 1"),
+        # values: keys whose default is null are checked too, and ranges, before the plan
+        (["train.max_steps=abc"], "train.max_steps='abc': expected"),
+        (["train.max_steps=0"], "train.max_steps=0: expected an integer >= 1"),
+        (["train.max_steps=-3"], "train.max_steps=-3: expected an integer >= 1"),
+        (["train.max_steps=true"], "train.max_steps=True: expected"),
+        (["train.grad_accum=0"], "train.grad_accum=0: expected an integer >= 1"),
+        (["train.lr=-1"], "train.lr=-1: expected a number >= 0"),
+        (["train.lr=.nan"], "train.lr=nan: expected a number >= 0"),
+        (["train.block_size=0"], "train.block_size=0: expected an integer >= 2"),
+        (["train.warmup_ratio=2"], "train.warmup_ratio=2: expected a number from 0 to 1"),
+        (["seed=1.5"], "seed=1.5: expected an integer"),
+        (["mixed_precision=fp8"], "mixed_precision='fp8': expected one of bf16, fp16, no"),
+        (["device=gpu"], "device='gpu': expected one of auto, cpu"),
+        (["eval.max_sentences=0"], "eval.max_sentences=0: expected an integer >= 1 (or null: all)"),
+        (["eval.benchmarks=perplexity"], "eval.benchmarks='perplexity': expected a list (like [perplexity])"),
+        (["name=[a]"], "name=['a']: expected"),
+        (["strategy=mlm", "strategy.mlm.max_sentences=abc"], "strategy.mlm.max_sentences='abc': expected an integer"),
+        (["experiment.stages.0.steps=abc"], "experiment.stages.0.steps='abc': expected a number"),
+        (["experiment.stages.0.train.lr=-1"], "experiment.stages.0.train.lr=-1: expected a number >= 0"),
+        # found by the plan, not after the stages before them have trained
+        (["strategy=xling", "strategy.xling.known=[zz]"], "unknown language code 'zz' in strategy.xling.known"),
+        ([f"data.train_files.fr={tmp_path / 'missing.txt'}"], "data.train_files.fr: text source"),
+        ([f"data.eval_files.fr={tmp_path / 'missing.txt'}"], "data.eval_files.fr: text source"),
+        ([f"output_dir={empty}"], "a file is in the way"),
     ]
 
 
@@ -116,6 +142,43 @@ def test_eval_bad_paths(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert cli_main(["eval", "eval.benchmarks=[x]"]) == 2
     assert "needs a model path" in capsys.readouterr().err
+
+
+def test_partial_config_files_and_experiments_are_refused(tmp_path, capsys):
+    partial = write(tmp_path / "partial.yaml", b"train: {lrr: 1}\n")
+    no_stages = write(tmp_path / "exp.yaml", b"foo: 1\n")
+    assert cli_main(["config", "--config", partial]) == 2
+    assert "not a complete config (no data, device" in capsys.readouterr().err
+    assert cli_main(["config", f"experiment={no_stages}"]) == 2
+    assert "needs a 'stages' list" in capsys.readouterr().err
+
+
+def test_numbers_in_exponent_form_and_integral_floats():
+    cfg = load_config(["train.lr=3E-5", "train.max_steps=20.0", "strategy=ewc", "strategy.ewc.ewc_lambda=1e4"])
+    assert cfg.train.lr == 3e-5 and cfg.train.max_steps == 20 and isinstance(cfg.train.max_steps, int)
+    assert cfg.strategy.ewc.ewc_lambda == 1e4
+    for name in ("2024", "1e5", "0.001", "2024-01-01"):  # a run name stays as typed
+        assert load_config([f"name={name}"]).name == name
+    assert load_config(["mixed_precision=no"]).mixed_precision == "no"  # YAML 1.1 reads `no` as false
+
+
+def test_numbers_in_exponent_form_in_yaml_files(tmp_path):
+    exp = write(tmp_path / "exp.yaml", b"stages:\n  - {name: s, data: {kind: text, languages: [en]}, steps: 2,"
+                                      b" train: {lr: 1e-4, eps: 1e-6}}\n")
+    cfg = load_config([f"experiment={exp}", "strategy=none"])
+    assert cfg.experiment.stages[0].train.lr == 1e-4 and cfg.experiment.stages[0].train.eps == 1e-6
+    inline = load_config(["experiment={stages: [{name: s, data: {kind: text}, steps: 2}]}", "strategy=none"])
+    assert [s.name for s in inline.experiment.stages] == ["s"]
+
+
+def test_options_of_other_commands_are_refused(capsys):
+    for argv, fragment in ((["run", "--limit", "3"], "--limit is not an option of `adaptlang run`"),
+                           (["compare", "x", "--merge-adapters"], "--merge-adapters is not an option of"),
+                           (["resume", "runs/x", "--config", "c.yaml"], "(it takes no options)"),
+                           (["strategies", "extra"], "takes no arguments")):
+        assert cli_main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert fragment in err and err.count("\n") == 1, (argv, err)
 
 
 def test_remote_code_is_off_by_default():

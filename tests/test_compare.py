@@ -246,6 +246,28 @@ def test_cli_compare_and_its_errors(runs, tmp_path, capsys):
                    "a run directory is runs/<name>/"]
 
 
+def test_unfinished_runs_and_different_stages_are_warned_of(tmp_path, capsys):
+    done = make_run(tmp_path, "mlm-s0", ["mlm"], 0, values(10, 0, 0))
+    cut = make_run(tmp_path, "af-s0", ["af"], 0, {s: values(10, 0, 1)[s] for s in ("pretrain", "adapt")})
+    m = json.loads((cut / "metrics.json").read_text())
+    (cut / "metrics.json").write_text(json.dumps({**m, "status": "failed"}))
+    other = make_run(tmp_path, "lwf-s0", ["lwf"], 0, values(10, 0, 2))
+    assert main(["compare", str(done), str(cut), str(other), "--out", str(tmp_path / "c")]) == 0
+    err = capsys.readouterr().err
+    assert "adaptlang: warning: run af-s0 is not complete (status: failed)" in err
+    assert "compared at different stages (adapt, instruct): pass --stage" in err
+    assert "**Warning:** run af-s0 is not complete" in (tmp_path / "c" / "report.md").read_text()
+    assert "<b>Warning:</b> the runs are compared at different stages" in (tmp_path / "c" / "report.html").read_text()
+    assert build([done, cut], stage="adapt")["warnings"] == [
+        "run af-s0 is not complete (status: failed); its figures are those of stage 'adapt'"]
+    assert build([done])["warnings"] == []
+    zero_shot = make_run(tmp_path, "zs-s0", [], 0, {"tune": values(10, 0, 3)["instruct"]})
+    assert build([zero_shot, other], baseline=zero_shot)["warnings"] == []  # a baseline may end elsewhere
+    (tmp_path / "afile").write_text("x")
+    assert main(["compare", str(done), "--out", str(tmp_path / "afile")]) == 2
+    assert "a file is in the way" in capsys.readouterr().err
+
+
 def test_stage_order_and_tokenizer_note(tmp_path):
     """A method without the adapt stage (AF paper's Baseline) keeps the stage order of the
     others; a vocabulary expansion marks the per-token table as not comparable."""

@@ -75,7 +75,8 @@ def _harness():
     try:
         import lm_eval  # noqa: F401
     except ImportError:
-        raise UserError("benchmark lm_eval needs lm-evaluation-harness: pip install 'adaptlang[lm_eval]'") from None
+        raise UserError("benchmark lm_eval needs lm-evaluation-harness: pip install 'adaptlang[lm_eval]' "
+                        "(in a clone: pip install -e \".[lm_eval]\")") from None
     import lm_eval.tasks as tasks
 
     return Path(tasks.__file__).parent

@@ -1,8 +1,7 @@
 """Held-out perplexity per language and per language class.
 
 Perplexity per token is not comparable across tokenizers (a vocabulary-expanded model cuts
-text into fewer, rarer tokens), so every language also gets per-character figures
-(DESIGN.md section 5):
+text into fewer, rarer tokens), so every language also gets per-character and per-byte figures:
 
 * ``ppl_token``     = exp(NLL / tokens)
 * ``bits_per_char`` = NLL / (ln 2 * characters);  ``ppl_char`` = exp(NLL / characters)

@@ -79,6 +79,11 @@ class CrossLingualInstructions(Strategy):
                                     list(prompt_languages), max_span, mask, max_pairs, templates, loss_on_prompt,
                                     redraw)
 
+    @classmethod
+    def check_plan(cls, plan, me) -> None:
+        for code in me.options.get("known") or []:
+            plan.languages.check(str(code), where="strategy.xling.known")
+
     def setup_data(self, stream, ctx: StageContext):
         codes = ctx.stage_languages
         examples, notes = generate(codes, ctx.languages, self.options, ctx.seed_for("instructions/xling"))
