@@ -171,7 +171,7 @@ def load_config(overrides: Iterable[str] = (), base: str | Path | None = None) -
             raw[group] = load_group(group, choice)
         elif isinstance(choice, dict):
             raw[group] = choice  # experiment={stages: [...]}
-        elif group in selections and not isinstance(choice, dict):
+        elif group in selections:
             raise UserError(f"{group}={choice!r}: expected a name from {listing(group_options(group))}")
     stages = raw["experiment"].get("stages") if isinstance(raw.get("experiment"), dict) else None
     if not isinstance(stages, list) or not stages or not all(isinstance(s, dict) for s in stages):
