@@ -5,7 +5,6 @@ User mistakes print one line (``adaptlang: error: ...``) and exit 2, without a t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -66,8 +65,8 @@ OPTIONS = {"run": ("config",), "compare": ("baseline", "stage", "out"), "resume"
 
 
 def _check_options(ns) -> None:
-    for option in ("config", "out", "limit", "baseline", "stage", "merge_adapters", "base", "source", "resolved"):
-        if getattr(ns, option) is not None and getattr(ns, option) is not False and option not in OPTIONS[ns.command]:
+    for option in sorted(set().union(*OPTIONS.values()) - set(OPTIONS[ns.command])):
+        if getattr(ns, option) is not None and getattr(ns, option) is not False:
             takes = ", ".join(f"--{o.replace('_', '-')}" for o in OPTIONS[ns.command]) or "no options"
             raise UserError(f"--{option.replace('_', '-')} is not an option of `adaptlang {ns.command}` "
                             f"(it takes {takes})")
@@ -113,10 +112,10 @@ def _dispatch(ns) -> int:
         print(f"run complete: {path} (report: {path / 'report.md'})")
         return 0
     if ns.command == "compare":
-        from .compare import compare
+        from .compare import comparison
 
-        out = compare(ns.args, ns.baseline, ns.out, ns.stage)
-        for warning in json.loads((out / "comparison.json").read_text(encoding="utf-8")).get("warnings", []):
+        out, comp = comparison(ns.args, ns.baseline, ns.out, ns.stage)
+        for warning in comp["warnings"]:
             print(f"adaptlang: warning: {warning}", file=sys.stderr)
         print(f"comparison written: {out / 'report.html'} ({out / 'report.md'})")
         return 0

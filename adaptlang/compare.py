@@ -413,7 +413,13 @@ def default_out(comp: dict, first_run: Path) -> Path:
 def compare(run_paths: list[str | Path], baseline: str | Path | None = None, out: str | Path | None = None,
             stage: str | None = None, plots: bool = True) -> Path:
     """Build the comparison and write it; returns the output folder."""
+    return comparison(run_paths, baseline, out, stage, plots)[0]
+
+
+def comparison(run_paths: list[str | Path], baseline: str | Path | None = None, out: str | Path | None = None,
+               stage: str | None = None, plots: bool = True) -> tuple[Path, dict]:
+    """``compare``, returning the comparison (its ``warnings`` too) beside the output folder."""
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise UserError(f"--out {out}: a file is in the way; the comparison is a folder (report.md, report.html, ...)")
     comp = build(run_paths, baseline, stage)
-    return write(comp, Path(out) if out else default_out(comp, Path(run_paths[0])), plots)
+    return write(comp, Path(out) if out else default_out(comp, Path(run_paths[0])), plots), comp

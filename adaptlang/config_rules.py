@@ -143,9 +143,7 @@ def check_values(cfg: DictConfig) -> None:
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(cfg, parent) if parent else cfg
         if isinstance(node, DictConfig) and leaf in node:
-            value = checked(key, _plain(node[leaf]), rule)
-            if value is not node[leaf]:
-                node[leaf] = value
+            node[leaf] = checked(key, _plain(node[leaf]), rule)
     stages = cfg.experiment.get("stages") if isinstance(cfg.get("experiment"), DictConfig) else None
     for i, stage in enumerate(stages or []):
         if not isinstance(stage, DictConfig):

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import instructions
 from .benchmarks import check_benchmarks
 from .compiling import check_compile
+from .config_rules import check_values
 from .composition import Composed, compose
 from .errors import UserError, listing, suggest
 from .languages import LanguageSet
@@ -150,8 +151,6 @@ def _plan_stage(index: int, stage: DictConfig, cfg: DictConfig, languages: Langu
     if kind == "instructions":
         for source in sources:
             instructions.check_source(source, cfg, where=f"stage '{stage.name}': data.sources")
-    if int(stage.steps) < 1:
-        raise UserError(f"stage '{stage.name}': steps must be >= 1")
     tcfg = stage_train_config(cfg, stage)
     active = composed.active(str(stage.name))
     for strategy in active:
@@ -162,11 +161,6 @@ def _plan_stage(index: int, stage: DictConfig, cfg: DictConfig, languages: Langu
                                 "in the stages it acts in; give one of them")
             tcfg[key] = value
     check_schedule(tcfg.schedule, where=f"stage '{stage.name}': train.schedule")
-    if int(tcfg.batch_size) < 1:
-        raise UserError(f"stage '{stage.name}': train.batch_size={tcfg.batch_size}: must be at least 1")
-    if float(tcfg.get("embedding_lr_ratio", 1.0)) <= 0:
-        raise UserError(f"stage '{stage.name}': train.embedding_lr_ratio={tcfg.embedding_lr_ratio}: must be > 0 "
-                        "(the embeddings' learning rate as a multiple of train.lr)")
     builder = next((s.name for s in active if s.builds_examples), None)
     spec = stage.data.get("languages", "all")
     where = f"{spec} ({len(codes)})" if isinstance(spec, str) else f"{len(codes)} languages"
@@ -234,6 +228,7 @@ def _local_tokenizer(cfg: DictConfig):
 
 def make_plan(cfg: DictConfig, composed: Composed | None = None) -> Plan:
     """Resolve and check ``cfg`` (and strategies built from it, or ``composed``) into a Plan."""
+    check_values(cfg)  # again: a config may have been changed in Python since load_config
     languages = LanguageSet.from_config(cfg.languages)
     composed = composed if composed is not None else compose(cfg.strategy)
     names = [s.name for s in cfg.experiment.stages]

@@ -54,16 +54,16 @@ def _text_column(ds, source: str) -> str:
     raise UserError(f"{source}: no 'text' column (columns: {', '.join(names) or 'none'})")
 
 
-def check_source(source: str, where: str) -> None:
-    """A local text source that is missing or empty, found in the plan (a hub source is read
-    only when its stage comes)."""
+def check_source(source: str, where: str = "") -> None:
+    """A local text source that is missing or empty (the plan checks every user file; a hub
+    source is read only when its stage comes)."""
     if source.startswith("hub:"):
         return
-    path = Path(source)
+    path, at = Path(source), f"{where}: " if where else ""
     if not path.exists():
-        raise UserError(f"{where}: text source '{source}' does not exist")
+        raise UserError(f"{at}text source '{source}' does not exist")
     if path.is_file() and path.stat().st_size == 0:
-        raise UserError(f"{where}: text source '{source}' is empty")
+        raise UserError(f"{at}text source '{source}' is empty")
 
 
 def _open(source: str):
@@ -72,13 +72,10 @@ def _open(source: str):
         if source.startswith("hub:"):
             name, _, config = source[4:].partition(":")
             return datasets.load_dataset(name, config or None, split="train", streaming=True)
+        check_source(source)
         path = Path(source)
-        if not path.exists():
-            raise UserError(f"text source '{source}' does not exist")
         if path.is_dir():
             return datasets.load_dataset(str(path), split="train", streaming=True)
-        if path.stat().st_size == 0:
-            raise UserError(f"text source '{source}' is empty")
         return datasets.load_dataset(_builder_for(path), data_files=str(path), split="train")
     except UserError:
         raise

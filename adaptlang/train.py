@@ -87,13 +87,6 @@ def fused_or(fallback):
 eager_head_loss = fused_or(head_loss)
 
 
-def compiled_unless_fused(compiled):
-    """``train.compile``'s head loss: the eager fused one where it applies (CPU), where it beat
-    Inductor's code for the head (bench/perf_compile.py); ``compiled`` (Inductor fuses the
-    log-softmax there too) everywhere else, e.g. on a GPU."""
-    return fused_or(compiled)
-
-
 def loss_on_targets(model, batch: dict, body=None, head_loss_fn=None):
     """Mean next-token cross-entropy over the labelled positions only -- the same value as
     ``model(**batch).loss`` -- but the LM head runs only where there is a label.
@@ -166,7 +159,9 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
     # the module tree and the saved model stay those of the plain model
     compilation = Compilation() if compile_ else None
     forward = compilation(head_and_body(model)[1] if fused else model) if compile_ else None
-    compiled_head_loss = compiled_unless_fused(compilation(head_loss)) if compile_ and fused else None
+    # under train.compile the eager fused head loss still wins where it applies (CPU: it beat
+    # Inductor's code for the head, bench/perf_compile.py); the compiled head_loss elsewhere
+    compiled_head_loss = fused_or(compilation(head_loss)) if compile_ and fused else None
     tracking = bool(accelerator.trackers)
     tokens = loss_tokens = 0
     losses: list[float] = []

@@ -181,6 +181,15 @@ def test_options_of_other_commands_are_refused(capsys):
         assert fragment in err and err.count("\n") == 1, (argv, err)
 
 
+def test_the_plan_checks_values_changed_in_python_after_loading():
+    from adaptlang.plan import make_plan
+
+    cfg = load_config(QUICK)
+    cfg.experiment.stages[0].steps = 0
+    with pytest.raises(UserError, match="experiment.stages.0.steps=0: expected an integer >= 1"):
+        make_plan(cfg)
+
+
 def test_remote_code_is_off_by_default():
     assert load_config([]).model.trust_remote_code is False
 
