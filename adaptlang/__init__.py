@@ -21,4 +21,12 @@ def run(cfg, composed=None):
     return _run(cfg, composed)
 
 
-__all__ = ["Strategy", "UserError", "compose", "load_config", "make_plan", "register_strategy", "run", "__version__"]
+def resume(folder, composed=None):
+    """Continue the interrupted run in ``folder`` (runs/NAME); see adaptlang.pipeline.resume."""
+    from .pipeline import resume as _resume
+
+    return _resume(folder, composed)
+
+
+__all__ = ["Strategy", "UserError", "compose", "load_config", "make_plan", "register_strategy", "resume", "run",
+           "__version__"]

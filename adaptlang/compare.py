@@ -229,6 +229,7 @@ def build(run_paths: list[str | Path], baseline: str | Path | None = None, stage
         "methods": {m.label: _method_info(m) for m in methods},
         "tables": tables,
         "by_stage": _by_stage(methods, tables),
+        "from_base": _from_base(methods, tables),
         "environment": {r.name: r.metrics.get("environment", {}) for m in methods for r in m.runs},
         "config_differences": _config_differences(methods),
         "common": _common_setup(methods),
@@ -280,23 +281,53 @@ def _logs(cell: dict) -> list[float] | None:
     return [math.log(v) for v in cell["values"]] if "log_mean" in cell else None
 
 
-def _by_stage(methods: list[Method], tables: dict) -> dict:
-    """benchmark -> metric -> method -> class -> stage -> summary (every evaluated stage)."""
+def _per_method(methods: list[Method], tables: dict, cells, keep_empty: bool = False) -> dict:
+    """benchmark -> metric -> method -> ``cells(method, benchmark, metric, classes)`` (where
+    that is not empty, unless ``keep_empty``)."""
     out: dict = {}
     for bench, metrics in tables.items():
         for metric, table in metrics.items():
             for m in methods:
-                per: dict = {}
-                for r in m.runs:
-                    for stage in r.evaluated_stages():
-                        figs = _class_figures(r, stage).get(bench, {})
-                        for cls in table["classes"]:
-                            v = figs.get(cls, {}).get(metric)
-                            if v is not None and math.isfinite(v):
-                                per.setdefault(cls, {}).setdefault(stage, []).append(v)
-                out.setdefault(bench, {}).setdefault(metric, {})[m.label] = {
-                    cls: {st: summarize(vals) for st, vals in stages.items()} for cls, stages in per.items()}
+                per = cells(m, bench, metric, table["classes"])
+                if per or keep_empty:
+                    out.setdefault(bench, {}).setdefault(metric, {})[m.label] = per
     return out
+
+
+def _from_base(methods: list[Method], tables: dict) -> dict:
+    """benchmark -> metric -> method -> class -> summary of (compared stage - ``base``), over
+    the method's runs that evaluated their starting model (stage ``base``, adaptlang.pipeline):
+    what each method learned and forgot against the model it started from."""
+    def cells(m: Method, bench: str, metric: str, classes: list) -> dict:
+        per: dict = {}
+        for r in m.runs:
+            if "base" not in r.evaluated_stages() or m.stages[r.name] == "base":
+                continue
+            before = _class_figures(r, "base").get(bench, {})
+            after = _class_figures(r, m.stages[r.name]).get(bench, {})
+            for cls in classes:
+                b, a = before.get(cls, {}).get(metric), after.get(cls, {}).get(metric)
+                if b is not None and a is not None and math.isfinite(a - b):
+                    per.setdefault(cls, []).append(a - b)
+        return {cls: summarize(v) for cls, v in per.items()}
+
+    return _per_method(methods, tables, cells)
+
+
+def _by_stage(methods: list[Method], tables: dict) -> dict:
+    """benchmark -> metric -> method -> class -> stage -> summary (every evaluated stage)."""
+    def cells(m: Method, bench: str, metric: str, classes: list) -> dict:
+        per: dict = {}
+        for r in m.runs:
+            for stage in r.evaluated_stages():
+                figs = _class_figures(r, stage).get(bench, {})
+                for cls in classes:
+                    v = figs.get(cls, {}).get(metric)
+                    if v is not None and math.isfinite(v):
+                        per.setdefault(cls, {}).setdefault(stage, []).append(v)
+        return {cls: {st: summarize(vals) for st, vals in stages.items()} for cls, stages in per.items()}
+
+    return _per_method(methods, tables, cells, keep_empty=True)
 
 
 def _method_info(m: Method) -> dict:

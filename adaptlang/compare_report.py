@@ -336,6 +336,19 @@ def delta_rows(comp: dict, bench: str, metric: str) -> list[list[str]]:
     return rows
 
 
+def from_base_rows(comp: dict, bench: str, metric: str) -> list[list[str]]:
+    """Per method, the change of each class from the run's starting model (stage ``base``):
+    compared stage - base, mean over the runs that evaluated their starting model."""
+    table = comp["tables"][bench][metric]
+    per = (comp.get("from_base") or {}).get(bench, {}).get(metric, {})
+    if not per:
+        return []
+    rows = [["method", *table["classes"]]]
+    for label, classes in per.items():
+        rows.append([label] + [_fmt_log_delta(classes[c]["mean"]) if c in classes else "–" for c in table["classes"]])
+    return rows
+
+
 def _split_metrics(comp: dict) -> tuple[list, list]:
     head = headline_metrics(comp["tables"])
     rest = [(b, m) for b, ms in comp["tables"].items() for m in ms if (b, m) not in head]
@@ -365,6 +378,11 @@ def to_markdown(comp: dict, plot_files: dict[str, str], out: Path | None = None)
 
     head, rest = _split_metrics(comp)
     lines += ["## Results", "", *tables(head)]
+    for bench, metric in head:
+        rows = from_base_rows(comp, bench, metric)
+        if rows:
+            lines += [f"### {bench} · {metric}: change from the starting model (`base`)", "",
+                      *_md_table(rows), ""]
     if plot_files:
         lines += ["## Plots", ""]
         for stem, (caption, rel) in plot_files.items():
@@ -443,6 +461,11 @@ def to_html(comp: dict, plots: dict[str, tuple[str, bytes]], out: Path | None = 
     head, rest = _split_metrics(comp)
     parts.append("<h2>Results</h2>")
     tables(head)
+    for bench, metric in head:
+        rows = from_base_rows(comp, bench, metric)
+        if rows:
+            parts.append(f"<h3>{e(bench)} · {e(metric)}: change from the starting model (base)</h3>")
+            parts.append(_html_table(rows, 1))
     if plots:
         parts.append("<h2>Plots</h2>")
         for caption, png in plots.values():

@@ -3,19 +3,20 @@
 Each strategy's defaults are written once: in ``configs/strategy/<name>.yaml`` for the
 built-in strategies (their ``__init__`` takes keyword options without defaults), or in the
 ``__init__`` signature of a plugin strategy that has no YAML file. The order is decided
-once, by the declared ``after`` dependencies (stable otherwise): ``load_config`` writes the
-ordered ``strategy`` section, and ``compose`` orders a spec given from Python the same way.
+once, in ``compose``, by each strategy's declared ``phase`` (adaptlang.strategy.PHASES), the
+given order within a phase. The ``strategy`` section that ``load_config`` writes keeps the
+order the user gave, which also names the run (``af+replay-s0``).
 Rules between strategies (claims, shapes, options) are checked by the plan
 (adaptlang.plan), which knows the stages.
 """
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import UserError, listing, suggest
-from .strategy import STRATEGIES, Strategy, load_plugins
+from .strategy import STRATEGIES, Strategy, load_plugins, phase_rank
 from .yamlfiles import CONFIG_ROOT, read_yaml
 
 
@@ -60,26 +61,9 @@ def strategy_defaults(name: str) -> dict:
 
 
 def order_strategies(names: list[str]) -> list[str]:
-    """Set-up order: every strategy after those it names in ``after`` (stable otherwise)."""
-    classes = {n: strategy_class(n) for n in names}
-    ordered: list[str] = []
-    visiting: set[str] = set()
-
-    def visit(n: str) -> None:
-        if n in ordered:
-            return
-        if n in visiting:
-            raise UserError(f"strategy dependency cycle through '{n}'")
-        visiting.add(n)
-        for dep in classes[n].after:
-            if dep in classes:
-                visit(dep)
-        visiting.discard(n)
-        ordered.append(n)
-
-    for n in names:
-        visit(n)
-    return ordered
+    """Set-up order: by declared phase (adaptlang.strategy.PHASES), the given order within one."""
+    ranks = {n: phase_rank(strategy_class(n)) for n in names}
+    return sorted(names, key=ranks.__getitem__)  # a stable sort keeps the given order in a phase
 
 
 def check_options(name: str, options: dict) -> None:
@@ -96,14 +80,18 @@ def build_strategy(name: str, **options: Any) -> Strategy:
     opts = {**strategy_defaults(name), **options}
     opts.pop("stages", None)
     check_options(name, opts)
-    return strategy_class(name)(**opts)
+    strategy = strategy_class(name)(**opts)
+    strategy.built_options = dict(opts)  # what the run's config.yaml records (adaptlang.plan)
+    return strategy
 
 
 @dataclass
 class Composed:
-    """Strategies in set-up order, each with the stages it acts in."""
+    """Strategies in set-up order, each with the stages it acts in; ``given``: their names in the
+    order they were given (the default run name)."""
 
     items: list[tuple[Strategy, tuple[str, ...]]]
+    given: list[str] = field(default_factory=list)
 
     def active(self, stage: str) -> list[Strategy]:
         return [s for s, stages in self.items if stage in stages]
@@ -140,4 +128,4 @@ def compose(spec: Any, options: dict | None = None) -> Composed:
         if isinstance(stages, str) or not all(isinstance(s, str) for s in stages):
             raise UserError(f"strategy.{name}.stages={stages!r}: a list of stage names, e.g. [adapt]")
         items.append((build_strategy(name, **opts), tuple(stages)))
-    return Composed(items)
+    return Composed(items, names)

@@ -9,7 +9,7 @@ Order of application (torchtune's habit):
      experiment's ``settings`` (dotted keys, e.g. ``train.schedule: linear``) are applied
      after step 3, before step 4;
   3. ``strategy=a+b``: each name's defaults from ``configs/strategy/<name>.yaml`` go under
-     ``strategy.<name>``, in set-up order (adaptlang.composition: the one place that orders);
+     ``strategy.<name>``, in the order given (adaptlang.composition.compose sets them up by phase);
   4. every other ``dotted.key=value`` override, checked against the keys that exist: a
      typo is an error that suggests the nearest key, never a silent no-op.
 
@@ -33,8 +33,13 @@ from .errors import UserError, listing, suggest
 from .yamlfiles import CONFIG_ROOT, read_yaml
 
 GROUPS = ("model", "languages", "experiment")
+# A trained checkpoint (a model config with name_or_path) run without experiment= / strategy=
+# gets these instead of base.yaml's from-scratch pipeline and af+replay: active forgetting is
+# a pretraining method, and a pretraining stage would start the checkpoint over.
+TRAINED_DEFAULTS = {"experiment": "pretrained", "strategy": "vocab+replay"}
 # Mappings whose keys are the user's own (language codes, file names): any key is accepted.
-FREE_FORM = {"data.train_files", "data.eval_files", "data.instructions", "eval.lm_eval.local_data"}
+FREE_FORM = {"data.train_files", "data.eval_files", "data.instructions", "eval.lm_eval.local_data",
+             "eval.samples.prompts"}
 
 
 def group_options(group: str) -> list[str]:
@@ -55,6 +60,12 @@ def load_group(group: str, choice: str) -> dict:
             f"(or a path to a .yaml file)"
         )
     return read_yaml(path)
+
+
+def is_trained_checkpoint(model: Any) -> bool:
+    """A model config that loads a checkpoint (model=pretrained, model=smollm2-135m) rather
+    than building a model from scratch."""
+    return isinstance(model, (dict, DictConfig)) and bool(model.get("name_or_path"))
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -169,6 +180,11 @@ def load_config(overrides: Iterable[str] = (), base: str | Path | None = None) -
         choice = selections.get(group, raw.get(group))
         if isinstance(choice, str):
             raw[group] = load_group(group, choice)
+            named_path = any(k == "model.name_or_path" and v for k, v in pairs)
+            if group == "model" and base is None and (is_trained_checkpoint(raw["model"]) or named_path):
+                for key, default in TRAINED_DEFAULTS.items():
+                    if key not in selections:
+                        raw[key] = default
         elif isinstance(choice, dict):
             raw[group] = choice  # experiment={stages: [...]}
         elif group in selections:
@@ -195,15 +211,28 @@ def load_config(overrides: Iterable[str] = (), base: str | Path | None = None) -
     cfg = OmegaConf.create(raw)
     if base is None or "experiment" in selections:  # a saved config already holds them
         apply_experiment_settings(cfg)
+        fit_default_stages(cfg)
     for key, value in pairs:
         if key in GROUPS or key == "strategy":
             continue
         apply_override(cfg, key, value)
 
-    ordered = order_strategies(list(cfg.strategy.keys()))
-    cfg.strategy = OmegaConf.create({n: cfg.strategy[n] for n in ordered})
+    order_strategies(list(cfg.strategy.keys()))  # an unknown phase fails here; the section keeps the given order
     check_values(cfg)
     return cfg
+
+
+def fit_default_stages(cfg: DictConfig) -> None:
+    """A strategy left at its default stages acts in those the experiment has: replay's
+    default [pretrain, adapt, instruct] becomes [adapt, instruct] in an experiment without a
+    pretraining stage. Stages the user names are kept as given (the plan refuses unknown
+    ones), and so is a default none of whose stages exist (the plan says so)."""
+    names = [str(st.get("name")) for st in cfg.experiment.stages]
+    for name, options in cfg.strategy.items():
+        stages = list(options.get("stages") or [])
+        kept = [st for st in stages if st in names]
+        if kept and kept != stages and stages == list(strategy_defaults(str(name)).get("stages") or []):
+            options.stages = kept
 
 
 def apply_experiment_settings(cfg: DictConfig) -> None:

@@ -46,7 +46,8 @@ class Rule:
 # 1e-4 is a number in YAML 1.2 and a string to PyYAML (YAML 1.1), on the command line and in files
 EXPONENT_NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+")
 # YAML 1.1 reads `no` as false: mixed_precision=no means the choice "no"
-BOOLEAN_WORDS = {"mixed_precision": {False: "no"}}
+BOOLEAN_WORDS = {"mixed_precision": {False: "no"}, "eval.base": {True: "true", False: "false"},
+                 "data.chat_template": {True: "true", False: "false"}}
 
 
 def as_number(value: Any) -> Any:
@@ -86,6 +87,8 @@ RULES: dict[str, Rule] = {
     "train.max_steps": _int(1, null="no cap"),
     "train.checkpoint_every": _int(0),
     "data.max_lines_per_language": _int(1, null="every line"),
+    "data.chat_template": Rule("choice", choices=("auto", "true", "false")),
+    "eval.base": Rule("choice", choices=("auto", "true", "false")),
     "eval.benchmarks": Rule("list"),
     "eval.max_sentences": _int(1, null="all"),
     "eval.batch_size": _int(1),
@@ -100,7 +103,7 @@ RULES: dict[str, Rule] = {
     "strategy.mlm.max_sentences": _int(1, null="all"),
     "strategy.xling.max_pairs": _int(1, null="all"),
     "strategy.ewc.decay_factor": _num(0, 1, null="needed with mode=online"),
-    "strategy.vocab.embedding_lr_ratio": _num(0, above=True, null="train.embedding_lr_ratio"),
+    "strategy.vocab.embedding_lr_ratio": _num(0, above=True, null="leave train.embedding_lr_ratio as it is"),
 }
 
 

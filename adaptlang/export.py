@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
+from .models import module_name
 from .rundir import RunDir, read_status, write_json
 
 log = logging.getLogger("adaptlang")
@@ -176,10 +177,6 @@ def _adapter_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
         raise UserError(f"export: cannot read {weights}: {str(exc).splitlines()[0][:200]}") from None
 
 
-def _module_name(model, module) -> str | None:
-    return next((name for name, m in model.named_modules() if m is module), None)
-
-
 def _matrix_rows(shapes: dict, module: str | None) -> int | None:
     """Rows of a full vocabulary matrix the adapter holds for ``module`` (saved embedding
     layers, modules_to_save copies, a token adapter's base layer), else None."""
@@ -202,10 +199,10 @@ def _token_indices(config: dict) -> list[int]:
 def _grown_rows(model, config: dict, shapes: dict) -> int:
     """The embedding size the adapter was trained with, from its own tensors."""
     before = _rows(model)
-    inp = _module_name(model, model.get_input_embeddings())
+    inp = module_name(model, model.get_input_embeddings())
     out_module = model.get_output_embeddings()
     tied = out_module is None or out_module.weight is model.get_input_embeddings().weight
-    outp = None if tied else _module_name(model, out_module)
+    outp = None if tied else module_name(model, out_module)
     sizes = {name: _matrix_rows(shapes, name) for name in (inp, outp) if name is not None}
     held = {name: rows for name, rows in sizes.items() if rows is not None}
     rows = max(held.values(), default=before)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+from .composition import order_strategies
 from .config import GROUPS, load_config, parse_override, to_yaml
 from .rundir import run_name
 from .yamlfiles import CONFIG_ROOT, read_yaml
@@ -177,7 +178,8 @@ def expand(args: list[str], base: str | Path | None = None) -> tuple[list[GridRu
         for combo in itertools.product(*[v for _, v in sweeps]):
             ov = [*fixed, *[f"{k}={v}" for k, v in zip(keys, combo)]]
             cfg = load_config(ov, base=base)
-            lead = str(user_name) if user_name else ("+".join(cfg.strategy.keys()) or "none")
+            # in set-up order, so that two spellings of one composition (a+b, b+a) name one run
+            lead = str(user_name) if user_name else ("+".join(order_strategies(list(cfg.strategy))) or "none")
             parts = [lead] + [_value_name(k, v) for k, v in zip(keys, combo)
                               if k != "seed" and (k != "strategy" or user_name)]
             tag = "-".join(parts)

@@ -36,7 +36,7 @@ def load_table(path: Path = CORPORA / "languages.tsv") -> dict[str, Language]:
     table = {}
     with open(path, encoding="utf-8") as fh:
         for row in csv.DictReader(fh, delimiter="\t"):
-            get = lambda k: None if row.get(k, "-") in ("-", "", None) else row[k]  # noqa: E731
+            get = lambda k, row=row: None if row.get(k, "-") in ("-", "", None) else row[k]  # noqa: E731
             table[row["code"]] = Language(row["code"], row["name"], get("flores"), get("ntrex"), get("udhr"))
     return table
 

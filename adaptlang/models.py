@@ -18,6 +18,8 @@ from transformers.utils import logging as hf_logging
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaTokenizer, MistralConfig, MistralForCausalLM
 
 from .errors import UserError
+from .named_models import is_named
+from .named_models import resolve as resolve_checkpoint
 
 hf_logging.disable_progress_bar()  # per-file loading/saving bars are noise next to ours
 
@@ -127,7 +129,10 @@ def free_padding_row(model, tokenizer) -> None:
 
 def check_model_path(name_or_path: str) -> None:
     """A local model path that does not exist or is not a transformers folder (a hub name is
-    not checked here: it is looked up when loaded)."""
+    not checked here: it is looked up when loaded; a named checkpoint such as ``smollm2-135m``
+    or a ``.gguf`` file is resolved by adaptlang.named_models)."""
+    if is_named(name_or_path) or str(name_or_path).endswith(".gguf"):
+        return
     path = Path(name_or_path)
     looks_local = path.is_absolute() or name_or_path.startswith((".", "~")) or path.exists()
     if looks_local and not path.exists():
@@ -137,9 +142,12 @@ def check_model_path(name_or_path: str) -> None:
 
 
 def load_pretrained(name_or_path: str, trust_remote_code: bool = False, tokenizer=None):
-    """Any causal LM by hub name or local path, with its tokenizer (``tokenizer``: one already
-    read from that path, e.g. by the plan). User mistakes -> UserError."""
+    """Any causal LM by hub name, local path, checkpoint name (adaptlang.named_models) or GGUF
+    file, with its tokenizer (``tokenizer``: one already read from that path, e.g. by the
+    plan). User mistakes -> UserError."""
     check_model_path(name_or_path)
+    name_or_path = resolve_checkpoint(name_or_path)
+    check_fits_memory(name_or_path, trust_remote_code)
     check_architecture(name_or_path, trust_remote_code)
     try:
         if tokenizer is None:
@@ -158,6 +166,46 @@ def load_pretrained(name_or_path: str, trust_remote_code: bool = False, tokenize
     return model, tokenizer
 
 
+def available_memory() -> int | None:
+    """Bytes of memory this process can still take (MemAvailable), None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def estimated_parameters(name_or_path: str, trust_remote_code: bool = False) -> int | None:
+    """Parameters of a local checkpoint, counted on the meta device from its config (nothing
+    is loaded); None where the config cannot be read."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except Exception:  # noqa: BLE001 -- an estimate only: loading reports what is wrong
+        return None
+    return sum(p.numel() for p in model.parameters())
+
+
+def check_fits_memory(name_or_path: str, trust_remote_code: bool = False, available: int | None = None) -> None:
+    """Refuse, before loading, a checkpoint whose float32 weights alone exceed the memory left
+    (training needs about 4x that: weights, gradients and AdamW's two moments)."""
+    if not Path(name_or_path).is_dir():
+        return
+    available = available_memory() if available is None else available
+    n = estimated_parameters(name_or_path, trust_remote_code)
+    if n is None or available is None:
+        return
+    if 4 * n > available:
+        raise UserError(f"'{name_or_path}': {n / 1e9:.2f}B parameters need about {4 * n / 2**30:.1f} GiB in float32 "
+                        f"to load (about {16 * n / 2**30:.0f} GiB to train fully), but only "
+                        f"{available / 2**30:.1f} GiB of memory is free")
+
+
 def check_tokenizer_matches(model, tokenizer, where: str = "model") -> None:
     rows = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > rows:
@@ -165,6 +213,11 @@ def check_tokenizer_matches(model, tokenizer, where: str = "model") -> None:
             f"{where}: the tokenizer has {len(tokenizer)} tokens but the model's embedding has only "
             f"{rows} rows: tokenizer and model do not match"
         )
+
+
+def module_name(model, module) -> str | None:
+    """The dotted name of ``module`` inside ``model`` (None when it is not a part of it)."""
+    return next((name for name, m in model.named_modules() if m is module), None)
 
 
 def head_and_body(model):

@@ -4,9 +4,12 @@
     run(load_config(["strategy=af+replay", "train.max_steps=20"]))
 
 Everything that can be checked before training is checked by the plan (adaptlang.plan)
-before the run directory is created, so a user mistake leaves nothing behind. Each stage
-runs through adaptlang.stage_runner; after it, the model and every strategy's state are
-saved and the benchmarks run.
+before the run directory is created, so a user mistake leaves nothing behind.
+
+``run_plan`` reads top to bottom: ``open_run`` (accelerator, run folder, train.log, trackers,
+what a resume finds done), then per stage ``run_one_stage`` (adaptlang.stage_runner; the model
+and every strategy's state saved; ``evaluate_as``: benchmarks, metrics.json) or, on a resume,
+``load_completed``; then ``complete_run`` (forgetting, report.md, status) and ``close_run``.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import platform
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +43,9 @@ from .state_io import load_state, save_state
 from .trackers import PROJECT, benchmark_figures, hyperparameters, init_kwargs, tracker_names
 
 log = logging.getLogger("adaptlang")
+# The starting model's evaluation, recorded as the first stage of metrics.json (Plan.evaluates_base):
+# learning and forgetting are measured against it.
+BASE = "base"
 
 
 def initial_model(cfg: DictConfig, languages, tokenizer=None):
@@ -95,6 +102,18 @@ def run(cfg: DictConfig, composed: Composed | None = None, resume: bool = False)
     return run_plan(make_plan(cfg, composed), resume=resume)
 
 
+def resume(folder: str | Path, composed: Composed | None = None) -> Path:
+    """Continue the interrupted run in ``folder`` (``runs/NAME``) from its config.yaml: the same
+    result as an uninterrupted run (see ``run_plan``)."""
+    from .config import load_config
+
+    folder = Path(folder)
+    if not (folder / "config.yaml").is_file():
+        raise UserError(f"cannot resume: {folder} is not a run directory (no config.yaml)")
+    cfg = load_config([f"output_dir={folder.parent}", f"name={folder.name}"], base=folder / "config.yaml")
+    return run(cfg, composed, resume=True)
+
+
 def run_plan(plan: Plan, resume: bool = False) -> Path:
     """Run every stage of the plan and write the run directory; returns its path.
 
@@ -103,16 +122,52 @@ def run_plan(plan: Plan, resume: bool = False) -> Path:
     stage continues from its latest checkpoint (see adaptlang.checkpoint), and the result is
     the same, bit for bit on CPU, as an uninterrupted run.
     """
-    from accelerate import Accelerator
+    session, model, tokenizer = open_run(plan, resume)
+    try:
+        if plan.evaluates_base and BASE not in session.done:
+            evaluate_as(session, BASE, model, tokenizer, 0, {"starting_model": True})
+        step_offset = 0  # optimizer steps of the earlier stages: one step axis for the trackers
+        for stage in plan.stages:
+            if stage.name in session.done:
+                model, tokenizer = load_completed(session, stage)
+            else:
+                model, tokenizer = run_one_stage(session, stage, model, tokenizer, step_offset)
+            step_offset += stage.steps
+        path = complete_run(session)
+    except BaseException as exc:
+        close_run(session, failure=exc)
+        raise
+    close_run(session)
+    return path
+
+
+@dataclass
+class Session:
+    """A run between ``open_run`` and ``close_run``."""
+    plan: Plan
+    resume: bool
+    accelerator: Any
+    trackers: list[str]
+    rundir: RunDir
+    handler: logging.Handler  # train.log (rank 0)
+    cache: tempfile.TemporaryDirectory  # memory-mapped training blocks (per rank)
+    metrics: dict  # metrics.json as far as it goes
+    done: dict  # stages completed before a resume
+    started: float
+
+    @property
+    def main(self) -> bool:  # several processes (accelerate launch): only rank 0 writes files
+        return self.accelerator.is_main_process
+
+
+def open_run(plan: Plan, resume: bool):
+    """Accelerator, run folder (created, or reopened to resume), train.log, trackers; returns the
+    ``Session`` and the run's first model and tokenizer."""
     from accelerate.utils import set_seed
 
-    cfg, composed, name = plan.config, plan.composed, plan.name
-    _allow_new_precision(str(cfg.mixed_precision))
-    trackers = tracker_names(cfg.train.get("report_to"))  # checked by the plan
-    accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=str(cfg.mixed_precision),
-                              log_with=trackers or None,
-                              project_dir=str(Path(cfg.output_dir) / name / "trackers") if trackers else None)
-    main = accelerator.is_main_process  # several processes (accelerate launch): only rank 0 writes files
+    cfg, name = plan.config, plan.name
+    accelerator, trackers = make_accelerator(cfg, name)
+    main = accelerator.is_main_process
     if resume:
         rundir = RunDir.open(str(cfg.output_dir), name)
     else:
@@ -136,76 +191,121 @@ def run_plan(plan: Plan, resume: bool = False) -> Path:
 
         accelerator.init_trackers(PROJECT, config=hyperparameters(OmegaConf.to_container(cfg, resolve=True)),
                                   init_kwargs=init_kwargs(trackers, name))
-    cache = tempfile.TemporaryDirectory(prefix="adaptlang-blocks-")  # memory-mapped training blocks (per rank)
+    cache = tempfile.TemporaryDirectory(prefix="adaptlang-blocks-")
+    done = rundir.completed_stages() if resume else {}
+    metrics: dict[str, Any] = {
+        "schema": "adaptlang.metrics/1", "run": name, "status": "running",
+        "strategies": plan.composed.names, "seed": plan.seed, "environment": environment(),
+        "model": {"source": cfg.model.get("name_or_path") or "built from config",
+                  "parameters": count_parameters(model), "vocab_size": len(tokenizer)},
+        "stages": dict(done),
+    }
+    session = Session(plan, resume, accelerator, trackers, rundir, handler, cache, metrics, done, started)
+    return session, model, tokenizer
+
+
+def make_accelerator(cfg: DictConfig, name: str):
+    """The run's Accelerator, with the experiment trackers of ``train.report_to`` (checked by the
+    plan); returns (accelerator, tracker names)."""
+    from accelerate import Accelerator
+
+    _allow_new_precision(str(cfg.mixed_precision))
+    trackers = tracker_names(cfg.train.get("report_to"))
+    accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=str(cfg.mixed_precision),
+                              log_with=trackers or None,
+                              project_dir=str(Path(cfg.output_dir) / name / "trackers") if trackers else None)
+    return accelerator, trackers
+
+
+def load_completed(session: Session, stage) -> tuple[Any, Any]:
+    """A stage completed before a resume: its saved model, and every strategy's saved state."""
+    composed, folder = session.plan.composed, session.rundir.stage_dir(stage.name)
+    model, tokenizer = load_pretrained(str(folder / "model"))
+    for strategy_name, state in load_state(folder, "strategies").items():
+        if composed.get(strategy_name) is not None:
+            composed.get(strategy_name).load_state_dict(state)
+    log.info("stage %s: complete, loaded from %s", stage.name, folder)
+    return model, tokenizer
+
+
+def run_one_stage(session: Session, stage, model, tokenizer, step_offset: int) -> tuple[Any, Any]:
+    """Train one stage (adaptlang.stage_runner), save its model and strategy states, evaluate it
+    and record its metrics. ``step_offset``: optimizer steps of the earlier stages."""
+    plan, composed, cfg = session.plan, session.plan.composed, session.plan.config
+    folder = session.rundir.stage_dir(stage.name)
+    checkpointer = Checkpointer(folder / "checkpoints", int(cfg.train.checkpoint_every))
+    result = run_stage(stage, composed.active(stage.name), model, tokenizer, seed=plan.seed,
+                       accelerator=session.accelerator, languages=plan.languages, config=cfg,
+                       cache_dir=session.cache.name, checkpointer=checkpointer, step_offset=step_offset)
+    model, tokenizer = result.model, result.tokenizer
+    if session.main:
+        session.rundir.save_model(stage.name, model, tokenizer)
+        save_state(folder, "strategies", {s.name: s.state_dict() for s, _ in composed.items})
+    trained = {"strategies": result.strategies, "train": result.train, "setup_seconds": result.setup_seconds,
+               "strategy_notes": result.notes, "parameters": result.parameters}
+    evaluate_as(session, stage.name, model, tokenizer, step_offset + stage.steps, trained,
+                model_dir=folder / "model")
+    if session.main:
+        checkpointer.clear()
+    session.accelerator.wait_for_everyone()
+    return model, tokenizer
+
+
+def evaluate_as(session: Session, name: str, model, tokenizer, step: int, entry: dict | None = None,
+                model_dir: Path | None = None) -> dict:
+    """Run the plan's benchmarks on ``model`` as stage ``name`` and record them: metrics.json's
+    ``stages.<name>`` (``entry``, then vocab_size, eval, eval_seconds and ``model_dir``) is
+    written, and the figures go to the trackers at ``step``. Returns the stage's entry."""
+    plan = session.plan
+    started = time.perf_counter()
+    results = run_benchmarks(plan.benchmarks, model, tokenizer, plan.languages, plan.config)
+    if session.trackers:
+        session.accelerator.log(benchmark_figures(results), step=step)
+    record = {**(entry or {}), "vocab_size": len(tokenizer), "eval": results,
+              "eval_seconds": round(time.perf_counter() - started, 3)}
+    if model_dir is not None:
+        record["model_dir"] = str(Path(model_dir).relative_to(session.rundir.path))
+    session.metrics["stages"][name] = record
+    if session.main:
+        write_json(session.rundir.path / "metrics.json", session.metrics)
+    return record
+
+
+def complete_run(session: Session) -> Path:
+    """Forgetting, report.md, the final metrics.json and status.json."""
+    metrics, rundir = session.metrics, session.rundir
+    metrics["forgetting"] = forgetting(metrics["stages"])
+    metrics["status"] = "complete"
+    metrics["seconds"] = round(time.perf_counter() - session.started, 2)
+    if session.main:
+        write_report(rundir.path / "report.md", metrics, session.plan.config)
+        write_json(rundir.path / "metrics.json", metrics)
+        rundir.set_status("complete", seconds=metrics["seconds"])
+    log.info("run complete in %.1fs: %s", metrics["seconds"], rundir.path)
+    return rundir.path
+
+
+def close_run(session: Session, failure: BaseException | None = None) -> None:
+    """Close train.log; after a ``failure``, remove the run folder or mark it failed
+    (``record_failure``); end the trackers; remove the block cache."""
+    log.removeHandler(session.handler)
+    session.handler.close()
     try:
-        metrics: dict[str, Any] = {
-            "schema": "adaptlang.metrics/1", "run": name, "status": "running",
-            "strategies": composed.names, "seed": plan.seed, "environment": environment(),
-            "model": {"source": cfg.model.get("name_or_path") or "built from config",
-                      "parameters": count_parameters(model), "vocab_size": len(tokenizer)},
-            "stages": {},
-        }
-        done = rundir.completed_stages() if resume else {}
-        metrics["stages"].update(done)
-        step_offset = 0  # optimizer steps of the earlier stages: one step axis for the trackers
-        for stage in plan.stages:
-            folder = rundir.stage_dir(stage.name)
-            step_offset += stage.steps
-            if stage.name in done:
-                model, tokenizer = load_pretrained(str(folder / "model"))
-                for strategy_name, state in load_state(folder, "strategies").items():
-                    if composed.get(strategy_name) is not None:
-                        composed.get(strategy_name).load_state_dict(state)
-                log.info("stage %s: complete, loaded from %s", stage.name, folder)
-                continue
-            checkpointer = Checkpointer(folder / "checkpoints", int(cfg.train.checkpoint_every))
-            result = run_stage(stage, composed.active(stage.name), model, tokenizer, seed=plan.seed,
-                               accelerator=accelerator, languages=plan.languages, config=cfg,
-                               cache_dir=cache.name, checkpointer=checkpointer,
-                               step_offset=step_offset - stage.steps)
-            model, tokenizer = result.model, result.tokenizer
-            if main:
-                rundir.save_model(stage.name, model, tokenizer)
-                save_state(folder, "strategies", {s.name: s.state_dict() for s, _ in composed.items})
-            eval_start = time.perf_counter()
-            results = run_benchmarks(plan.benchmarks, model, tokenizer, plan.languages, cfg)
-            if trackers:
-                accelerator.log(benchmark_figures(results), step=step_offset)
-            metrics["stages"][stage.name] = {
-                "strategies": result.strategies,
-                "train": result.train,
-                "setup_seconds": result.setup_seconds,
-                "strategy_notes": result.notes,
-                "parameters": result.parameters,
-                "vocab_size": len(tokenizer),
-                "eval": results,
-                "eval_seconds": round(time.perf_counter() - eval_start, 3),
-                "model_dir": str((folder / "model").relative_to(rundir.path)),
-            }
-            if main:
-                write_json(rundir.path / "metrics.json", metrics)
-                checkpointer.clear()
-            accelerator.wait_for_everyone()
-        metrics["forgetting"] = forgetting(metrics["stages"])
-        metrics["status"] = "complete"
-        metrics["seconds"] = round(time.perf_counter() - started, 2)
-        if main:
-            write_report(rundir.path / "report.md", metrics, cfg)
-            write_json(rundir.path / "metrics.json", metrics)
-            rundir.set_status("complete", seconds=metrics["seconds"])
-        log.info("run complete in %.1fs: %s", metrics["seconds"], rundir.path)
-        return rundir.path
-    except BaseException as exc:
-        log.removeHandler(handler)
-        handler.close()
-        if main and isinstance(exc, UserError) and not resume and not rundir.completed_stages():
-            shutil.rmtree(rundir.path, ignore_errors=True)  # a user mistake before any result: leave nothing
-        elif main:
-            rundir.mark_failed(f"{type(exc).__name__}: {exc}")
-        raise
+        if failure is not None:
+            record_failure(session, failure)
     finally:
-        if trackers:
-            accelerator.end_training()
-        log.removeHandler(handler)
-        handler.close()
-        cache.cleanup()
+        if session.trackers:
+            session.accelerator.end_training()
+        session.cache.cleanup()
+
+
+def record_failure(session: Session, exc: BaseException) -> None:
+    """A user mistake before any result leaves nothing; anything else marks the run failed
+    (resumable)."""
+    if not session.main:
+        return
+    rundir = session.rundir
+    if isinstance(exc, UserError) and not session.resume and not rundir.completed_stages():
+        shutil.rmtree(rundir.path, ignore_errors=True)
+    else:
+        rundir.mark_failed(f"{type(exc).__name__}: {exc}")

@@ -29,11 +29,14 @@ from omegaconf import DictConfig, OmegaConf
 from . import instructions
 from .benchmarks import check_benchmarks
 from .compiling import check_compile
+from .config import is_trained_checkpoint
 from .config_rules import check_values
 from .composition import Composed, compose
 from .errors import UserError, listing, suggest
 from .languages import LanguageSet
-from .models import check_architecture, check_model_path
+from .models import check_architecture, check_fits_memory, check_model_path
+from .named_models import is_named
+from .named_models import resolve as resolve_checkpoint
 from .rundir import run_name
 from .schedules import check_schedule
 from .sources import check_source, training_source
@@ -76,6 +79,7 @@ class Plan:
     languages: LanguageSet = field(repr=False)
     composed: Composed = field(repr=False)
     base_tokenizer: Any = field(default=None, repr=False)  # a local checkpoint's tokenizer, for checks
+    warnings: list[str] = field(default_factory=list)  # one line each: allowed, but probably not meant
 
     def stage(self, name: str) -> PlannedStage:
         return next(s for s in self.stages if s.name == name)
@@ -86,10 +90,24 @@ class Plan:
     def active(self, stage: str) -> list[PlannedStrategy]:
         return [s for s in self.strategies if stage in s.stages]
 
+    @property
+    def evaluates_base(self) -> bool:
+        """Whether the starting model is evaluated as stage ``base`` (eval.base: auto = for a
+        trained checkpoint; a model built from scratch starts random, so its forgetting is
+        measured from its first stage instead)."""
+        setting = str(self.config.eval.get("base", "auto"))
+        return is_trained_checkpoint(self.config.model) if setting == "auto" else setting == "true"
+
     def to_dict(self) -> dict:
+        model = self.config.model
         return {
             "run": self.name,
             "seed": self.seed,
+            "model": (f"trained checkpoint {model.name_or_path}" if is_trained_checkpoint(model)
+                      else f"built from config ({model.get('architecture', 'mistral')}, random init)"),
+            "experiment": str(self.config.experiment.get("description") or "from the config's stages"),
+            "starting model evaluated as stage 'base'": self.evaluates_base,
+            **({"warnings": self.warnings} if self.warnings else {}),
             "stages": [{
                 "name": s.name, "steps": s.steps, "data": s.data,
                 "strategies": {n: self.strategy(n).options for n in s.strategies} or "none",
@@ -210,16 +228,28 @@ def _check_copies(plan: Plan) -> None:
                             f"(they leave the new rows out)")
 
 
+def _trained_checkpoint_warnings(plan: Plan) -> list[str]:
+    af = plan.strategy("af")
+    if af is None or not is_trained_checkpoint(plan.config.model):
+        return []
+    return [f"af acts in stage(s) {', '.join(af.stages)} on the trained checkpoint {plan.config.model.name_or_path}: "
+            f"active forgetting is a pretraining method (active-forgetting paper, section 3) and will "
+            f"re-initialise its embeddings every {af.options.get('every')} steps"]
+
+
 def _local_tokenizer(cfg: DictConfig):
     """The tokenizer of a local ``model.name_or_path`` (cheap to read), so that strategies can
     check it before training; None for a hub name or a model built from config."""
     path = cfg.model.get("name_or_path")
+    if path and (is_named(str(path)) or str(path).endswith(".gguf")):
+        path = resolve_checkpoint(str(path))  # fetched and dequantised once, before anything trains
     if not path or not Path(str(path)).is_dir():
         return None
     from transformers import AutoTokenizer
 
     if (Path(str(path)) / "config.json").is_file():
         check_architecture(str(path), bool(cfg.model.get("trust_remote_code")))
+        check_fits_memory(str(path), bool(cfg.model.get("trust_remote_code")))
     try:
         return AutoTokenizer.from_pretrained(str(path), trust_remote_code=bool(cfg.model.get("trust_remote_code")))
     except Exception:  # noqa: BLE001 -- loading the model reports what is wrong with the folder
@@ -230,6 +260,9 @@ def make_plan(cfg: DictConfig, composed: Composed | None = None) -> Plan:
     """Resolve and check ``cfg`` (and strategies built from it, or ``composed``) into a Plan."""
     check_values(cfg)  # again: a config may have been changed in Python since load_config
     languages = LanguageSet.from_config(cfg.languages)
+    if composed is not None:  # composed in Python: the config records what will run, not its own strategy section
+        cfg.strategy = OmegaConf.create({s.name: {**getattr(s, "built_options", {}), "stages": list(stages)}
+                                         for s, stages in composed.items})
     composed = composed if composed is not None else compose(cfg.strategy)
     names = [s.name for s in cfg.experiment.stages]
     if len(set(names)) != len(names):
@@ -270,11 +303,20 @@ def make_plan(cfg: DictConfig, composed: Composed | None = None) -> Plan:
             for code in stage.languages:
                 source, why = training_source(code, languages, cfg)
                 text[code] = why if source is None else f"{why}: {source}" if why.startswith("user") else why
-    name = str(cfg.get("name") or run_name(composed.names, int(cfg.seed)))
+    name = str(cfg.get("name") or run_name(composed.given, int(cfg.seed)))  # as the user wrote them
     plan = Plan(name, int(cfg.seed), stages, planned_strategies, benchmarks, text, cfg, languages, composed,
                 _local_tokenizer(cfg))
+    if plan.evaluates_base and "base" in names:
+        raise UserError("experiment: a stage is named 'base', the name of the starting model's evaluation "
+                        "(eval.base); rename the stage, or set eval.base=false")
     _check_claims(plan)
     _check_copies(plan)
+    plan.warnings += _trained_checkpoint_warnings(plan)
+    if any(st.kind == "instructions" for st in stages):
+        if not is_trained_checkpoint(cfg.model):  # a tokenizer trained from scratch has no chat template
+            instructions.check_chat_template(cfg, None, "a model built from config")
+        elif plan.base_tokenizer is not None:
+            instructions.check_chat_template(cfg, plan.base_tokenizer, str(cfg.model.name_or_path))
     for planned in plan.strategies:
         type(composed.get(planned.name)).check_plan(plan, planned)
     return plan

@@ -26,6 +26,10 @@ class Registry(Generic[T]):
 
         return add
 
+    def unregister(self, name: str) -> T | None:
+        """Remove ``name`` (a test's temporary entry) and return what it held; None if absent."""
+        return self._items.pop(name, None)
+
     def get(self, name: str) -> T:
         if name not in self._items:
             raise UserError(

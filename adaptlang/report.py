@@ -90,6 +90,9 @@ def render_report(metrics: dict, cfg=None) -> str:
              "| stage | strategies | steps | tokens | seconds | tokens/s | first loss | final loss |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, st in metrics["stages"].items():
+        if st.get("starting_model"):
+            lines.append(f"| {name} | the starting model, evaluated before training | – | – | – | – | – | – |")
+            continue
         t = st["train"]
         lines.append(f"| {name} | {', '.join(st['strategies']) or '-'} | {t['steps']} | {t['tokens']:,} | "
                      f"{t['seconds']:.1f} | {t['tokens_per_second']:,.0f} | {t['first_loss']:.3f} | {t['final_loss']:.3f} |")
@@ -145,7 +148,9 @@ def _benchmark_tables(metrics: dict) -> list[str]:
     the baseline stage, adaptlang.forgetting)."""
     lines: list[str] = []
     stages = metrics["stages"]
-    benches = [b for st in stages.values() for b in st["eval"] if b != "perplexity"]
+    lines += _sample_lines(stages)
+    benches = [b for st in stages.values() for b in st["eval"]
+               if b != "perplexity" and st["eval"][b].get("classes")]
     for bench in dict.fromkeys(benches):
         rows = {n: st["eval"][bench] for n, st in stages.items() if bench in st["eval"]}
         cols, names = _figures(next(iter(rows.values()))["classes"])
@@ -169,6 +174,21 @@ def _benchmark_tables(metrics: dict) -> list[str]:
             lines += [f"- {task}: " + ", ".join(f"{c} {v['in_training_text']}/{v['in_flores_pool']} of {v['n_eval']}"
                                                 for c, v in per.items()) for task, per in last["leakage"].items()]
     lines += forgetting_tables(metrics)
+    return lines
+
+
+def _sample_lines(stages: dict) -> list[str]:
+    """Each prompt of the ``samples`` benchmark with its greedy answer per stage."""
+    per = {n: st["eval"]["samples"]["samples"] for n, st in stages.items() if "samples" in st.get("eval", {})}
+    if not per:
+        return []
+    lines = ["", "## Greedy samples", ""]
+    for label in dict.fromkeys(k for v in per.values() for k in v):
+        prompt = next(v[label]["prompt"] for v in per.values() if label in v)
+        lines += [f"**{label}**: {prompt}", "", "| stage | answer |", "|---|---|"]
+        lines += [f"| {n} | {v[label]['answer'].replace('|', '/').replace(chr(10), ' ')} |"
+                  for n, v in per.items() if label in v]
+        lines.append("")
     return lines
 
 

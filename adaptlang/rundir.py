@@ -3,7 +3,7 @@
     runs/<name>/
       config.yaml          resolved config (rerun: adaptlang run --config runs/<name>/config.yaml)
       status.json          {"status": "running" | "complete" | "failed", ...}
-      metrics.json         every metric, per stage (schema in docs/metrics.md)
+      metrics.json         every metric, per stage (schema: docs/run-folder.md)
       report.md            the human report
       train.log            the log
       stages/<stage>/model transformers model + tokenizer (safetensors)
@@ -98,14 +98,16 @@ class RunDir:
         return cls(path)
 
     def completed_stages(self) -> dict:
-        """Stages recorded in metrics.json whose model folder exists."""
+        """Stages recorded in metrics.json whose model folder exists, and the starting model's
+        evaluation (``base``: no model folder of its own)."""
         try:
             stages = json.loads((self.path / "metrics.json").read_text())["stages"]
         except (OSError, ValueError, KeyError):
             return {}
         return {name: st for name, st in stages.items()
-                if (self.stage_dir(name) / "model" / "config.json").is_file()
-                and (self.stage_dir(name) / "strategies.json").is_file()}
+                if (isinstance(st, dict) and st.get("starting_model"))
+                or ((self.stage_dir(name) / "model" / "config.json").is_file()
+                    and (self.stage_dir(name) / "strategies.json").is_file())}
 
     def set_status(self, status: str, **extra) -> None:
         write_json(self.path / "status.json", {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra})

@@ -82,6 +82,7 @@ def stage_stream(stage: PlannedStage, tokenizer, ctx: StageContext, cache_dir: s
     if not examples:
         raise UserError(f"stage '{stage.name}': its instruction sources produced no examples")
     ctx.notes["instruction_examples"] = len(examples)
+    instructions.check_chat_template(cfg, tokenizer, "this run's model")
     encoded = instructions.encode_all(examples, tokenizer, int(ctx.train.max_length), instructions.chat_setting(cfg))
     ctx.notes["chat_template"] = instructions.uses_chat_template(tokenizer, instructions.chat_setting(cfg))
     return ExampleStream(encoded, ctx.seed_for("data"), name=f"stage {stage.name}")

@@ -1,14 +1,16 @@
 """The strategy protocol and its registry.
 
-A strategy is a small class in its own file under ``adaptlang/strategies/`` (or a user's
-module), registered by name. Every hook is optional; the stage runner
+A built-in strategy is a folder under ``adaptlang/strategies/`` plus its YAML; a plugin is a
+class in a user's module. Either is registered by name. Every hook is optional; the stage runner
 (adaptlang.stage_runner) and the training loop (adaptlang.train) are the only places that
 call them. What a strategy declares is read by the plan (adaptlang.plan) before anything
 runs:
 
 * ``owns``: what it changes exclusively in a stage ("data.mixture", "embeddings.rows", ...):
   two strategies active in the same stage that own the same thing are refused;
-* ``after``: strategies that must set up before it when both are active;
+* ``phase``: where it sets up among the strategies of a stage, one of ``PHASES`` (below);
+  strategies set up phase by phase, in the user's order within a phase, and are torn down in
+  reverse;
 * ``builds_examples``: it makes the stage's new examples itself (xling, mlm), so the stage's
   own data is not built;
 * ``changes``: what it changes on the model that outlives its stages ("vocabulary": the
@@ -31,6 +33,31 @@ from typing import Any, ClassVar
 from .errors import UserError, listing
 from .registry import Registry
 from .seeds import derive_seed
+
+# Set-up phases, in order: what a strategy of each phase does and why it comes there. Setting up
+# is ``setup_model`` for every strategy in this order, then ``setup_data`` in this order; hooks
+# in the loop run in this order too; the end of a stage runs in reverse.
+PHASES: dict[str, str] = {
+    "examples": "makes the stage's new examples (xling, mlm)",
+    "mixture": "mixes other examples into the stage's stream, so it wraps the examples made above (replay)",
+    "memory": "remembers the model, its parameters or examples and constrains training with them "
+              "(lwf, ewc, si, agem): it reads the final data stream, and at the stage end it takes its "
+              "copy after the strategies below have undone or merged their changes",
+    "vocabulary": "grows the tokenizer and the embedding rows (vocab)",
+    "model": "changes what trains or wraps the body, keeping what vocabulary made trainable (lora); "
+             "the default phase of a strategy that declares none",
+    "embeddings": "acts on the embeddings while training, after every other change to the model (af)",
+}
+DEFAULT_PHASE = "model"
+
+
+def phase_rank(cls) -> int:
+    """The position of a strategy class's ``phase`` in PHASES (a UserError for an unknown one)."""
+    phase = getattr(cls, "phase", DEFAULT_PHASE)
+    if phase not in PHASES:
+        raise UserError(f"strategy '{cls.name or cls.__name__}' declares phase={phase!r}. "
+                        f"Valid, in set-up order: {', '.join(PHASES)}")
+    return list(PHASES).index(phase)
 
 
 @dataclass
@@ -70,12 +97,18 @@ class Strategy:
 
     name: ClassVar[str] = ""
     owns: ClassVar[frozenset[str]] = frozenset()
-    after: ClassVar[tuple[str, ...]] = ()
+    phase: ClassVar[str] = DEFAULT_PHASE  # one of PHASES: where it sets up in a stage
     stages: ClassVar[tuple[str, ...]] = ()  # default stages of a plugin without a YAML file
     needs_logits: ClassVar[bool] = False  # extra_loss reads outputs.logits (disables the loss shortcut)
     builds_examples: ClassVar[bool] = False  # setup_data makes the stage's new examples itself
     changes: ClassVar[frozenset[str]] = frozenset()  # lasting model changes: "vocabulary"
     remembers: ClassVar[str | None] = None  # "model" | "parameters" | "examples"
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if "after" in vars(cls):  # the old ordering attribute: it would be ignored without a word
+            raise UserError(f"strategy class {cls.__name__} declares 'after': set-up order is now a "
+                            f"phase, e.g. phase = \"{DEFAULT_PHASE}\" (valid: {', '.join(PHASES)})")
 
     def __init__(self, **options: Any):
         if options:
@@ -140,6 +173,7 @@ STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 def register_strategy(name: str):
     def add(cls: type[Strategy]) -> type[Strategy]:
         cls.name = name
+        phase_rank(cls)  # an unknown phase is refused when the strategy is registered
         return STRATEGIES.register(name)(cls)
 
     return add

@@ -1,5 +1,10 @@
 """The training loop: the one place where strategy hooks fire. Reads top to bottom.
 
+``train_stage`` sets up with ``build_optimizer``, ``plan_batches`` (the global batch and this
+rank's share), ``forward_path`` (the LM-head shortcut, ``train.compile``) and ``resume_tally``
+(the loop's counts from a checkpoint), runs the loop, and returns the model (``hand_back``)
+and the stage's ``figures``.
+
 AdamW with linear warmup and cosine decay (the active-forgetting paper's Tables 4-5:
 cosine scheduler, linear warmup over 10% of the steps, AdamW; ``train.schedule`` switches to
 linear decay or constant, adaptlang.schedules), gradient accumulation,
@@ -17,6 +22,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
@@ -110,14 +117,9 @@ def loss_on_targets(model, batch: dict, body=None, head_loss_fn=None):
     return loss, SimpleNamespace(loss=loss, hidden_states=hidden)
 
 
-def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strategy], tcfg: Any,
-                steps: int, accelerator, ctx: StageContext, checkpointer: Checkpointer | None = None,
-                step_offset: int = 0) -> tuple[Any, dict]:
-    """Train one stage; resumes from ``checkpointer``'s latest checkpoint when there is one.
-
-    ``step_offset``: optimizer steps of the run's earlier stages, so that the experiment
-    trackers (``train.report_to``) see one increasing step across stages."""
-    compile_ = bool(tcfg.get("compile", False))
+def build_optimizer(model, tcfg: Any, steps: int, accelerator):
+    """AdamW over ``param_groups`` and the learning-rate schedule, prepared by accelerate
+    (which may wrap all three); returns (model, optimizer, scheduler)."""
     optimizer = torch.optim.AdamW(
         param_groups(model, float(tcfg.weight_decay), float(tcfg.lr), float(tcfg.get("embedding_lr_ratio", 1.0))),
         lr=float(tcfg.lr),
@@ -132,139 +134,229 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     if hasattr(scheduler, "split_batches"):  # our batch is global and split across ranks: one schedule
         scheduler.split_batches = True       # step per optimizer step, not one per process
-    inner_optimizer = getattr(optimizer, "optimizer", optimizer)
-    state = TrainState(step=0, total_steps=steps, model=accelerator.unwrap_model(model),
-                       optimizer=inner_optimizer, ctx=ctx)
+    return model, optimizer, scheduler
+
+
+@dataclass
+class Batches:
+    """How a micro-step's examples are drawn: the global batch (``size``), identical on every
+    rank, of which this rank keeps its contiguous share; packed ``pack_width`` wide or padded."""
+    size: int
+    accum: int
+    world: int
+    rank: int
+    pad_id: int
+    pack_width: int | None
+    dtype: torch.dtype
+
+    def draw(self, stream: ExampleStream) -> dict:
+        share = self.size // self.world
+        examples = [next(stream) for _ in range(self.size)]
+        return make_batch(examples[self.rank * share:(self.rank + 1) * share], self.pad_id, self.pack_width)
+
+    def on_device(self, batch: dict, device) -> dict:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        if "attention_mask" in batch and batch["attention_mask"].dtype.is_floating_point:
+            batch["attention_mask"] = batch["attention_mask"].to(self.dtype)
+        return batch
+
+    @property
+    def layout(self) -> str:
+        return "block-diagonal mask + per-example positions" if self.pack_width else "padding"
+
+
+def plan_batches(tokenizer, model, tcfg: Any, accelerator, stage: str) -> Batches:
+    """The stage's ``Batches``; packing is turned off for a family that cannot keep packed
+    examples apart."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    batch_size, accum = int(tcfg.batch_size), int(tcfg.grad_accum)
-    world, rank = accelerator.num_processes, accelerator.process_index
+    batch_size, world = int(tcfg.batch_size), accelerator.num_processes
     if batch_size % world:
-        raise UserError(f"stage {ctx.name}: train.batch_size={batch_size} (the global batch) must be divisible "
+        raise UserError(f"stage {stage}: train.batch_size={batch_size} (the global batch) must be divisible "
                         f"by the number of processes ({world})")
-    share = batch_size // world
     pack_width = int(tcfg.max_length) if tcfg.get("packing", False) else None
-    if pack_width and not packs_correctly(state.model, pad_id):
+    if pack_width and not packs_correctly(model, pad_id):
         pack_width = None  # this family cannot keep packed examples apart: pad them instead
         log.info("stage %s: packing off for %s (its attention cannot take a block-diagonal mask with "
-                 "per-example positions); examples are padded", ctx.name, type(state.model).__name__)
-    packing = "block-diagonal mask + per-example positions" if pack_width else "padding"
-    dtype = next(state.model.parameters()).dtype
-    # the shortcut needs the bare model (a DDP wrapper must run its own forward) and no
-    # strategy that reads the logits
-    # strategy that reads the logits; FSDP2 shards in place (model is state.model), but its
-    # root module must run its own forward to gather the embedding and head shards
-    fused = (model is state.model and accelerator.distributed_type != DistributedType.FSDP
+                 "per-example positions); examples are padded", stage, type(model).__name__)
+    return Batches(batch_size, int(tcfg.grad_accum), world, accelerator.process_index, pad_id, pack_width,
+                   next(model.parameters()).dtype)
+
+
+def forward_path(model, bare, strategies: list[Strategy], compile_: bool, accelerator):
+    """``forward(batch) -> (loss, outputs)`` for the loop, and the stage's ``Compilation``
+    (None without ``train.compile``). ``model``: as prepared by accelerate; ``bare``: unwrapped."""
+    # the LM-head shortcut (loss_on_targets) needs the bare model (a DDP wrapper must run its own
+    # forward) and no strategy that reads the logits; FSDP2 shards in place (model is bare), but
+    # its root module must run its own forward to gather the embedding and head shards
+    fused = (model is bare and accelerator.distributed_type != DistributedType.FSDP
              and not any(getattr(s, "needs_logits", False) for s in strategies))
     # train.compile: torch.compile the forward (the body on the fused path); the parameters,
     # the module tree and the saved model stay those of the plain model
     compilation = Compilation() if compile_ else None
-    forward = compilation(head_and_body(model)[1] if fused else model) if compile_ else None
-    # under train.compile the eager fused head loss still wins where it applies (CPU: it beat
-    # Inductor's code for the head, bench/perf_compile.py); the compiled head_loss elsewhere
-    compiled_head_loss = fused_or(compilation(head_loss)) if compile_ and fused else None
-    tracking = bool(accelerator.trackers)
-    tokens = loss_tokens = 0
-    losses: list[float] = []
-    first_step, seconds_before = 1, 0.0
-    spent = {"data_seconds": 0.0, "strategy_seconds": 0.0}  # drawing + collating batches; inside strategy hooks
-    if checkpointer is not None:
-        resumed = checkpointer.load(state.model, inner_optimizer, scheduler, stream, strategies)
-        if resumed:
-            first_step = resumed["step"] + 1
-            tokens, loss_tokens, losses = resumed["tokens"], resumed["loss_tokens"], resumed["losses"]
-            seconds_before = resumed["seconds"]
-            spent = {k: resumed.get(k, 0.0) for k in spent}
-            log.info("stage %s: resumed after step %d", ctx.name, resumed["step"])
+    compiled = compilation(head_and_body(model)[1] if fused else model) if compile_ else None
+    if fused:
+        # under train.compile the eager fused head loss still wins where it applies (CPU: it beat
+        # Inductor's code for the head, bench/perf_compile.py); the compiled head_loss elsewhere
+        compiled_head_loss = fused_or(compilation(head_loss)) if compile_ else None
+        return (lambda batch: loss_on_targets(model, batch, compiled, compiled_head_loss)), compilation
+
+    def forward(batch):
+        outputs = (compiled or model)(**batch)
+        return outputs.loss, outputs
+    return forward, compilation
+
+
+@dataclass
+class Tally:
+    """What the loop counts; saved in every checkpoint, restored on resume."""
+    first_step: int = 1
+    tokens: int = 0
+    loss_tokens: int = 0
+    losses: list[float] = field(default_factory=list)
+    seconds_before: float = 0.0  # of the loop, before the checkpoint it resumed from
+    spent: dict = field(default_factory=lambda: {"data_seconds": 0.0, "strategy_seconds": 0.0})  # drawing +
+    # collating batches; inside strategy hooks
+
+    @contextmanager
+    def timed(self, key: str):
+        t = time.perf_counter()
+        yield
+        self.spent[key] += time.perf_counter() - t
+
+    def progress(self, seconds: float) -> dict:
+        return {"tokens": self.tokens, "loss_tokens": self.loss_tokens, "losses": self.losses, "seconds": seconds,
+                **self.spent}
+
+
+def resume_tally(checkpointer: Checkpointer | None, model, optimizer, scheduler, stream, strategies,
+                 stage: str) -> Tally:
+    """The loop's counts from ``checkpointer``'s latest checkpoint, which also restores the model,
+    the optimizer, the schedule, the stream, the strategies and the RNGs; fresh without one."""
+    resumed = checkpointer.load(model, optimizer, scheduler, stream, strategies) if checkpointer is not None else None
+    if not resumed:
+        return Tally()
+    log.info("stage %s: resumed after step %d", stage, resumed["step"])
+    return Tally(resumed["step"] + 1, resumed["tokens"], resumed["loss_tokens"], resumed["losses"],
+                 resumed["seconds"], {k: resumed.get(k, 0.0) for k in Tally().spent})
+
+
+def global_share(loss, n_tokens: int, n_loss: int, accelerator):
+    """Several processes: weight this rank's mean loss by its share of the global labelled
+    tokens (counts all-reduced); returns (loss, global tokens, global labelled tokens)."""
+    counts = accelerator.reduce(torch.tensor([n_tokens, n_loss], device=accelerator.device), "sum")
+    n_tokens, global_loss_tokens = int(counts[0]), int(counts[1])
+    loss = (loss if n_loss else torch.nan_to_num(loss)) * (n_loss * accelerator.num_processes / global_loss_tokens)
+    return loss, n_tokens, global_loss_tokens
+
+
+def show_step(bar: Progress, accelerator, stage: str, step: int, loss: float, lr: float, tokens_per_second: float):
+    """The progress line (and train.log) every ``train.log_every``; the trackers every step
+    (``step``: across the run's stages)."""
+    line = bar.update(1, loss=f"{loss:.4f}", lr=f"{lr:.2e}", **{"tokens/s": f"{tokens_per_second:,.0f}"})
+    if line:
+        log.info("%s", line)
+    if accelerator.trackers:
+        accelerator.log({"train/loss": loss, "train/lr": lr, "train/tokens_per_second": tokens_per_second,
+                         f"train/{stage}/loss": loss}, step=step)
+
+
+def hand_back(model, accelerator, checkpointing: bool):
+    """The trained model, unwrapped and as it came: no gradient checkpointing, no input-grad hook."""
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    if checkpointing:
+        unwrapped.gradient_checkpointing_disable()
+        if getattr(unwrapped, "_require_grads_hook", None) is not None:
+            unwrapped.disable_input_require_grads()
+    accelerator.free_memory()
+    return unwrapped
+
+
+def figures(tally: Tally, seconds: float, steps: int, batches: Batches, compilation: Compilation | None,
+            stage: str) -> dict:
+    """The stage's training figures (metrics.json: ``stages.<stage>.train``)."""
+    if not tally.losses:
+        raise RuntimeError(f"stage {stage}: no training step was run")
+    tail = tally.losses[-max(1, steps // 10):]
+    return {
+        "steps": steps,
+        "examples": steps * batches.size * batches.accum,
+        "tokens": tally.tokens,
+        "loss_tokens": tally.loss_tokens,
+        "seconds": round(seconds, 3),
+        "packing": batches.layout,
+        "tokens_per_second": round(tally.tokens / max(seconds, 1e-9), 1),
+        **{k: round(v, 3) for k, v in tally.spent.items()},
+        **({"compiled": compilation.active} if compilation is not None else {}),
+        "first_loss": round(tally.losses[0], 4),
+        "final_loss": round(sum(tail) / len(tail), 4),
+    }
+
+
+def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strategy], tcfg: Any,
+                steps: int, accelerator, ctx: StageContext, checkpointer: Checkpointer | None = None,
+                step_offset: int = 0) -> tuple[Any, dict]:
+    """Train one stage; resumes from ``checkpointer``'s latest checkpoint when there is one.
+    Returns the trained (unwrapped) model and the stage's figures.
+
+    ``step_offset``: optimizer steps of the run's earlier stages, so that the experiment
+    trackers (``train.report_to``) see one increasing step across stages."""
+    model, optimizer, scheduler = build_optimizer(model, tcfg, steps, accelerator)
+    inner_optimizer = getattr(optimizer, "optimizer", optimizer)
+    state = TrainState(step=0, total_steps=steps, model=accelerator.unwrap_model(model),
+                       optimizer=inner_optimizer, ctx=ctx)
+    batches = plan_batches(tokenizer, state.model, tcfg, accelerator, ctx.name)
+    forward, compilation = forward_path(model, state.model, strategies, bool(tcfg.get("compile", False)), accelerator)
+    tally = resume_tally(checkpointer, state.model, inner_optimizer, scheduler, stream, strategies, ctx.name)
     checkpointing = bool(tcfg.get("gradient_checkpointing", False))
     if checkpointing:  # recompute activations in the backward pass: memory for time
         state.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    world, accum, max_grad_norm = batches.world, batches.accum, float(tcfg.max_grad_norm)
     model.train()
-    start = time.perf_counter() - seconds_before
+    start = time.perf_counter() - tally.seconds_before
     bar = Progress(f"stage {ctx.name}", steps, unit="step", every=int(tcfg.log_every), seconds=tcfg.get("log_seconds"),
-                   initial=first_step - 1, enabled=accelerator.is_local_main_process)
-    for step in range(first_step, steps + 1):
+                   initial=tally.first_step - 1, enabled=accelerator.is_local_main_process)
+    for step in range(tally.first_step, steps + 1):
         step_loss = 0.0
         for _ in range(accum):
-            t = time.perf_counter()
-            examples = [next(stream) for _ in range(batch_size)]  # the global batch, identical on every rank
-            batch = make_batch(examples[rank * share:(rank + 1) * share], pad_id, pack_width)
-            spent["data_seconds"] += time.perf_counter() - t
+            with tally.timed("data_seconds"):
+                batch = batches.draw(stream)
             n_tokens = int(batch.pop("num_tokens"))
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            if "attention_mask" in batch and batch["attention_mask"].dtype.is_floating_point:
-                batch["attention_mask"] = batch["attention_mask"].to(dtype)
-            if fused:
-                loss, outputs = loss_on_targets(model, batch, forward, compiled_head_loss)
-            else:
-                outputs = (forward or model)(**batch)
-                loss = outputs.loss
+            batch = batches.on_device(batch, accelerator.device)
+            loss, outputs = forward(batch)
             n_loss = int((batch["labels"][:, 1:] != -100).sum())
-            if world > 1:  # weight this rank's mean by its share of the global labelled tokens
-                counts = accelerator.reduce(torch.tensor([n_tokens, n_loss], device=accelerator.device), "sum")
-                n_tokens, global_loss_tokens = int(counts[0]), int(counts[1])
-                loss = (loss if n_loss else torch.nan_to_num(loss)) * (n_loss * world / global_loss_tokens)
-                n_loss = global_loss_tokens
-            t = time.perf_counter()
-            for strategy in strategies:
-                extra = strategy.extra_loss(batch, outputs, state)
-                if extra is not None:
-                    loss = loss + extra
-            spent["strategy_seconds"] += time.perf_counter() - t
+            if world > 1:
+                loss, n_tokens, n_loss = global_share(loss, n_tokens, n_loss, accelerator)
+            with tally.timed("strategy_seconds"):
+                for strategy in strategies:
+                    extra = strategy.extra_loss(batch, outputs, state)
+                    if extra is not None:
+                        loss = loss + extra
             accelerator.backward(loss / accum)
             step_loss += (accelerator.reduce(loss.detach(), "mean") if world > 1 else loss).item() / accum
-            tokens += n_tokens
-            loss_tokens += n_loss
-        t = time.perf_counter()
-        for strategy in strategies:
-            strategy.on_gradients(state)
-        spent["strategy_seconds"] += time.perf_counter() - t
-        if float(tcfg.max_grad_norm) > 0:
-            accelerator.clip_grad_norm_(model.parameters(), float(tcfg.max_grad_norm))
+            tally.tokens += n_tokens
+            tally.loss_tokens += n_loss
+        with tally.timed("strategy_seconds"):
+            for strategy in strategies:
+                strategy.on_gradients(state)
+        if max_grad_norm > 0:
+            accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
         state.step, state.loss = step, step_loss
-        t = time.perf_counter()
-        for strategy in strategies:
-            strategy.on_step_end(state)
-        spent["strategy_seconds"] += time.perf_counter() - t
-        losses.append(step_loss)
+        with tally.timed("strategy_seconds"):
+            for strategy in strategies:
+                strategy.on_step_end(state)
+        tally.losses.append(step_loss)
         if not math.isfinite(step_loss):
             raise RuntimeError(f"stage {ctx.name}: loss is {step_loss} at step {step} (lower train.lr?)")
         elapsed = time.perf_counter() - start
-        lr, tokens_per_second = scheduler.get_last_lr()[0], tokens / max(elapsed, 1e-9)
-        line = bar.update(1, loss=f"{step_loss:.4f}", lr=f"{lr:.2e}", **{"tokens/s": f"{tokens_per_second:,.0f}"})
-        if line:
-            log.info("%s", line)
-        if tracking:
-            accelerator.log({"train/loss": step_loss, "train/lr": lr, "train/tokens_per_second": tokens_per_second,
-                             f"train/{ctx.name}/loss": step_loss}, step=step_offset + step)
+        show_step(bar, accelerator, ctx.name, step_offset + step, step_loss, scheduler.get_last_lr()[0],
+                  tally.tokens / max(elapsed, 1e-9))
         if checkpointer is not None and checkpointer.due(step, steps) and accelerator.is_main_process:
-            checkpointer.save(step, state.model, inner_optimizer, scheduler, stream, strategies,
-                              {"tokens": tokens, "loss_tokens": loss_tokens, "losses": losses, "seconds": elapsed, **spent})
+            checkpointer.save(step, state.model, inner_optimizer, scheduler, stream, strategies, tally.progress(elapsed))
     bar.close()
     seconds = time.perf_counter() - start
-    accelerator.wait_for_everyone()
-    unwrapped = accelerator.unwrap_model(model)
-    if checkpointing:  # leave the model as it came: no checkpointing, no input-grad hook
-        unwrapped.gradient_checkpointing_disable()
-        if getattr(unwrapped, "_require_grads_hook", None) is not None:
-            unwrapped.disable_input_require_grads()
-    accelerator.free_memory()
-    tail = losses[-max(1, steps // 10):]
-    if not losses:
-        raise RuntimeError(f"stage {ctx.name}: no training step was run")
-    return unwrapped, {
-        "steps": steps,
-        "examples": steps * batch_size * accum,
-        "tokens": tokens,
-        "loss_tokens": loss_tokens,
-        "seconds": round(seconds, 3),
-        "packing": packing,
-        "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),
-        **{k: round(v, 3) for k, v in spent.items()},
-        **({"compiled": compilation.active} if compilation is not None else {}),
-        "first_loss": round(losses[0], 4),
-        "final_loss": round(sum(tail) / len(tail), 4),
-    }
+    return hand_back(model, accelerator, checkpointing), figures(tally, seconds, steps, batches, compilation, ctx.name)

@@ -67,7 +67,7 @@ def truncated(folder: Path, size: int):
     """The base's first ``size`` pieces and the merges among them."""
     from transformers import AutoTokenizer
 
-    from adaptlang import vocab_merge as vm
+    from adaptlang.strategies.vocab import merge as vm
 
     full = AutoTokenizer.from_pretrained(folder)
     data = json.loads(full.backend_tokenizer.to_str())
@@ -84,7 +84,7 @@ def one_size(args) -> dict:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from adaptlang import load_config
-    from adaptlang import vocab_merge as vm
+    from adaptlang.strategies.vocab import merge as vm
     from adaptlang.languages import LanguageSet
     from adaptlang.strategies.vocab import protected_texts
 

@@ -172,7 +172,7 @@ def test_the_readme_custom_strategy_runs_and_its_freeze_does_not_leak(tmp_path):
         assert body and all(torch.equal(w["pretrain"][k], w["adapt"][k]) for k in body)
         assert any(not torch.equal(w["adapt"][k], w["instruct"][k]) for k in body)
     finally:
-        STRATEGIES._items.pop("freeze_body", None)
+        STRATEGIES.unregister("freeze_body")
 
 
 def test_a_plugin_without_yaml_takes_its_init_defaults_and_refuses_unknown_options():
@@ -190,4 +190,4 @@ def test_a_plugin_without_yaml_takes_its_init_defaults_and_refuses_unknown_optio
         with pytest.raises(UserError, match="Did you mean 'k'"):
             adaptlang.make_plan(load_config(["strategy=_opt", "strategy._opt.kk=1"]))
     finally:
-        STRATEGIES._items.pop("_opt", None)
+        STRATEGIES.unregister("_opt")

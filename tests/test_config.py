@@ -55,8 +55,7 @@ def test_strategy_options_under_their_own_key():
     cfg = load_config(["strategy=af+replay", "strategy.af.every=7", "strategy.replay.size=10"])
     assert cfg.strategy.af.every == 7 and cfg.strategy.replay.size == 10
     composed = compose(dict(cfg.strategy))
-    af = composed.items[0][0]
-    assert af.every == 7
+    assert composed.get("af").every == 7 and composed.get("replay").size == 10
 
 
 @pytest.mark.parametrize("override, fragment", [
@@ -92,11 +91,11 @@ class _Mixer(Strategy):
 
 
 class _Late(Strategy):
-    after = ("_t_early",)
+    phase = "embeddings"
 
 
 class _Early(Strategy):
-    pass
+    phase = "examples"
 
 
 @pytest.fixture
@@ -105,13 +104,15 @@ def test_strategies():
         register_strategy(name)(cls)
     yield
     for name in ("_t_mixer", "_t_late", "_t_early"):
-        STRATEGIES._items.pop(name)
+        STRATEGIES.unregister(name)
 
 
-def test_composition_orders_by_dependencies(test_strategies):
+def test_composition_orders_by_phase(test_strategies):
     assert order_strategies(["_t_late", "_t_early"]) == ["_t_early", "_t_late"]
     assert order_strategies(["_t_early", "_t_late"]) == ["_t_early", "_t_late"]
-    assert order_strategies(["replay", "af"]) == ["replay", "af"]  # no dependency: given order
+    assert order_strategies(["af", "replay"]) == ["replay", "af"]  # mixture before embeddings
+    assert order_strategies(["si", "ewc"]) == ["si", "ewc"]  # one phase (memory): the given order
+    assert order_strategies(["ewc", "si"]) == ["ewc", "si"]
 
 
 def test_conflicting_strategies_are_refused_naming_both_and_the_stage(test_strategies):
@@ -129,7 +130,8 @@ def test_duplicate_registration_is_refused():
 
 def test_compose_from_python_string():
     composed = compose("af+replay", {"af": {"every": 3}, "replay": {"size": 8}})
-    assert composed.names == ["af", "replay"]
+    assert composed.names == ["replay", "af"]  # set-up order: phase "mixture" before "embeddings"
+    assert composed.given == ["af", "replay"]  # the order written, which names the run (af+replay-s0)
     assert [s.name for s in composed.active("pretrain")] == ["af"]
     assert [s.name for s in composed.active("instruct")] == ["replay"]
     with pytest.raises(UserError, match="has no option .evry.. Did you mean .every."):

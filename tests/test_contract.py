@@ -5,7 +5,7 @@ here without editing this file. On a small, real pipeline (the default experimen
 stages on 2 + 2 languages, a few steps each):
 
 * every pair of strategies, and every combination of three or more that a shipped config or
-  the README uses, either completes a run whose metrics.json is complete, or is refused by
+  the README or the docs use, either completes a run whose metrics.json is complete, or is refused by
   the plan before training with one line, leaving nothing behind;
 * every strategy alone: a run killed in the last stage it acts in and resumed ends bit for
   bit where the uninterrupted run ends (model, losses, strategy state, tensors included);
@@ -52,8 +52,9 @@ SMALL_OPTIONS = {
 
 
 def used_combinations() -> list[tuple[str, ...]]:
-    """Compositions of three or more strategies written in the README or a shipped config."""
-    texts = [(Path(__file__).parents[1] / "README.md").read_text()]
+    """Compositions of three or more strategies written in the README, the docs or a shipped config."""
+    root = Path(__file__).parents[1]
+    texts = [(root / "README.md").read_text()] + [p.read_text() for p in sorted((root / "docs").rglob("*.md"))]
     texts += [p.read_text() for p in CONFIG_ROOT.rglob("*.yaml")]
     found = set()
     for text in texts:
@@ -87,27 +88,75 @@ def assert_complete(path: Path, names) -> dict:
     return metrics
 
 
-def run_or_refuse(names, languages, out):
-    cfg = load_config(overrides(names, languages, out))
+def refusal(cfg) -> str | None:
+    """The plan's one-line refusal of this config, or None when the plan accepts it."""
     try:
         make_plan(cfg)
     except UserError as refused:
-        message = str(refused)
+        return str(refused)
+    return None
+
+
+def run_or_refuse(names, languages, out) -> str | None:
+    """The refusal (after checking that run refuses the same way, writing nothing), or None
+    after a complete run."""
+    cfg = load_config(overrides(names, languages, out))
+    message = refusal(cfg)
+    if message is not None:
         assert "\n" not in message and message
         with pytest.raises(UserError) as again:  # run refuses the same way, before writing anything
             adaptlang.run(cfg)
         assert str(again.value) == message
         assert not any(out.iterdir()) if out.exists() else True
-        return None
-    return assert_complete(adaptlang.run(cfg), names)
+        return message
+    assert_complete(adaptlang.run(cfg), names)
+    return None
 
 
 PAIRS = list(itertools.combinations(NAMES, 2))
+COMBINATIONS = PAIRS + used_combinations()
+
+# The compositions of built-in strategies the plan refuses, exactly, each with its reason (a
+# regular expression the one-line message must match); every other composition of built-ins
+# must run. A composition that starts being refused, or stops being refused, fails here:
+# update this table on purpose, with the reason in the commit.
+_LWF_AFTER_VOCAB = (r"^strategies 'vocab' and 'lwf' cannot be combined this way: lwf keeps the model of stage "
+                    r"'pretrain' and applies it in stage 'adapt', but vocab changes the vocabulary in stage 'adapt'")
+REFUSED = {
+    ("lwf", "vocab"): _LWF_AFTER_VOCAB,
+    ("mlm", "xling"): r"^strategies 'mlm' and 'xling' conflict in stage 'instruct': both own data\.new_examples",
+    ("af", "vocab", "lwf"): _LWF_AFTER_VOCAB,
+}
 
 
-@pytest.mark.parametrize("names", PAIRS + used_combinations(), ids="+".join)
+def built_in(name: str) -> bool:
+    return STRATEGIES.get(name).__module__.startswith("adaptlang.strategies.")
+
+
+def pinned(names) -> bool:
+    """Built-in strategies only: their outcome is pinned by REFUSED (a plugin's pairs may run or be refused)."""
+    return all(built_in(n) for n in names)
+
+
+@pytest.mark.parametrize("names", COMBINATIONS, ids="+".join)
 def test_every_pair_runs_or_is_refused_in_the_plan(names, small_languages, tmp_path):
-    run_or_refuse(names, small_languages, tmp_path / "runs")
+    message = run_or_refuse(names, small_languages, tmp_path / "runs")
+    if pinned(names):
+        if names in REFUSED:
+            assert message is not None, f"{'+'.join(names)} is no longer refused: update REFUSED"
+            assert re.search(REFUSED[names], message), message
+        else:
+            assert message is None, f"{'+'.join(names)} is now refused: {message}"
+
+
+def test_the_refused_compositions_are_exactly_these(small_languages, tmp_path):
+    """The plan alone (seconds): which compositions of built-ins are refused, and why."""
+    refused = {names: refusal(load_config(overrides(names, small_languages, tmp_path / "runs")))
+               for names in COMBINATIONS if pinned(names)}
+    refused = {names: message for names, message in refused.items() if message is not None}
+    assert sorted(refused) == sorted(REFUSED)
+    for names, message in refused.items():
+        assert re.search(REFUSED[names], message), message
 
 
 def test_vocab_then_lwf_is_refused_with_what_to_do_instead(small_languages, tmp_path):
@@ -137,7 +186,7 @@ _Crash.stages = ("pretrain", "adapt", "instruct")
 def crash_strategy():
     register_strategy("_crash")(_Crash)
     yield _Crash
-    STRATEGIES._items.pop("_crash", None)
+    STRATEGIES.unregister("_crash")
 
 
 def last_stage_of(name: str) -> str:

@@ -118,8 +118,10 @@ def test_af_leaves_no_row_that_can_never_train_when_pad_is_eos(family_dirs):
 
 
 def run(family, family_dirs, languages, out, strategy, *extra):
+    # experiment=default: the from-scratch pipeline's three stages on a trained checkpoint (which
+    # otherwise gets experiment=pretrained, adaptlang.config.TRAINED_DEFAULTS)
     cfg = load_config(["model=pretrained", f"model.name_or_path={family_dirs[family]}", f"strategy={strategy}",
-                       *RUN, f"languages={languages}", f"output_dir={out}", *extra])
+                       "experiment=default", *RUN, f"languages={languages}", f"output_dir={out}", *extra])
     return adaptlang.run(cfg)
 
 
@@ -156,7 +158,7 @@ def test_every_strategy_kill_and_resume_and_eval_on_each_family(family, family_d
         resumed = adaptlang.pipeline.run(load_config([f"output_dir={tmp_path / 'b'}", f"name={reference.name}"],
                                                      base=folder / "config.yaml"), resume=True)
     finally:
-        STRATEGIES._items.pop("_kill", None)
+        STRATEGIES.unregister("_kill")
     from safetensors.torch import load_file
 
     a = load_file(str(reference / "stages/instruct/model/model.safetensors"))
@@ -228,7 +230,7 @@ def test_growing_the_vocabulary_matches_resize_token_embeddings(family, family_d
     the same keys and config."""
     from transformers import AutoModelForCausalLM
 
-    from adaptlang.vocab_merge import grow_embeddings
+    from adaptlang.strategies.vocab.merge import grow_embeddings
 
     ours, theirs = (AutoModelForCausalLM.from_pretrained(family_dirs[family]).eval() for _ in range(2))
     n = ours.get_input_embeddings().weight.shape[0]

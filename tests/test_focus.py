@@ -1,10 +1,10 @@
-"""FOCUS initialisation (adaptlang.focus): sparsemax, static embeddings that see shared
+"""FOCUS initialisation (adaptlang.strategies.vocab.focus): sparsemax, static embeddings that see shared
 contexts, and new rows built from the overlapping tokens they share contexts with."""
 import random
 
 import torch
 
-from adaptlang import focus
+from adaptlang.strategies.vocab import focus
 
 
 def test_sparsemax_projects_onto_the_simplex():

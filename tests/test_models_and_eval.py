@@ -5,7 +5,8 @@ import torch
 from omegaconf import OmegaConf
 
 from adaptlang import UserError
-from adaptlang.benchmarks.perplexity import class_means, figures, score_texts, token_nll
+from adaptlang.benchmarks._common import means_by_group
+from adaptlang.benchmarks.perplexity import METRICS, figures, score_groups, sentence_nll
 from adaptlang.languages import LanguageSet
 from adaptlang.models import load_pretrained
 
@@ -44,13 +45,13 @@ def test_fast_scoring_equals_full_logits(model):
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
     keep = mask[:, 1:].bool()
     expected = torch.nn.functional.cross_entropy(logits[keep], ids[:, 1:][keep], reduction="sum")
-    assert token_nll(model, ids, mask) == pytest.approx(float(expected), rel=1e-5)
+    assert float(sentence_nll(model, ids, mask).sum()) == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_batching_does_not_change_scores(model, tokenizer):
     texts = ["a short one", "and a considerably longer sentence to pad the others", "mid length text"]
-    one = score_texts(model, tokenizer, texts, batch_size=1)
-    many = score_texts(model, tokenizer, texts, batch_size=3)
+    one = score_groups(model, tokenizer, {"x": texts}, batch_size=1)["x"]
+    many = score_groups(model, tokenizer, {"x": texts}, batch_size=3)["x"]
     assert one["n_tokens"] == many["n_tokens"] and one["nll"] == pytest.approx(many["nll"], rel=1e-4)
 
 
@@ -61,11 +62,11 @@ def test_figures_on_a_known_case():
     assert f["bits_per_byte"] == pytest.approx(0.5)
 
 
-def test_class_means():
+def test_class_means_as_perplexity_computes_them():
     langs = LanguageSet({"a": ["en", "fr"], "b": ["de"]})
     per = {c: {"ppl_token": v, "bits_per_char": v, "ppl_char": v, "bits_per_byte": v} for c, v in
            (("en", 1.0), ("fr", 3.0), ("de", 5.0))}
-    means = class_means(per, langs)
+    means = means_by_group(per, langs.classes, METRICS)
     assert means["a"]["ppl_token"] == 2.0 and means["b"]["ppl_token"] == 5.0
     assert means["overall"]["ppl_token"] == 3.0 and means["overall"]["n_languages"] == 3
 

@@ -11,7 +11,7 @@ from adaptlang.composition import build_strategy
 from adaptlang import UserError, instructions, load_config
 from adaptlang.data import ExampleStream
 from adaptlang.languages import LanguageSet
-from adaptlang.replay_buffer import Reservoir, balanced_ids, group_of
+from adaptlang.strategies.replay.buffer import Reservoir, balanced_ids, group_of
 from adaptlang.strategies.replay import InterleavedStream
 from adaptlang.composition import compose
 from adaptlang.seeds import derive_seed
@@ -93,7 +93,7 @@ def test_reservoir_is_uniform_over_what_was_offered():
 def test_reservoir_carries_new_examples_into_the_next_stage_and_survives_state(tokenizer, past):
     replay = build_strategy("replay", size=1000, policy="reservoir")
     ctx = stage_ctx(tokenizer, index=2, name="instruct")
-    stream = replay.setup_data(new_stream(200, tag=1), ctx)
+    replay.setup_data(new_stream(200, tag=1), ctx)
     assert ctx.notes["replay_buffer_size"] == 1000 and len(replay.buffer_ids) == 1000  # only past data yet
     replay.on_stage_end(ctx)
     assert replay.reservoir.seen == len(past) + 200

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from adaptlang.composition import build_strategy
 from adaptlang import UserError, load_config
-from adaptlang import vocab_merge as vm
+from adaptlang.strategies.vocab import merge as vm
 from adaptlang.sources import read_text
 from adaptlang.data import ExampleStream, lm_examples
 from adaptlang.languages import CORPORA, LanguageSet

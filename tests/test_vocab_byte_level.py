@@ -6,7 +6,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from adaptlang import load_config
-from adaptlang import vocab_merge as vm
+from adaptlang.strategies.vocab import merge as vm
 from adaptlang.composition import build_strategy
 
 from conftest import QUICK, bits, stage_ctx

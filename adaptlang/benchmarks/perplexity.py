@@ -22,21 +22,18 @@ from ..sources import heldout_texts
 from ..batching import pad_right
 from ..models import head_and_body
 from . import register_benchmark
+from ._common import means_by_group
 from ..progress import log_seconds, track
 
 METRICS = ("ppl_token", "bits_per_char", "ppl_char", "bits_per_byte")
 
 
-def score_texts(model, tokenizer, texts: list[str], batch_size: int = 32, max_length: int = 512) -> dict:
-    """Summed NLL (nats) and counts over the texts."""
-    return score_groups(model, tokenizer, {"texts": texts}, batch_size, max_length)["texts"]
-
-
 @torch.inference_mode()
 def score_groups(model, tokenizer, groups: dict[str, list[str]], batch_size: int = 32, max_length: int = 512,
                  progress: str | None = None, seconds: float | None = None) -> dict[str, dict]:
-    """``score_texts`` of every group (language) at once: the sentences of all groups are
-    sorted by length together and batched, and each sentence's NLL goes back to its group.
+    """Summed NLL (nats) and counts (tokens, characters, bytes, sentences) of every group
+    (language) at once: the sentences of all groups are sorted by length together and
+    batched, and each sentence's NLL goes back to its group.
 
     Batching one language at a time padded every batch to its longest sentence: with 32
     sentences a language, half of the tokens the body ran on were padding (and 3.6x the
@@ -86,11 +83,6 @@ def sentence_nll(model, ids, mask) -> torch.Tensor:
     return torch.zeros(ids.shape[0], dtype=losses.dtype, device=losses.device).index_add_(0, rows, losses)
 
 
-def token_nll(model, ids, mask) -> float:
-    """Summed NLL of tokens 1..n given their prefixes, over all rows."""
-    return float(sentence_nll(model, ids, mask).sum())
-
-
 def figures(s: dict) -> dict:
     return {
         "ppl_token": math.exp(s["nll"] / max(s["n_tokens"], 1)),
@@ -100,17 +92,6 @@ def figures(s: dict) -> dict:
         "n_tokens": s["n_tokens"], "n_chars": s["n_chars"], "n_sentences": s["n_sentences"],
         "tokens_per_char": s["n_tokens"] / max(s["n_chars"], 1),
     }
-
-
-def class_means(per_language: dict, languages) -> dict:
-    out = {}
-    groups = {cls: [c for c in codes if c in per_language] for cls, codes in languages.classes.items()}
-    groups["overall"] = list(per_language)
-    for cls, codes in groups.items():
-        if codes:
-            out[cls] = {m: sum(per_language[c][m] for c in codes) / len(codes) for m in METRICS}
-            out[cls]["n_languages"] = len(codes)
-    return out
 
 
 @register_benchmark("perplexity")
@@ -129,4 +110,5 @@ def perplexity(model, tokenizer, languages, cfg) -> dict:
         result["class"] = languages.class_of(code)
         result["source"] = sources[code]
         per_language[code] = result
-    return {"languages": per_language, "classes": class_means(per_language, languages), "skipped": skipped}
+    classes = means_by_group(per_language, languages.classes, METRICS)
+    return {"languages": per_language, "classes": classes, "skipped": skipped}

@@ -100,9 +100,21 @@ def encode_all(examples: list[dict], tokenizer, max_length: int, chat_template: 
 
 
 def chat_setting(cfg) -> bool:
-    """``data.chat_template`` of a run config (true when unset)."""
+    """Whether ``data.chat_template`` lets examples use the tokenizer's chat template (auto or
+    true; auto when unset)."""
     data = cfg.get("data") if cfg is not None else None
-    return bool(data.get("chat_template", True)) if data is not None else True
+    value = data.get("chat_template", "auto") if data is not None else "auto"
+    return str(value).lower() not in ("false", "no")
+
+
+def check_chat_template(cfg, tokenizer, where: str) -> None:
+    """``data.chat_template=true`` asks for the chat template: refuse a tokenizer without one
+    (``auto`` falls back to plain prompt/target text)."""
+    data = cfg.get("data") if cfg is not None else None
+    if data is not None and str(data.get("chat_template", "auto")).lower() == "true" \
+            and not getattr(tokenizer, "chat_template", None):
+        raise UserError(f"data.chat_template=true, but the tokenizer of {where} has no chat template; use "
+                        "data.chat_template=auto (plain prompt/target text where there is none) or a chat model")
 
 
 def user_sources(cfg) -> dict:
