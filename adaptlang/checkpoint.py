@@ -3,7 +3,7 @@
 Layout, under ``runs/<name>/stages/<stage>/checkpoints/``::
 
     step-000040/            model.safetensors, optimizer.pt, rng.pt, state.json,
-                            strategies.json (+ strategies.safetensors), COMPLETE
+                            strategies.json (+ strategies.safetensors), MANIFEST.json, COMPLETE
     latest                  text file naming the newest complete step folder
 
 A checkpoint folder is written in full, ``COMPLETE`` last, and only then does ``latest``
@@ -13,11 +13,18 @@ state are our own files, read back with ``torch.load(weights_only=True)`` (no pi
 arbitrary objects). ``state.json`` holds the step, the data streams' positions and the
 running training figures; every strategy's ``state_dict`` is in ``strategies.json``, its
 tensors in ``strategies.safetensors`` (adaptlang.state_io).
+
+``MANIFEST.json`` (written atomically, after every other file) holds each file's sha256, the
+step and the run's identity (``run_identity``: a hash of the resolved config and seed). A
+resume verifies it; a damaged or edited file, or a checkpoint of another run, is refused in one
+line naming it. A fresh stage never loads a checkpoint: one found there was written by someone
+else, and is removed.
 """
 from __future__ import annotations
 
-import errno
+import hashlib
 import json
+import logging
 import random
 import shutil
 from pathlib import Path
@@ -26,14 +33,37 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from .errors import UserError
-from .rundir import write_atomic, write_json
+from .rundir import disk_full_error, is_disk_full, size_of, write_atomic, write_json
 from .state_io import load_state, save_state
+
+log = logging.getLogger("adaptlang")
+IDENTITY_EXCLUDES = ("name", "output_dir", "overwrite")
+
+
+def run_identity(cfg) -> str:
+    """A run's identity: a hash of its resolved config (seed included) without the keys that only
+    say where it is written (name, output_dir, overwrite)."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else dict(cfg)
+    for key in IDENTITY_EXCLUDES:
+        plain.pop(key, None)
+    if isinstance(plain.get("model"), dict):  # whether foreign code may run does not change the result
+        plain["model"] = {k: v for k, v in plain["model"].items() if k != "trust_remote_code"}
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class Checkpointer:
-    def __init__(self, folder: Path, every: int):
+    """``identity``: the run's (``run_identity``), written into every checkpoint; a checkpoint of
+    another identity is refused. ``fresh``: the stage starts anew (not a resume), so any
+    checkpoint found was written by someone else and is ignored, and removed when ``owner``
+    (rank 0)."""
+
+    def __init__(self, folder: Path, every: int, identity: str | None = None, fresh: bool = False,
+                 owner: bool = True):
         self.folder = Path(folder)
         self.every = int(every)
+        self.identity, self.fresh, self.owner = identity, fresh, owner
 
     def due(self, step: int, total: int) -> bool:
         return self.every > 0 and step % self.every == 0 and step < total
@@ -56,18 +86,25 @@ class Checkpointer:
                        path / "optimizer.pt")
             torch.save({"torch": torch.get_rng_state(), "python": _python_rng()}, path / "rng.pt")
             write_json(path / "state.json", {
+                "run": self.identity,
                 "step": step,
                 "stream": stream.state_dict() if hasattr(stream, "state_dict") else None,
                 "progress": progress,
             })
             save_state(path, "strategies", {s.name: s.state_dict() for s in strategies})
+            write_json(path / MANIFEST, {"step": step, "run": self.identity,
+                                         "files": {f.name: sha256(f) for f in sorted(path.iterdir())
+                                                   if f.is_file() and f.name != MANIFEST}})
             (path / "COMPLETE").write_text("ok\n")
             write_atomic(self.folder / "latest", path.name + "\n")
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
             shutil.rmtree(path, ignore_errors=True)
-            if exc.errno == errno.ENOSPC:
-                raise UserError(f"disk full while writing checkpoint {path}; the previous checkpoint "
-                                f"({self.latest() or 'none'}) is intact: free space and resume") from None
+            if is_disk_full(exc):
+                previous = self.latest()
+                needs = size_of(previous) if previous else sum(
+                    p.numel() * p.element_size() * 3 for p in model.parameters())  # weights + 2 AdamW moments
+                error = disk_full_error("checkpoint", path, needs)
+                raise type(error)(f"{error}; the previous checkpoint ({previous or 'none'}) is intact") from None
             raise
         for old in self.folder.glob("step-*"):
             if old != path:
@@ -78,24 +115,92 @@ class Checkpointer:
         path = self.latest()
         if path is None:
             return {}
-        load_model(model, str(path / "model.safetensors"))
-        opt = torch.load(path / "optimizer.pt", weights_only=True)
-        optimizer.load_state_dict(opt["optimizer"])
-        scheduler.load_state_dict(opt["scheduler"])
-        rng = torch.load(path / "rng.pt", weights_only=True)
-        torch.set_rng_state(rng["torch"])
-        random.setstate(_from_list(rng["python"]))
-        state = json.loads((path / "state.json").read_text())
-        if state["stream"] is not None:
-            stream.load_state_dict(state["stream"])
-        states = load_state(path, "strategies")
-        for strategy in strategies:
-            if strategy.name in states:
-                strategy.load_state_dict(states[strategy.name])
-        return {"step": state["step"], **state["progress"]}
+        if self.fresh:
+            log.warning("ignoring checkpoint %s: this run did not write it%s", path,
+                        " (removed)" if self.owner else "")
+            if self.owner:
+                self.clear()
+            return {}
+        try:
+            written_by = json.loads((path / "state.json").read_text()).get("run")
+        except (OSError, ValueError, AttributeError):
+            written_by = None
+        if self.identity is not None and written_by is not None and written_by != self.identity:
+            raise UserError(f"checkpoint {path} was written by another run (identity {written_by}, this run "
+                            f"{self.identity}: config or seed differ); refusing to resume from it")
+        step = verify(path)
+        current = "model.safetensors"
+        try:
+            load_model(model, str(path / current))
+            current = "optimizer.pt"
+            opt = torch.load(path / current, weights_only=True)
+            optimizer.load_state_dict(opt["optimizer"])
+            scheduler.load_state_dict(opt["scheduler"])
+            current = "rng.pt"
+            rng = torch.load(path / current, weights_only=True)
+            torch.set_rng_state(rng["torch"])
+            random.setstate(_from_list(rng["python"]))
+            current = "state.json"
+            state = json.loads((path / current).read_text())
+            if state["step"] != step:
+                raise ValueError(f"step {state['step']} where the checkpoint is of step {step}")
+            if state["stream"] is not None:
+                stream.load_state_dict(state["stream"])
+            current = "strategies.json"
+            states = load_state(path, "strategies")
+            for strategy in strategies:
+                if strategy.name in states:
+                    strategy.load_state_dict(states[strategy.name])
+            return {"step": state["step"], **state["progress"]}
+        except UserError:
+            raise
+        except Exception as exc:  # a damaged or edited file: one line naming it, not a traceback
+            raise damaged(path / current, exc) from None
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+MANIFEST = "MANIFEST.json"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def damaged(path: Path, exc: BaseException | str) -> UserError:
+    reason = exc if isinstance(exc, str) else (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return UserError(f"cannot resume: {path} is damaged ({reason}); remove {path.parent} to restart that "
+                     "stage from its beginning")
+
+
+def verify(path: Path) -> int:
+    """Check a checkpoint folder against its manifest (every file's sha256, the step); returns
+    the step. A folder written before manifests existed is checked by name only."""
+    try:
+        step = int(path.name.split("-", 1)[1])
+    except (IndexError, ValueError):
+        raise damaged(path, "not a step-NNNNNN folder") from None
+    manifest = path / MANIFEST
+    if not manifest.is_file():
+        return step
+    try:
+        entry = json.loads(manifest.read_text())
+        files, recorded = dict(entry["files"]), int(entry["step"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise damaged(manifest, exc) from None
+    if recorded != step:
+        raise damaged(manifest, f"step {recorded} in a folder of step {step}")
+    for name, digest in files.items():
+        if not (path / name).is_file():
+            raise damaged(path / name, "missing")
+        if sha256(path / name) != digest:
+            raise damaged(path / name, "its checksum differs from the manifest")
+    return step
 
 
 def _python_rng():

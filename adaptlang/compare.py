@@ -230,6 +230,7 @@ def build(run_paths: list[str | Path], baseline: str | Path | None = None, stage
         "tables": tables,
         "by_stage": _by_stage(methods, tables),
         "from_base": _from_base(methods, tables),
+        "frontier": frontier(methods),
         "environment": {r.name: r.metrics.get("environment", {}) for m in methods for r in m.runs},
         "config_differences": _config_differences(methods),
         "common": _common_setup(methods),
@@ -312,6 +313,66 @@ def _from_base(methods: list[Method], tables: dict) -> dict:
         return {cls: summarize(v) for cls, v in per.items()}
 
     return _per_method(methods, tables, cells)
+
+
+FRONTIER = {"benchmark": "perplexity", "metric": "bits_per_char", "learned": "adapting", "kept": "pretraining"}
+MERGE_WEIGHT = "strategy.merge.weight"
+
+
+def _merge_weight(run: Run):
+    if "merge" not in (run.metrics.get("strategies") or []) or not isinstance(run.config, dict):
+        return None
+    value = (run.config.get("strategy") or {}).get("merge", {}).get("weight") \
+        if isinstance(run.config.get("strategy"), dict) else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _series_key(run: Run) -> str:
+    """Runs of one line: equal configs except the merge weight (and name/output folder), one seed."""
+    if run.config is None:
+        return json.dumps([run.stem, run.seed])
+    flat = {k: v for k, v in _flatten(run.config).items()
+            if k != MERGE_WEIGHT and k.split(".")[0] not in IGNORED_CONFIG_KEYS[1:]}
+    return json.dumps(flat, sort_keys=True, default=str)
+
+
+def frontier(methods: list[Method]) -> dict:
+    """The learning-forgetting frontier: one point per run, x = change in bits/char on the
+    learned classes (``adapting``), y = the change on the kept ones (``pretraining``), from the
+    run's stage ``base`` (its starting model, eval.base=true) if it has one, else its first
+    evaluated stage, to the compared stage; negative x is learning, positive y is forgetting.
+    Runs that differ only in ``strategy.merge.weight`` (a grid over it, same seed) are one
+    line, ordered by weight."""
+    bench, metric = FRONTIER["benchmark"], FRONTIER["metric"]
+    points, lines = [], {}
+    for m in methods:
+        for r in m.runs:
+            stages, to = r.evaluated_stages(), m.stages[r.name]
+            start = "base" if "base" in stages else stages[0]
+            if start == to:
+                continue
+            before = _class_figures(r, start).get(bench, {})
+            after = _class_figures(r, to).get(bench, {})
+            change = {}
+            for axis in ("learned", "kept"):
+                b = before.get(FRONTIER[axis], {}).get(metric)
+                a = after.get(FRONTIER[axis], {}).get(metric)
+                change[axis] = a - b if a is not None and b is not None and math.isfinite(a - b) else None
+            if change["learned"] is None or change["kept"] is None:
+                continue
+            points.append({"run": r.name, "method": m.label, "seed": r.seed, "from": start, "to": to,
+                           "merge_weight": _merge_weight(r), **change})
+            lines.setdefault(_series_key(r), []).append(len(points) - 1)
+    joined = []
+    for members in lines.values():
+        weighted = [i for i in members if points[i]["merge_weight"] is not None]
+        if len(weighted) < 2:
+            continue
+        weighted.sort(key=lambda i: points[i]["merge_weight"])
+        first = next(r for m in methods for r in m.runs if r.name == points[weighted[0]]["run"])
+        label = f"{'+'.join(first.metrics.get('strategies') or [])} (seed {first.seed}) over merge weight"
+        joined.append({"label": label, "points": [points[i]["run"] for i in weighted]})
+    return {**FRONTIER, "points": points, "lines": joined}
 
 
 def _by_stage(methods: list[Method], tables: dict) -> dict:

@@ -203,9 +203,67 @@ def stage_lines(comp: dict, bench: str, metric: str) -> bytes | None:
     return _png(fig)
 
 
+FRONTIER_TITLE = "Learning-forgetting frontier"
+
+
+def frontier_caption(comp: dict) -> str:
+    f = comp["frontier"]
+    return (f"{FRONTIER_TITLE}: Δ {f['metric']} on the learned classes ({f['learned']}, x) against Δ on the kept "
+            f"classes ({f['kept']}, y), from each run's starting model (stage base, else its first stage) to the "
+            "compared stage; lower-left is better (learned more, forgot less)")
+
+
+def frontier_plot(comp: dict) -> bytes | None:
+    """One point per run (x: Δ on the learned classes, y: Δ on the kept classes); a grid over
+    strategy.merge.weight is joined as a line, each point marked with its weight."""
+    f = comp.get("frontier") or {}
+    points = f.get("points") or []
+    if not points:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    by_run = {p["run"]: p for p in points}
+    for line in f.get("lines", []):
+        pts = [by_run[r] for r in line["points"]]
+        ax.plot([p["learned"] for p in pts], [p["kept"] for p in pts], color="0.5", linewidth=1, zorder=1)
+    shown = set()
+    for p in points:
+        style = _style(comp, p["method"])
+        ax.scatter([p["learned"]], [p["kept"]], color=style["color"], marker=style["marker"], zorder=2,
+                   label=None if p["method"] in shown else p["method"])
+        shown.add(p["method"])
+        if p.get("merge_weight") is not None:
+            ax.annotate(f"w={p['merge_weight']:g}", (p["learned"], p["kept"]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.axvline(0, color="black", linewidth=0.6)
+    ax.set_xlabel(f"Δ {f['metric']} on {f['learned']} (learning: lower is better)")
+    ax.set_ylabel(f"Δ {f['metric']} on {f['kept']} (forgetting: lower is better)")
+    ax.set_title(FRONTIER_TITLE, fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def frontier_rows(comp: dict) -> list[list[str]]:
+    f = comp.get("frontier") or {}
+    if not f.get("points"):
+        return []
+    rows = [["run", "merge weight", "from → to", f"Δ {f['metric']} {f['learned']} (learned)",
+             f"Δ {f['metric']} {f['kept']} (kept)"]]
+    for p in f["points"]:
+        w = p.get("merge_weight")
+        rows.append([p["run"], "–" if w is None else f"{w:g}", f"{p['from']} → {p['to']}",
+                     f"{p['learned']:+.4f}", f"{p['kept']:+.4f}"])
+    return rows
+
+
 def make_plots(comp: dict) -> dict[str, tuple[str, bytes]]:
     """file stem -> (caption, PNG bytes)."""
     plots = {}
+    png = frontier_plot(comp)
+    if png:
+        plots["frontier"] = (frontier_caption(comp), png)
     for bench, metric in headline_metrics(comp["tables"]):
         png = delta_bars(comp, bench, metric)
         if png:
@@ -383,6 +441,9 @@ def to_markdown(comp: dict, plot_files: dict[str, str], out: Path | None = None)
         if rows:
             lines += [f"### {bench} · {metric}: change from the starting model (`base`)", "",
                       *_md_table(rows), ""]
+    rows = frontier_rows(comp)
+    if rows:
+        lines += [f"### {FRONTIER_TITLE}", "", f"*{frontier_caption(comp)}.*", "", *_md_table(rows, numeric_from=3), ""]
     if plot_files:
         lines += ["## Plots", ""]
         for stem, (caption, rel) in plot_files.items():
@@ -466,6 +527,10 @@ def to_html(comp: dict, plots: dict[str, tuple[str, bytes]], out: Path | None = 
         if rows:
             parts.append(f"<h3>{e(bench)} · {e(metric)}: change from the starting model (base)</h3>")
             parts.append(_html_table(rows, 1))
+    rows = frontier_rows(comp)
+    if rows:
+        parts += [f"<h3>{e(FRONTIER_TITLE)}</h3>", f'<p class="note">{e(frontier_caption(comp))}.</p>',
+                  _html_table(rows, 3)]
     if plots:
         parts.append("<h2>Plots</h2>")
         for caption, png in plots.values():

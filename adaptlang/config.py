@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import re
+import sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -172,6 +173,14 @@ def load_config(overrides: Iterable[str] = (), base: str | Path | None = None) -
             raise UserError(f"--config {base}: not a complete config (no {listing(missing)}); --config takes a "
                             "resolved config such as a run's config.yaml: for a few settings pass key=value "
                             "overrides, or an experiment/model file (experiment=FILE.yaml)")
+        model = raw.get("model")
+        if isinstance(model, dict) and model.get("trust_remote_code") and not any(
+                k == "model.trust_remote_code" for k, _ in pairs):
+            # a config file that came with a run folder never runs a model folder's Python code:
+            # only the current command line can allow that
+            model["trust_remote_code"] = False
+            print(f"adaptlang: ignored model.trust_remote_code=true from {base_path} (foreign code runs only "
+                  "with model.trust_remote_code=true on the command line)", file=sys.stderr)
     else:
         raw = read_yaml(CONFIG_ROOT / "base.yaml")
 

@@ -37,7 +37,8 @@ class Rule:
         else:
             text = "an integer" if self.kind == "int" else "a number"
             if self.low is not None and self.high is not None:
-                text += f" from {_number(self.low)} to {_number(self.high)}"
+                text += (f" > {_number(self.low)} and <= {_number(self.high)}" if self.above
+                         else f" from {_number(self.low)} to {_number(self.high)}")
             elif self.low is not None:
                 text += f" {'>' if self.above else '>='} {_number(self.low)}"
         return text + (f" (or null: {self.null})" if self.null else "")
@@ -104,6 +105,10 @@ RULES: dict[str, Rule] = {
     "strategy.xling.max_pairs": _int(1, null="all"),
     "strategy.ewc.decay_factor": _num(0, 1, null="needed with mode=online"),
     "strategy.vocab.embedding_lr_ratio": _num(0, above=True, null="leave train.embedding_lr_ratio as it is"),
+    "strategy.merge.method": Rule("choice", choices=("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties")),
+    "strategy.merge.weight": _num(0, 1),
+    "strategy.merge.density": _num(0, 1, above=True),
+    "strategy.merge.reference": Rule("choice", choices=("start", "base")),
 }
 
 

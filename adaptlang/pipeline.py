@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from omegaconf import DictConfig
 
 from ._version import __version__
 from .benchmarks import run_benchmarks
-from .checkpoint import Checkpointer
+from .checkpoint import Checkpointer, run_identity
 from .composition import Composed
 from .config import to_yaml
 from .errors import UserError
@@ -35,7 +36,7 @@ from .forgetting import forgetting
 from .models import build_model, count_parameters, load_pretrained, train_tokenizer
 from .plan import Plan, make_plan
 from .report import write_report
-from .rundir import RunDir, write_atomic, write_json
+from .rundir import DiskFull, RunDir, RunLock, disk_full_error, is_disk_full, write_atomic, write_json
 from .seeds import derive_seed
 from .sources import text_for
 from .stage_runner import run_stage
@@ -154,6 +155,7 @@ class Session:
     metrics: dict  # metrics.json as far as it goes
     done: dict  # stages completed before a resume
     started: float
+    lock: RunLock | None = None  # the run folder's lock (rank 0), released by close_run
 
     @property
     def main(self) -> bool:  # several processes (accelerate launch): only rank 0 writes files
@@ -162,16 +164,54 @@ class Session:
 
 def open_run(plan: Plan, resume: bool):
     """Accelerator, run folder (created, or reopened to resume), train.log, trackers; returns the
-    ``Session`` and the run's first model and tokenizer."""
+    ``Session`` and the run's first model and tokenizer. The run folder's lock (``RunLock``) is
+    taken before anything is written and held until ``close_run``: a second run, resume or
+    ``overwrite=true`` on a folder in use is refused."""
+    cfg, name = plan.config, plan.name
+    accelerator, trackers = make_accelerator(cfg, name)
+    if resume:
+        RunDir.open(str(cfg.output_dir), name)
+    else:
+        RunDir.check_free(str(cfg.output_dir), name, bool(cfg.overwrite))
+    lock = take_lock(accelerator, str(cfg.output_dir), name)  # before anything is written
+    try:
+        return _open_locked(plan, resume, accelerator, trackers, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def take_lock(accelerator, output_dir: str, name: str) -> RunLock | None:
+    """The run folder's lock, taken by rank 0 only; every rank learns whether it was refused, so
+    that no rank waits at a barrier for a rank that has given up."""
+    lock, error = None, None
+    if accelerator.is_main_process:
+        try:
+            lock = RunLock.acquire(output_dir, name)
+        except UserError as exc:
+            error = str(exc)
+        except OSError as exc:
+            error = f"cannot take the lock on run folder {Path(output_dir) / name}: {exc.strerror or exc}"
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        error = broadcast_object_list([error], from_process=0)[0]
+    if error:
+        if lock is not None:
+            lock.release()
+        raise UserError(error)
+    if lock is not None and lock.note:
+        print(lock.note, file=sys.stderr)
+    return lock
+
+
+def _open_locked(plan: Plan, resume: bool, accelerator, trackers, lock):
     from accelerate.utils import set_seed
 
     cfg, name = plan.config, plan.name
-    accelerator, trackers = make_accelerator(cfg, name)
     main = accelerator.is_main_process
-    if resume:
-        rundir = RunDir.open(str(cfg.output_dir), name)
-    else:
-        RunDir.check_free(str(cfg.output_dir), name, bool(cfg.overwrite))
+    rundir = RunDir(Path(cfg.output_dir) / name)
     accelerator.wait_for_everyone()  # every rank has checked before rank 0 creates the folder
     set_seed(derive_seed(plan.seed, "", "model"))
     started = time.perf_counter()
@@ -186,6 +226,8 @@ def open_run(plan: Plan, resume: bool):
     elif main:
         rundir.set_status("running")
     handler = _setup_logging(rundir.path / "train.log") if main else logging.NullHandler()
+    if lock is not None and lock.note:
+        log.warning(lock.note)
     if trackers:
         from omegaconf import OmegaConf
 
@@ -200,7 +242,7 @@ def open_run(plan: Plan, resume: bool):
                   "parameters": count_parameters(model), "vocab_size": len(tokenizer)},
         "stages": dict(done),
     }
-    session = Session(plan, resume, accelerator, trackers, rundir, handler, cache, metrics, done, started)
+    session = Session(plan, resume, accelerator, trackers, rundir, handler, cache, metrics, done, started, lock)
     return session, model, tokenizer
 
 
@@ -219,11 +261,20 @@ def make_accelerator(cfg: DictConfig, name: str):
 
 def load_completed(session: Session, stage) -> tuple[Any, Any]:
     """A stage completed before a resume: its saved model, and every strategy's saved state."""
+    from .checkpoint import damaged
+
     composed, folder = session.plan.composed, session.rundir.stage_dir(stage.name)
-    model, tokenizer = load_pretrained(str(folder / "model"))
-    for strategy_name, state in load_state(folder, "strategies").items():
-        if composed.get(strategy_name) is not None:
-            composed.get(strategy_name).load_state_dict(state)
+    current = folder / "model"
+    try:
+        model, tokenizer = load_pretrained(str(current))
+        current = folder / "strategies.json"
+        for strategy_name, state in load_state(folder, "strategies").items():
+            if composed.get(strategy_name) is not None:
+                composed.get(strategy_name).load_state_dict(state)
+    except UserError:
+        raise
+    except Exception as exc:  # a damaged file of a completed stage: one line naming it
+        raise damaged(current, exc) from None
     log.info("stage %s: complete, loaded from %s", stage.name, folder)
     return model, tokenizer
 
@@ -233,14 +284,22 @@ def run_one_stage(session: Session, stage, model, tokenizer, step_offset: int) -
     and record its metrics. ``step_offset``: optimizer steps of the earlier stages."""
     plan, composed, cfg = session.plan, session.plan.composed, session.plan.config
     folder = session.rundir.stage_dir(stage.name)
-    checkpointer = Checkpointer(folder / "checkpoints", int(cfg.train.checkpoint_every))
+    # a stage that a resume finds interrupted continues from its checkpoint; any other starts anew
+    interrupted = session.resume and (folder / "checkpoints").is_dir()
+    checkpointer = Checkpointer(folder / "checkpoints", int(cfg.train.checkpoint_every), run_identity(cfg),
+                                fresh=not interrupted, owner=session.main)
     result = run_stage(stage, composed.active(stage.name), model, tokenizer, seed=plan.seed,
                        accelerator=session.accelerator, languages=plan.languages, config=cfg,
                        cache_dir=session.cache.name, checkpointer=checkpointer, step_offset=step_offset)
     model, tokenizer = result.model, result.tokenizer
     if session.main:
         session.rundir.save_model(stage.name, model, tokenizer)
-        save_state(folder, "strategies", {s.name: s.state_dict() for s, _ in composed.items})
+        try:
+            save_state(folder, "strategies", {s.name: s.state_dict() for s, _ in composed.items})
+        except (OSError, RuntimeError) as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(f"the {stage.name} strategies' state", folder / "strategies.json") from None
+            raise
     trained = {"strategies": result.strategies, "train": result.train, "setup_seconds": result.setup_seconds,
                "strategy_notes": result.notes, "parameters": result.parameters}
     evaluate_as(session, stage.name, model, tokenizer, step_offset + stage.steps, trained,
@@ -294,9 +353,13 @@ def close_run(session: Session, failure: BaseException | None = None) -> None:
         if failure is not None:
             record_failure(session, failure)
     finally:
-        if session.trackers:
-            session.accelerator.end_training()
-        session.cache.cleanup()
+        try:
+            if session.trackers:
+                session.accelerator.end_training()
+            session.cache.cleanup()
+        finally:
+            if session.lock is not None:
+                session.lock.release()
 
 
 def record_failure(session: Session, exc: BaseException) -> None:
@@ -305,7 +368,11 @@ def record_failure(session: Session, exc: BaseException) -> None:
     if not session.main:
         return
     rundir = session.rundir
-    if isinstance(exc, UserError) and not session.resume and not rundir.completed_stages():
+    if (isinstance(exc, UserError) and not isinstance(exc, DiskFull) and not session.resume
+            and not rundir.completed_stages()):
         shutil.rmtree(rundir.path, ignore_errors=True)
-    else:
+        return
+    try:
         rundir.mark_failed(f"{type(exc).__name__}: {exc}")
+    except OSError as err:  # a full disk may not take even status.json
+        log.error("could not mark %s failed: %s", rundir.path, err)

@@ -261,8 +261,10 @@ def make_plan(cfg: DictConfig, composed: Composed | None = None) -> Plan:
     check_values(cfg)  # again: a config may have been changed in Python since load_config
     languages = LanguageSet.from_config(cfg.languages)
     if composed is not None:  # composed in Python: the config records what will run, not its own strategy section
-        cfg.strategy = OmegaConf.create({s.name: {**getattr(s, "built_options", {}), "stages": list(stages)}
-                                         for s, stages in composed.items})
+        # (strategies built by name, with their options; an instance made directly, e.g. a test's
+        # fault injector, cannot be rebuilt from a config and is left out of it)
+        cfg.strategy = OmegaConf.create({s.name: {**s.built_options, "stages": list(stages)}
+                                         for s, stages in composed.items if hasattr(s, "built_options")})
     composed = composed if composed is not None else compose(cfg.strategy)
     names = [s.name for s in cfg.experiment.stages]
     if len(set(names)) != len(names):

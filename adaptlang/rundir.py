@@ -23,6 +23,49 @@ from pathlib import Path
 from .errors import UserError
 
 
+class DiskFull(UserError):
+    """The disk filled up while the run wrote a file: the run is marked failed (resumable once
+    space is freed), never removed as a mistake in the input."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC, however it arrives: an OSError, or torch.save's / safetensors' RuntimeError."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, (OSError, RuntimeError)) and ("no space left" in text or "disk quota" in text
+                                                         or "file write failed" in text)
+
+
+def size_of(path: Path) -> int:
+    """Bytes in ``path`` (a file, or a folder's files)."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+
+
+def disk_full_error(what: str, path: Path, needs: int = 0) -> DiskFull:
+    """The one line for a full disk: what was being written, where, and how much space it needs."""
+    try:
+        free = shutil.disk_usage(next(p for p in [Path(path), *Path(path).parents] if p.exists())).free
+        room = f"{free / 2**20:,.1f} MB free"
+    except (OSError, StopIteration):
+        room = "free space unknown"
+    need = f"needs about {needs / 2**20:,.1f} MB, " if needs else ""
+    return DiskFull(f"disk full while writing {what} {path} ({need}{room}); free space and `adaptlang resume "
+                    f"{_run_folder(Path(path))}`")
+
+
+def _run_folder(path: Path) -> Path:
+    for p in [path, *path.parents]:
+        if (p / "config.yaml").is_file():
+            return p
+    return path.parent
+
+
 def run_name(label: str | list[str], seed: int) -> str:
     """The default run folder name: ``<label>-s<seed>``, the label being the strategies joined
     with '+' ('none' without any) or a grid's run label."""
@@ -130,9 +173,124 @@ class RunDir:
         tmp = final.with_name(".model.tmp")
         if tmp.exists():
             shutil.rmtree(tmp)
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        try:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+        except (OSError, RuntimeError) as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if is_disk_full(exc):
+                needs = sum(p.numel() * p.element_size() for p in model.parameters())
+                raise disk_full_error(f"the {stage} model", final, needs) from None
+            raise
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
         return final
+
+
+class RunLock:
+    """The lock on a run folder, held for the run's life: ``<output_dir>/.<name>.lock`` (beside the
+    folder, so that ``overwrite=true`` can replace the folder while holding it).
+
+    The file names its holder (``{"pid", "host", "time"}``) and is held with ``fcntl.flock`` on
+    an open descriptor, so that two processes never both take it: the kernel drops the flock
+    when the holder dies. A lock file whose holder is gone (a run killed with ``kill -9``: same
+    host, its PID no longer running) is taken over with one line; one whose PID still runs, or
+    that comes from another host, is refused with a line naming the holder.
+    """
+
+    def __init__(self, path: Path, fd: int, note: str | None = None, made_parent: bool = False):
+        self.path, self.fd, self.note, self.made_parent = Path(path), fd, note, made_parent
+
+    @staticmethod
+    def path_for(output_dir: str | Path, name: str) -> Path:
+        return Path(output_dir) / f".{name}.lock"
+
+    @classmethod
+    def acquire(cls, output_dir: str | Path, name: str) -> "RunLock":
+        import fcntl
+        import socket
+
+        path = cls.path_for(output_dir, name)
+        made_parent = not path.parent.exists()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        host = socket.gethostname()
+        for _ in range(100):  # retried only when the file was replaced between open and flock
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = _holder(fd)
+                    raise UserError(f"run folder {Path(output_dir) / name} is in use by PID {holder.get('pid', '?')}"
+                                    f" on {holder.get('host', '?')} (lock {path}); wait for it to end or stop it") from None
+                try:
+                    same = os.fstat(fd).st_ino == os.stat(path).st_ino
+                except FileNotFoundError:
+                    same = False
+                if not same:  # the holder released (removed) it after we opened it: open the new one
+                    os.close(fd)
+                    continue
+                holder, note = _holder(fd), None
+                pid = holder.get("pid")
+                if isinstance(pid, int) and pid != os.getpid():
+                    if holder.get("host") != host:
+                        raise UserError(f"run folder {Path(output_dir) / name} is in use by PID {pid} on "
+                                        f"{holder.get('host')} (lock {path}); remove the lock if that run is gone")
+                    if _alive(pid):
+                        raise UserError(f"run folder {Path(output_dir) / name} is in use by PID {pid} "
+                                        f"(lock {path}); wait for it to end or stop it")
+                    note = f"took over the stale lock {path} of PID {pid} (no longer running)"
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": host,
+                                          "time": time.strftime("%Y-%m-%dT%H:%M:%S")}).encode() + b"\n", 0)
+                os.fsync(fd)
+                return cls(path, fd, note, made_parent)
+            except BaseException:
+                os.close(fd)
+                if made_parent:
+                    _rmdir_if_empty(path)
+                raise
+        raise UserError(f"could not take the lock {path}: it keeps being replaced")
+
+    def release(self) -> None:
+        if self.fd < 0:
+            return
+        try:
+            if os.fstat(self.fd).st_ino == os.stat(self.path).st_ino:
+                self.path.unlink()  # while still holding the flock: a waiter then retries on a new file
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = -1
+        if self.made_parent:  # a run that left nothing (a mistake found early) leaves no output_dir either
+            try:
+                self.path.parent.rmdir()
+            except OSError:
+                pass
+
+
+def _rmdir_if_empty(lock: Path) -> None:
+    lock.unlink(missing_ok=True)
+    try:
+        lock.parent.rmdir()
+    except OSError:
+        pass
+
+
+def _holder(fd: int) -> dict:
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0).decode("utf-8") or "{}")
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

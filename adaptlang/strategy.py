@@ -43,6 +43,9 @@ PHASES: dict[str, str] = {
     "memory": "remembers the model, its parameters or examples and constrains training with them "
               "(lwf, ewc, si, agem): it reads the final data stream, and at the stage end it takes its "
               "copy after the strategies below have undone or merged their changes",
+    "merge": "merges the stage's result with a reference (merge): it copies the stage start before the "
+             "strategies below grow or wrap the model, and at the stage end it merges after they merged their "
+             "adapters and rows, before memory takes its copy",
     "vocabulary": "grows the tokenizer and the embedding rows (vocab)",
     "model": "changes what trains or wraps the body, keeping what vocabulary made trainable (lora); "
              "the default phase of a strategy that declares none",

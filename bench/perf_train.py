@@ -14,7 +14,7 @@ FLOP utilisation against the measured fp32 matmul peak -- on this mixture, where
 no loss, and on language-modelling blocks, where every token does -- and the top ops of a
 profile.
 
-    python bench/perf_train.py [--steps 40] [--batch-size 16] [--repeats 3]
+    python bench/perf_train.py [--steps 40] [--batch-size 16] [--repeats 3] [--model smollm2-135m|DIR]
 """
 from __future__ import annotations
 
@@ -31,12 +31,15 @@ from _emit import emit  # noqa: E402
 from _flops import executed_flops  # noqa: E402
 
 
-def setup(batch_size: int):
+def setup(batch_size: int, model_name: str | None = None):
     from adaptlang import instructions, load_config
     from adaptlang.languages import LanguageSet
+    from adaptlang.named_models import is_named
     from adaptlang.pipeline import initial_model
 
-    cfg = load_config([f"train.batch_size={batch_size}"])
+    chosen = [] if model_name is None else [f"model={model_name}"] if is_named(model_name) else \
+        ["model=pretrained", f"model.name_or_path={model_name}"]
+    cfg = load_config([f"train.batch_size={batch_size}", *chosen])
     languages = LanguageSet.from_config(cfg.languages)
     model, tokenizer = initial_model(cfg, languages)
     new = instructions.build("translation", languages.resolve("adapting"), cfg, 0)
@@ -158,8 +161,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each loop, alternating; the median counts")
+    parser.add_argument("--model", help="a named checkpoint (smollm2-135m) or a model folder (default: the tiny model)")
     args = parser.parse_args()
-    cfg, model, tokenizer, data = setup(args.batch_size)
+    cfg, model, tokenizer, data = setup(args.batch_size, args.model)
     lengths = [len(x) for x in data["input_ids"]]
     print(f"data: {len(data)} examples, mean length {sum(lengths) / len(lengths):.0f} tokens "
           f"(min {min(lengths)}, max {max(lengths)}); {args.steps} steps x batch {args.batch_size}; "

@@ -190,8 +190,8 @@ def test_html_is_self_contained_with_inline_pngs(runs, tmp_path):
                   out=tmp_path / "cmp")
     html = (out / "report.html").read_text()
     images = re.findall(r'<img [^>]*src="([^"]+)"', html)
-    # ppl_token and bits_per_char: delta bars + stage lines each
-    assert len(images) == 4
+    # ppl_token and bits_per_char: delta bars + stage lines each; the learning-forgetting frontier
+    assert len(images) == 5
     for src in images:
         assert src.startswith("data:image/png;base64,")
         png = base64.b64decode(src.split(",", 1)[1], validate=True)
@@ -369,3 +369,37 @@ def test_relative_change_of_a_small_perplexity_by_hand(tmp_path):
     assert md_table(md, "Δ ppl_token vs `a`")["b"]["adapting"] == "−25.0% (−50.000)"
     # ppl_char = 3 x ppl_token here: 600 -> 450, also −25%
     assert md_table(md, "Δ ppl_char vs `a`")["b"]["adapting"] == "−25.0% (−150.00)"
+
+
+def test_learning_forgetting_frontier_one_point_per_run_and_a_line_over_merge_weights(tmp_path):
+    """x = Δ bits/char on adapting, y = Δ on pretraining, from stage base when a run has one
+    (else its first stage) to the compared stage; a grid over strategy.merge.weight is a line."""
+    runs = []
+    for w in (0.0, 0.5, 1.0):
+        vals = {"base": {"pretraining": 100, "adapting": 300, "other": 200}, **values(100, 1, -20 * w)}
+        runs.append(make_run(tmp_path, f"merge+replay-{w:g}-s1", ["replay", "merge"], 1, vals,
+                             config_extra={"strategy": {"replay": {"size": 16}, "merge": {"weight": w}}}))
+    runs.append(make_run(tmp_path, "mlm-s1", ["mlm"], 1, values(100, 1, 0)))
+    compare(runs, baseline=runs[-1], out=tmp_path / "cmp")
+    f = json.loads((tmp_path / "cmp" / "comparison.json").read_text())["frontier"]
+    assert (f["metric"], f["learned"], f["kept"]) == ("bits_per_char", "adapting", "pretraining")
+    points = {p["run"]: p for p in f["points"]}
+    assert len(points) == 4
+    for w, path in zip((0.0, 0.5, 1.0), runs):
+        p = points[path.name]
+        assert (p["from"], p["to"], p["merge_weight"]) == ("base", "instruct", w)
+        assert p["learned"] == pytest.approx(metric(path, "instruct", "adapting", "bits_per_char") - 30.0)
+        assert p["kept"] == pytest.approx(metric(path, "instruct", "pretraining", "bits_per_char") - 10.0)
+    plain = points["mlm-s1"]  # no base stage: from its first stage
+    assert (plain["from"], plain["merge_weight"]) == ("pretrain", None)
+    assert plain["kept"] == pytest.approx(metric(runs[-1], "instruct", "pretraining", "bits_per_char")
+                                          - metric(runs[-1], "pretrain", "pretraining", "bits_per_char"))
+    assert f["lines"] == [{"label": "replay+merge (seed 1) over merge weight", "points": [r.name for r in runs[:3]]}]
+    assert f == build(runs, baseline=runs[-1])["frontier"]
+    md = (tmp_path / "cmp" / "report.md").read_text()
+    assert "### Learning-forgetting frontier" in md and "plots/frontier.png" in md
+    row = md_table(md, "### Learning-forgetting frontier")
+    assert row["merge+replay-0.5-s1"]["merge weight"] == "0.5"
+    assert (tmp_path / "cmp" / "plots" / "frontier.png").stat().st_size > 1000
+    html = (tmp_path / "cmp" / "report.html").read_text()
+    assert "Learning-forgetting frontier" in html and 'alt="Learning-forgetting frontier' in html

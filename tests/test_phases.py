@@ -68,8 +68,33 @@ CHANGED = {
 }
 
 
+# Built-ins added after the phases (no ``after`` list ever ordered them): where each sets up
+# against every older built-in, and why.
+NEWER = {
+    "merge": {
+        "before": ("xling", "mlm", "replay", "lwf", "ewc", "si", "agem"),
+        "after": ("vocab", "lora", "af"),
+        "why": ("merge copies the stage start in setup_model before vocab grows the rows and lora wraps the body, so "
+                "its reference has plain names and the old rows; torn down in reverse, it merges after lora and vocab "
+                "merged their adapters and rows (the model it merges is plain), and before the memory strategies "
+                "(lwf, ewc, si, agem) take their copy at the stage end, so they remember the merged model that the "
+                "next stage starts from. The example and mixture strategies only touch data"),
+    },
+}
+
+
 def test_the_built_ins_are_the_ones_this_table_was_computed_for():
-    assert STRATEGIES.names() == BUILT_IN  # a new built-in: add its pairs' reasoning here
+    # a new built-in: add its pairs' reasoning here (NEWER)
+    assert STRATEGIES.names() == sorted(BUILT_IN + list(NEWER))
+
+
+@pytest.mark.parametrize("new", list(NEWER))
+def test_a_newer_built_in_sets_up_where_its_reason_says_in_either_given_order(new):
+    assert set(NEWER[new]["before"]) | set(NEWER[new]["after"]) == set(BUILT_IN)
+    for other in NEWER[new]["before"]:  # ``other`` sets up before ``new``
+        assert order_strategies([new, other]) == order_strategies([other, new]) == [other, new]
+    for other in NEWER[new]["after"]:
+        assert order_strategies([new, other]) == order_strategies([other, new]) == [new, other]
 
 
 def test_every_old_after_constraint_holds_by_phase():
@@ -100,10 +125,11 @@ def test_the_changed_pairs_share_no_hook_whose_order_matters_except_af_si():
 
 
 def test_phases_of_the_built_ins():
-    assert list(PHASES) == ["examples", "mixture", "memory", "vocabulary", "model", "embeddings"]
+    assert list(PHASES) == ["examples", "mixture", "memory", "merge", "vocabulary", "model", "embeddings"]
     phases = {n: STRATEGIES.get(n).phase for n in BUILT_IN}
     assert phases == {"xling": "examples", "mlm": "examples", "replay": "mixture", "lwf": "memory", "ewc": "memory",
                       "si": "memory", "agem": "memory", "vocab": "vocabulary", "lora": "model", "af": "embeddings"}
+    assert STRATEGIES.get("merge").phase == "merge"
 
 
 def test_phase_first_then_the_given_order_for_longer_compositions():
@@ -141,7 +167,7 @@ def test_an_unknown_phase_is_refused_listing_the_valid_ones():
         phase = "late"
 
     with pytest.raises(UserError, match="phase='late'. Valid, in set-up order: examples, mixture, memory, "
-                                        "vocabulary, model, embeddings"):
+                                        "merge, vocabulary, model, embeddings"):
         register_strategy("_p_odd")(_Odd)
     assert "_p_odd" not in STRATEGIES
 
