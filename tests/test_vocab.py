@@ -335,7 +335,9 @@ def test_af_plus_vocab_runs_through_the_pipeline(tmp_path):
     cfg = adaptlang.load_config(["strategy=af+vocab", "experiment=paper", f"output_dir={tmp_path}", "name=afa",
                                  *QUICK, "strategy.af.every=2", "strategy.vocab.vocab_size=3000",
                                  "strategy.vocab.fertility=pretraining,adapting", "eval.benchmarks=[]"])
-    assert list(cfg.strategy) == ["vocab", "af"] and cfg.strategy.vocab.stages == ["adapt"]
+    # the config keeps the user's order; the plan sets up by phase (vocabulary before embeddings)
+    assert list(cfg.strategy) == ["af", "vocab"] and cfg.strategy.vocab.stages == ["adapt"]
+    assert [s.name for s in adaptlang.make_plan(cfg).strategies] == ["vocab", "af"]
     path = adaptlang.run(cfg)
     metrics = json.loads((path / "metrics.json").read_text())
     assert metrics["status"] == "complete"
