@@ -31,7 +31,7 @@ and the saved stage model is the merged one (``on_stage_end``, before the stage 
 Library: peft's merge utilities (``peft.utils.merge_utils``: task_arithmetic, ties,
 dare_linear, dare_ties), already a dependency (vocab and lora use peft), Apache-2.0, and they
 act on tensors, which is what a merge inside a running pipeline has. mergekit works on model
-folders, needs transformers >= 5 (we pin < 5) and is LGPL-3.0.
+folders, pins its own transformers range and is LGPL-3.0.
 
 Phase ``merge``: it sets up after the memory strategies and before vocab and lora, so its copy
 of the stage start is taken before the vocabulary grows or adapters wrap the body; at the stage
