@@ -18,7 +18,7 @@ from transformers.utils import logging as hf_logging
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaTokenizer, MistralConfig, MistralForCausalLM
 
 from .errors import UserError
-from .named_models import is_named
+from .named_models import converts
 from .named_models import resolve as resolve_checkpoint
 
 hf_logging.disable_progress_bar()  # per-file loading/saving bars are noise next to ours
@@ -131,7 +131,7 @@ def check_model_path(name_or_path: str) -> None:
     """A local model path that does not exist or is not a transformers folder (a hub name is
     not checked here: it is looked up when loaded; a named checkpoint such as ``smollm2-135m``
     or a ``.gguf`` file is resolved by adaptlang.named_models)."""
-    if is_named(name_or_path) or str(name_or_path).endswith(".gguf"):
+    if converts(name_or_path):
         return
     path = Path(name_or_path)
     looks_local = path.is_absolute() or name_or_path.startswith((".", "~")) or path.exists()

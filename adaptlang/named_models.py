@@ -60,6 +60,17 @@ def is_named(name_or_path: str) -> bool:
     return str(name_or_path) in NAMED
 
 
+def converts(name_or_path: str) -> bool:
+    """Whether ``resolve`` turns this into a cached folder (a checkpoint name or a GGUF file)."""
+    return is_named(name_or_path) or str(name_or_path).endswith(".gguf")
+
+
+def sha256(path: Path) -> str:
+    from .checkpoint import sha256 as file_sha256  # imported here: checkpoint needs torch, a name lookup does not
+
+    return file_sha256(path)
+
+
 def resolve(name_or_path: str, progress=print) -> str:
     """A loadable transformers folder for a checkpoint name, a ``.gguf`` file, or anything
     else (returned unchanged)."""
@@ -70,7 +81,7 @@ def resolve(name_or_path: str, progress=print) -> str:
         path = Path(name_or_path).expanduser()
         if not path.is_file():
             raise UserError(f"GGUF file '{name_or_path}' does not exist")
-        return str(dequantised(path, cache_root() / "gguf" / f"{path.stem}-{_digest(path)[:12]}", progress))
+        return str(dequantised(path, cache_root() / "gguf" / f"{path.stem}-{sha256(path)[:12]}", progress))
     return name_or_path
 
 
@@ -129,12 +140,6 @@ def _installed_file(spec: NamedCheckpoint) -> Path | None:
     return path if path.is_file() else None
 
 
-def _digest(path: Path) -> str:
-    from .checkpoint import sha256  # imported here: checkpoint needs torch, a name lookup does not
-
-    return sha256(path)
-
-
 def dequantised(gguf: Path, folder: Path, progress=print, source: dict | None = None) -> Path:
     """Dequantise ``gguf`` into a plain safetensors checkpoint at ``folder`` (once; written
     to a temporary folder and renamed, so an interrupted conversion leaves nothing usable)."""
@@ -158,9 +163,8 @@ def dequantised(gguf: Path, folder: Path, progress=print, source: dict | None = 
     # a model loaded with gguf_file= is flagged as quantized and save_pretrained refuses it:
     # build a fresh one from its config, load the weights, re-tie the head, save that
     config = loaded.config
-    for flag in ("quantization_config",):
-        if hasattr(config, flag):
-            delattr(config, flag)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
     fresh.tie_weights()
@@ -172,7 +176,7 @@ def dequantised(gguf: Path, folder: Path, progress=print, source: dict | None = 
     try:
         fresh.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        info = {"gguf": str(gguf), "sha256": _digest(gguf), "dtype": "float32", **(source or {})}
+        info = {"gguf": str(gguf), "sha256": sha256(gguf), "dtype": "float32", **(source or {})}
         (tmp / _DONE).write_text(json.dumps(info, indent=2) + "\n")
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)

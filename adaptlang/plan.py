@@ -34,8 +34,7 @@ from .config_rules import check_values
 from .composition import Composed, compose
 from .errors import UserError, listing, suggest
 from .languages import LanguageSet
-from .models import check_architecture, check_fits_memory, check_model_path
-from .named_models import is_named
+from .models import check_architecture, check_model_path
 from .named_models import resolve as resolve_checkpoint
 from .rundir import run_name
 from .schedules import check_schedule
@@ -241,15 +240,14 @@ def _local_tokenizer(cfg: DictConfig):
     """The tokenizer of a local ``model.name_or_path`` (cheap to read), so that strategies can
     check it before training; None for a hub name or a model built from config."""
     path = cfg.model.get("name_or_path")
-    if path and (is_named(str(path)) or str(path).endswith(".gguf")):
-        path = resolve_checkpoint(str(path))  # fetched and dequantised once, before anything trains
+    if path:
+        path = resolve_checkpoint(str(path))  # a name or GGUF file: fetched and dequantised once, before anything trains
     if not path or not Path(str(path)).is_dir():
         return None
     from transformers import AutoTokenizer
 
     if (Path(str(path)) / "config.json").is_file():
         check_architecture(str(path), bool(cfg.model.get("trust_remote_code")))
-        check_fits_memory(str(path), bool(cfg.model.get("trust_remote_code")))
     try:
         return AutoTokenizer.from_pretrained(str(path), trust_remote_code=bool(cfg.model.get("trust_remote_code")))
     except Exception:  # noqa: BLE001 -- loading the model reports what is wrong with the folder
