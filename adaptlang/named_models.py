@@ -16,6 +16,7 @@ content hash). ``ADAPTLANG_OFFLINE=1`` refuses the registry fetch.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -76,13 +77,31 @@ def resolve(name_or_path: str, progress=print) -> str:
     else (returned unchanged)."""
     name_or_path = str(name_or_path)
     if name_or_path in NAMED:
-        return str(named_checkpoint(name_or_path, progress))
+        with _cache_lock():
+            return str(named_checkpoint(name_or_path, progress))
     if name_or_path.endswith(".gguf"):
         path = Path(name_or_path).expanduser()
         if not path.is_file():
             raise UserError(f"GGUF file '{name_or_path}' does not exist")
-        return str(dequantised(path, cache_root() / "gguf" / f"{path.stem}-{sha256(path)[:12]}", progress))
+        with _cache_lock():
+            return str(dequantised(path, cache_root() / "gguf" / f"{path.stem}-{sha256(path)[:12]}", progress))
     return name_or_path
+
+
+@contextlib.contextmanager
+def _cache_lock():
+    """One process at a time fetches and converts into the cache; the others wait, then find
+    the finished folder (two runs started together on a fresh machine, parallel test workers)."""
+    import fcntl  # POSIX, as the run folder's lock
+
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def named_checkpoint(name: str, progress=print) -> Path:

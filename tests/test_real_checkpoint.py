@@ -8,6 +8,9 @@ steps, batches of 2 short rows, 2+2 languages) so that the suite stays within it
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,8 @@ from adaptlang import load_config, named_models
 from adaptlang.cli import main as cli_main
 
 pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PROMPTS = ["What is the capital of France?", "Name three colours.", "How many days are in a week?"]
 
@@ -63,15 +68,30 @@ def test_the_named_checkpoint_is_a_plain_cached_transformers_folder(smollm2):
     assert "Paris" in answer
 
 
-def test_vocab_alone_keeps_old_languages_the_chat_template_and_english_answers(smollm2, languages, tmp_path):
+@pytest.fixture(scope="session")
+def example_run(tmp_path_factory) -> Path:
+    """examples/real_checkpoint.py run as a user runs it (tests/test_examples.py leaves it to this
+    file): the default recipe for a trained checkpoint, vocab+replay over adapt -> instruct,
+    shrunk to 2 steps; its run folder is what the next test reads."""
+    out = tmp_path_factory.mktemp("example")
+    env = {**os.environ, "ADAPTLANG_EXAMPLE_OUT": str(out), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "examples/real_checkpoint.py"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "vocab added" in done.stdout and "forgetting is measured from stage 'base'" in done.stdout
+    return out / "real-checkpoint"
+
+
+def test_vocab_keeps_old_languages_the_chat_template_and_english_answers(smollm2, example_run, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from adaptlang.languages import CORPORA
     from adaptlang.sources import read_text
 
-    path = adaptlang.run(load_config(quick(languages, tmp_path, "strategy=vocab", "strategy.vocab.vocab_size=400")))
+    path = example_run
     metrics = json.loads((path / "metrics.json").read_text())
     assert metrics["status"] == "complete" and metrics["stages"]["adapt"]["strategy_notes"]["vocab"]["added_tokens"] > 0
+    assert list(metrics["stages"]) == ["base", "adapt", "instruct"]
     base_tok, base = AutoTokenizer.from_pretrained(smollm2), AutoModelForCausalLM.from_pretrained(smollm2)
     adapted_dir = path / "stages" / "adapt" / "model"
     tok, model = AutoTokenizer.from_pretrained(adapted_dir), AutoModelForCausalLM.from_pretrained(adapted_dir)
@@ -100,7 +120,8 @@ def test_vocab_alone_keeps_old_languages_the_chat_template_and_english_answers(s
 
 
 @pytest.mark.parametrize("strategy, extra", [
-    ("af+xling+replay+lwf", ["experiment=default", "strategy.replay.size=8", "strategy.xling.max_pairs=8"]),
+    ("af+xling+replay+lwf", ["strategy.af.stages=[adapt]", "strategy.af.every=1", "strategy.replay.size=8",
+                             "strategy.xling.max_pairs=8"]),
     ("vocab+lora+mlm+ewc+si+agem", ["strategy.vocab.vocab_size=400", "strategy.mlm.max_sentences=8",
                                     "strategy.ewc.fisher_batches=1"]),
 ])
