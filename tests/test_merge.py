@@ -190,8 +190,8 @@ def saved_pair(tokenizer, folder, tied=False, cfg=None):
 def test_the_chat_vector_is_added_by_hand_and_new_rows_get_none(tokenizer, tmp_path, tied):
     pair = saved_pair(tokenizer, tmp_path, tied=tied)
     # merge weight 1: the merge keeps the trained model, so the stage's model is trained + 0.5 * 0.5
-    model, start, trained, notes, _ = merged_stage(tokenizer, tied=tied, grow=5, method="linear", weight=1.0,
-                                                   chat_vector={**pair, "weight": 0.5})
+    model, start, trained, notes, strategy = merged_stage(tokenizer, tied=tied, grow=5, method="linear", weight=1.0,
+                                                          chat_vector={**pair, "weight": 0.5})
     assert (model.get_input_embeddings().weight is model.get_output_embeddings().weight) == tied
     for name, p in model.named_parameters():
         rows = start[name].shape[0] if start[name].dim() == 2 else None
@@ -206,6 +206,8 @@ def test_the_chat_vector_is_added_by_hand_and_new_rows_get_none(tokenizer, tmp_p
                                                                          len(start))
     n = sum(t.numel() for n_, t in start.items())
     assert cv["norm"] == pytest.approx(0.5 * n ** 0.5)
+    line = type(strategy).report_section("adapt", {"merge": notes})[0]
+    assert f"chat vector {pair['instruct']} − {pair['base']} added with weight 0.5" in line
     # after a half merge: start + 0.5 (trained - start) + the chat vector
     model, start, trained, _, _ = merged_stage(tokenizer, tied=tied, method="linear", weight=0.5,
                                                chat_vector={**pair, "weight": 1.0})
