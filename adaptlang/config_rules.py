@@ -109,6 +109,9 @@ RULES: dict[str, Rule] = {
     "strategy.merge.weight": _num(0, 1),
     "strategy.merge.density": _num(0, 1, above=True),
     "strategy.merge.reference": Rule("choice", choices=("start", "base")),
+    "strategy.merge.chat_vector.instruct": Rule("text", null="no chat vector"),
+    "strategy.merge.chat_vector.base": Rule("text", null="no chat vector"),
+    "strategy.merge.chat_vector.weight": _num(0),
 }
 
 

@@ -5,10 +5,12 @@
 
 **Sweeps on the command line.** A comma in the value of ``strategy``, ``seed`` or a config
 group (``model``, ``languages``, ``experiment``) lists alternatives; the runs are the
-cartesian product, in the order the keys are given. Any other key is never swept (its
-value may legitimately contain commas), and a list value (``[a,b]``) or a quoted value is
-never split. Each run is a normal run directory named ``<strategies>[-<other swept
-values>]-s<seed>`` (with ``name=X``: ``X[-<swept values>]-s<seed>``).
+cartesian product, in the order the keys are given. A numeric strategy option is swept too
+(``strategy.merge.weight=0,0.25,0.5,0.75,1``), in the runs where its strategy is active only
+(the others run once), and names them ``...-<option><value>-s<seed>`` (``merge-weight0.25-s0``).
+Any other key is never swept (its value may legitimately contain commas), and a list value
+(``[a,b]``) or a quoted value is never split. Each run is a normal run directory named
+``<strategies>[-<other swept values>]-s<seed>`` (with ``name=X``: ``X[-<swept values>]-s<seed>``).
 
 **Grid files** (``grid=NAME`` from ``configs/grid/`` or ``grid=path.yaml``)::
 
@@ -19,6 +21,8 @@ values>]-s<seed>`` (with ``name=X``: ``X[-<swept values>]-s<seed>``).
     runs:                                      # label -> overrides; folder <label>-s<seed>
       zero-shot: [strategy=none, experiment=ia_zeroshot]
       mlm: [strategy=mlm]
+    sweep:                                     # numeric strategy options, in the runs where active
+      strategy.merge.weight: [0, 0.5, 1]
 
 Overrides on the command line are applied after the grid's own (``train.max_steps=5``
 caps every run); ``seed=1,2`` replaces the grid's seeds; ``strategy.<name>.<option>=``
@@ -32,6 +36,7 @@ with ``overwrite=true``). The comparison report (adaptlang.compare) follows the 
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +49,9 @@ from .errors import UserError, listing, suggest
 from .rundir import read_status
 
 SWEEP_KEYS = ("strategy", "seed", *GROUPS)
-GRID_KEYS = ("name", "baseline", "seeds", "common", "runs")
+GRID_KEYS = ("name", "baseline", "seeds", "common", "runs", "sweep")
+OPTION_SWEEP = re.compile(r"strategy\.[A-Za-z_]\w*\.[A-Za-z_]\w*")
+NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
 
 
 @dataclass
@@ -61,9 +68,11 @@ def split_sweep(arg: str) -> tuple[str, list[str]] | None:
         return None
     key, raw = arg.split("=", 1)
     key, raw = key.strip(), raw.strip()
-    if key not in SWEEP_KEYS or "," not in raw or raw[:1] in "[{\"'":
+    if "," not in raw or raw[:1] in "[{\"'":
         return None
     items = [x.strip() for x in raw.split(",")]
+    if key not in SWEEP_KEYS and not (OPTION_SWEEP.fullmatch(key) and all(NUMBER.fullmatch(x) for x in items)):
+        return None
     if any(not x for x in items):
         raise UserError(f"{arg}: empty item in the list of alternatives (use {key}=a,b,c)")
     if len(set(items)) != len(items):
@@ -118,7 +127,18 @@ def load_grid(choice: str) -> dict:
     if baseline is not None and baseline not in runs:
         raise UserError(f"{path}: baseline '{baseline}' is not a run label.{suggest(str(baseline), runs)} "
                         f"Labels: {listing(runs)}")
+    sweep = raw.get("sweep") or {}
+    if not isinstance(sweep, dict):
+        raise UserError(f"{path}: 'sweep' must map strategy options to lists of numbers, e.g. "
+                        "sweep: {strategy.merge.weight: [0, 0.5, 1]}")
+    for key, values in sweep.items():
+        numbers = isinstance(values, list) and values and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if not OPTION_SWEEP.fullmatch(str(key)) or not numbers or len(set(values)) != len(values):
+            raise UserError(f"{path}: sweep.{key}: expected a strategy option (strategy.NAME.OPTION) and a list "
+                            f"of distinct numbers, got {values!r}")
     return {"name": str(raw.get("name") or path.stem), "baseline": baseline, "seeds": seeds,
+            "sweep": [(str(k), [str(v) for v in values]) for k, values in sweep.items()],
             "common": _string_list(raw.get("common"), f"{path}: common"),
             "runs": {label: _string_list(ov, f"{path}: runs.{label}") for label, ov in runs.items()}}
 
@@ -147,6 +167,8 @@ def expand(args: list[str], base: str | Path | None = None) -> tuple[list[GridRu
             sweeps.append(sweep)
         else:
             fixed.append(a)
+    option_sweeps = [(k, v) for k, v in sweeps if k not in SWEEP_KEYS]
+    sweeps = [(k, v) for k, v in sweeps if k in SWEEP_KEYS]
     user_name = next((parse_override(a)[1] for a in fixed if a.split("=", 1)[0].strip() == "name"), None)
     fixed = [a for a in fixed if a.split("=", 1)[0].strip() != "name"]
     # strategy.<name>.<option>=... from the command line: only for the runs where <name> is active
@@ -156,6 +178,8 @@ def expand(args: list[str], base: str | Path | None = None) -> tuple[list[GridRu
     runs: list[GridRun] = []
     if grid_choice is not None:
         grid = load_grid(grid_choice)
+        given = [k for k, _ in option_sweeps]
+        option_sweeps = [(k, v) for k, v in grid["sweep"] if k not in given] + option_sweeps  # the CLI's win
         if user_name:
             raise UserError("name= cannot be combined with grid= (the grid's run labels name the runs)")
         seeds = dict(sweeps).get("seed") or [str(s) for s in grid["seeds"]]
@@ -187,6 +211,7 @@ def expand(args: list[str], base: str | Path | None = None) -> tuple[list[GridRu
             runs.append(GridRun(name, tag, ov + [f"name={name}"]))
         settings = {"name": None, "baseline": None}
     runs = _strategy_options(runs, strategy_options, base)
+    runs = _option_sweeps(runs, option_sweeps, base)
     names = [r.name for r in runs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -210,6 +235,27 @@ def _strategy_options(runs: list[GridRun], options: list[str], base) -> list[Gri
         name = unused[0].split("=", 1)[0].strip().split(".")[1]
         raise UserError(f"{unused[0]}: strategy '{name}' is active in no run of the grid")
     return runs
+
+
+def _option_sweeps(runs: list[GridRun], sweeps: list[tuple[str, list[str]]], base) -> list[GridRun]:
+    """Each run in which the strategy of a swept ``strategy.<name>.<option>`` is active becomes
+    one run per value (``<label>-<option><value>-s<seed>``); the other runs stay as they are."""
+    if not sweeps:
+        return runs
+    out, used = [], set()
+    for r in runs:
+        cfg = load_config(r.overrides, base=base)
+        mine = [(k, v) for k, v in sweeps if k.split(".")[1] in cfg.strategy]
+        used.update(k for k, _ in mine)
+        for combo in itertools.product(*[v for _, v in mine]):
+            tag = "-".join([r.label, *[f"{k.rsplit('.', 1)[1]}{v}" for (k, _), v in zip(mine, combo)]])
+            name = run_name(tag, int(cfg.seed))
+            ov = r.overrides[:-1] + [f"{k}={v}" for (k, _), v in zip(mine, combo)] + [f"name={name}"]
+            out.append(GridRun(name, tag, ov, r.grid_label))
+    unused = [k for k, _ in sweeps if k not in used]
+    if unused:
+        raise UserError(f"{unused[0]}: strategy '{unused[0].split('.')[1]}' is active in no run of the grid")
+    return out
 
 
 def run_grid(args: list[str], base: str | Path | None = None) -> Path:

@@ -48,6 +48,7 @@ SMALL_OPTIONS = {
     "agem": ["strategy.agem.patterns_per_experience=8", "strategy.agem.sample_size=2"],
     "xling": ["strategy.xling.max_pairs=20", "strategy.xling.bitext=[flores]"],
     "mlm": ["strategy.mlm.max_sentences=20", "strategy.mlm.text=[flores]"],
+    "merge": ["strategy.merge.method=dare_ties", "strategy.merge.density=0.5"],  # seeded masks across a resume
 }
 
 

@@ -19,7 +19,9 @@ from test_compare import make_run, md_table
     ("seed=1", None),
     ("seed=[1,2]", None),                               # a list is a value, never a sweep
     ("strategy.xling.objectives=[word,span]", None),
-    ("strategy.vocab.protect=en,fr", None),             # only strategy/seed/groups are swept
+    ("strategy.vocab.protect=en,fr", None),             # strategy/seed/groups and numeric strategy options
+    ("strategy.merge.weight=0,0.25,1", ("strategy.merge.weight", ["0", "0.25", "1"])),
+    ("train.lr=0.1,0.2", None),
     ("data.train_files.fr=a,b.txt", None),
     ("strategy='a,b'", None),                           # quoted: a value
 ])
@@ -142,3 +144,52 @@ def test_strategy_options_go_to_the_runs_where_the_strategy_is_active():
     assert "af" not in cfgs["BA-s0"].strategy and cfgs["BA-s0"].train.lr == 0.01
     with pytest.raises(UserError, match="strategy 'replay' is active in no run of the grid"):
         expand(["grid=af_paper", "strategy.replay.size=3"])
+
+
+def test_a_numeric_strategy_option_is_swept_where_its_strategy_is_active(tmp_path):
+    runs, _ = expand(["strategy=merge,replay", "strategy.merge.weight=0,0.5,1", "seed=0,1"])
+    assert [r.name for r in runs] == ["merge-weight0-s0", "merge-weight0.5-s0", "merge-weight1-s0",
+                                      "merge-weight0-s1", "merge-weight0.5-s1", "merge-weight1-s1",
+                                      "replay-s0", "replay-s1"]
+    cfgs = {r.name: load_config(r.overrides) for r in runs}
+    assert cfgs["merge-weight0.5-s1"].strategy.merge.weight == 0.5 and cfgs["merge-weight0.5-s1"].seed == 1
+    assert cfgs["merge-weight0.5-s1"].name == "merge-weight0.5-s1" and "merge" not in cfgs["replay-s0"].strategy
+    grid = tmp_path / "g.yaml"
+    grid.write_text("runs: {plain: [strategy=none], merged: [strategy=merge]}\n"
+                    "sweep: {strategy.merge.weight: [0, 1]}\n")
+    runs, _ = expand([f"grid={grid}"])
+    assert [r.name for r in runs] == ["plain-s0", "merged-weight0-s0", "merged-weight1-s0"]
+    assert [r.label for r in runs] == ["plain", "merged-weight0", "merged-weight1"]
+    runs, _ = expand([f"grid={grid}", "strategy.merge.weight=0.25,0.75"])  # the command line's values win
+    assert [r.name for r in runs][1:] == ["merged-weight0.25-s0", "merged-weight0.75-s0"]
+    with pytest.raises(UserError, match="strategy 'merge' is active in no run of the grid"):
+        expand(["strategy=none,replay", "strategy.merge.weight=0,1"])
+    grid.write_text("runs: {merged: [strategy=merge]}\nsweep: {strategy.merge.weight: [0, 0]}\n")
+    with pytest.raises(UserError, match="sweep.strategy.merge.weight: expected a strategy option"):
+        load_grid(str(grid))
+
+
+@pytest.mark.slow
+def test_a_grid_over_merge_weights_draws_the_learning_forgetting_frontier(tmp_path):
+    """Three tiny merge runs (weights 1, 0, 0.5 in the grid): one line, ordered by weight, in the
+    frontier plot of report.html and the same points in comparison.json."""
+    langs = tmp_path / "langs.yaml"
+    langs.write_text("classes:\n  pretraining: [en, es]\n  adapting: [fr, nl]\n  other: [de]\n")
+    grid = tmp_path / "frontier.yaml"
+    grid.write_text("name: frontier\nruns: {merge: [strategy=merge]}\nsweep: {strategy.merge.weight: [1, 0, 0.5]}\n")
+    out = run_grid([f"grid={grid}", f"output_dir={tmp_path / 'runs'}", f"languages={langs}", *QUICK,
+                    "train.max_steps=2", "eval.max_sentences=2", "data.max_lines_per_language=40"])
+    comp = json.loads((out / "comparison.json").read_text())
+    merged = ["merge-weight0-s0", "merge-weight0.5-s0", "merge-weight1-s0"]
+    assert comp["frontier"]["lines"] == [{"label": "merge (seed 0) over merge weight", "points": merged}]
+    points = {p["run"]: p for p in comp["frontier"]["points"]}
+    assert set(points) == set(merged)
+    assert [points[n]["merge_weight"] for n in merged] == [0.0, 0.5, 1.0]
+    for name, p in points.items():
+        stages = json.loads((tmp_path / "runs" / name / "metrics.json").read_text())["stages"]
+        bpc = {st: stages[st]["eval"]["perplexity"]["classes"] for st in (p["from"], p["to"])}
+        assert p["learned"] == bpc[p["to"]]["adapting"]["bits_per_char"] - bpc[p["from"]]["adapting"]["bits_per_char"]
+        assert p["kept"] == bpc[p["to"]]["pretraining"]["bits_per_char"] - bpc[p["from"]]["pretraining"]["bits_per_char"]
+    html = (out / "report.html").read_text()
+    assert "<h3>Learning-forgetting frontier</h3>" in html and 'alt="Learning-forgetting frontier' in html
+    assert (out / "plots" / "frontier.png").stat().st_size > 1000

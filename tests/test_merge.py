@@ -167,3 +167,84 @@ def test_the_strategy_refuses_bad_options_without_a_config_too():
     for options, fragment in [({"weight": 2}, "strategy.merge.weight=2"), ({"method": "x"}, "strategy.merge.method")]:
         with pytest.raises(UserError, match=fragment):
             build_strategy("merge", **options)
+
+
+# --- the chat vector (arXiv 2310.04799): weight * (instruct - base) added after the merge ---------------
+
+def saved_pair(tokenizer, folder, tied=False, cfg=None):
+    """A base whose every entry is 1.0 and an instruct model whose every entry is 1.5 (chat vector 0.5)."""
+    from adaptlang.models import build_model
+
+    paths = {}
+    for role, value in (("base", 1.0), ("instruct", 1.5)):
+        model = build_model(cfg, tokenizer, 0) if cfg is not None else make_model(tokenizer, tied=tied)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(value)
+        model.save_pretrained(folder / role)
+        paths[role] = str(folder / role)
+    return paths
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_the_chat_vector_is_added_by_hand_and_new_rows_get_none(tokenizer, tmp_path, tied):
+    pair = saved_pair(tokenizer, tmp_path, tied=tied)
+    # merge weight 1: the merge keeps the trained model, so the stage's model is trained + 0.5 * 0.5
+    model, start, trained, notes, strategy = merged_stage(tokenizer, tied=tied, grow=5, method="linear", weight=1.0,
+                                                          chat_vector={**pair, "weight": 0.5})
+    assert (model.get_input_embeddings().weight is model.get_output_embeddings().weight) == tied
+    for name, p in model.named_parameters():
+        rows = start[name].shape[0] if start[name].dim() == 2 else None
+        old, new = (p[:rows], p[rows:]) if rows is not None else (p, p[:0])
+        assert bits(old) == bits(trained[name][:rows] + 0.25), name
+        if rows is not None:
+            assert bits(new) == bits(trained[name][rows:]), name  # rows added by vocab: no delta
+    norm = model.get_parameter("model.norm.weight")
+    assert torch.equal(norm, trained["model.norm.weight"] + 0.25)
+    cv = notes["chat_vector"]
+    assert (cv["instruct"], cv["base"], cv["weight"], cv["tensors"]) == (pair["instruct"], pair["base"], 0.5,
+                                                                         len(start))
+    n = sum(t.numel() for n_, t in start.items())
+    assert cv["norm"] == pytest.approx(0.5 * n ** 0.5)
+    line = type(strategy).report_section("adapt", {"merge": notes})[0]
+    assert f"chat vector {pair['instruct']} − {pair['base']} added with weight 0.5" in line
+    # after a half merge: start + 0.5 (trained - start) + the chat vector
+    model, start, trained, _, _ = merged_stage(tokenizer, tied=tied, method="linear", weight=0.5,
+                                               chat_vector={**pair, "weight": 1.0})
+    w = "model.layers.0.mlp.up_proj.weight"
+    assert torch.allclose(model.get_parameter(w), (start[w] + trained[w]) / 2 + 0.5, atol=1e-6)
+
+
+@pytest.mark.parametrize("chat_vector, fragment", [
+    ({"instruct": "x"}, "strategy.merge.chat_vector.base: needs a model (path or name) when "
+                        "strategy.merge.chat_vector.instruct is given"),
+    ({"instruct": "x", "base": "y", "weight": -1}, "strategy.merge.chat_vector.weight=-1: expected a number >= 0"),
+    ({"instruct": "x", "base": "y", "scale": 2}, "strategy.merge.chat_vector.scale: unknown option"),
+])
+def test_chat_vector_options_are_checked_in_one_line(chat_vector, fragment):
+    with pytest.raises(UserError) as refused:
+        build_strategy("merge", chat_vector=chat_vector)
+    assert fragment in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_chat_vector_shapes_that_cannot_match_are_refused_by_the_plan(tokenizer, tmp_path):
+    from adaptlang.models import build_model
+
+    run = load_config(["strategy=merge", *QUICK]).model  # hidden 32, one layer
+    good = saved_pair(tokenizer, tmp_path / "good", cfg=run)
+    wider = saved_pair(tokenizer, tmp_path / "wider")  # hidden 64, two layers
+    build_model({**run, "hidden_size": 48, "num_attention_heads": 4}, tokenizer, 0).save_pretrained(tmp_path / "odd")
+
+    def plan(instruct, base):
+        return make_plan(load_config(["strategy=merge", *QUICK, f"strategy.merge.chat_vector.instruct={instruct}",
+                                      f"strategy.merge.chat_vector.base={base}"]))
+
+    plan(good["instruct"], good["base"])  # the same architecture (rows are the run's tokenizer's): accepted
+    for instruct, base, fragment in [
+        (wider["instruct"], wider["base"], "strategy.merge.chat_vector: the run's model has parameter"),
+        (good["instruct"], str(tmp_path / "odd"), "strategy.merge.chat_vector: instruct and base differ at parameter"),
+        (good["instruct"], str(tmp_path / "missing"), "model path"),
+    ]:
+        with pytest.raises(UserError) as refused:
+            plan(instruct, base)
+        assert fragment in str(refused.value) and "\n" not in str(refused.value)

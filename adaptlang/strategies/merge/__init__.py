@@ -23,6 +23,9 @@ and the saved stage model is the merged one (``on_stage_end``, before the stage 
 * DARE's random masks come from the global torch generator, which peft's ``random_pruning``
   uses: it is forked and seeded with ``ctx.seed_for("merge")``, and parameters are merged in
   ``named_parameters`` order, so a run (and a resumed run) draws the same masks.
+* ``chat_vector: {instruct, base, weight}`` (adaptlang.strategies.merge.chat_vector, arXiv
+  2310.04799): after the merge, ``weight * (instruct - base)`` is added to the stage's model;
+  rows added by vocab get no delta, and shapes that cannot match are refused by the plan.
 * Rows that vocab added during the stage (or since the base, for ``reference: base``) have no
   reference: only the reference's rows are merged, the new rows are kept as trained. A tied
   LM head is the embedding's own tensor (``named_parameters`` lists it once), so it is merged
@@ -49,6 +52,7 @@ import torch
 from ...config_rules import RULES, checked
 from ...errors import UserError, listing
 from ...strategy import StageContext, Strategy, register_strategy
+from . import chat_vector as chatvec
 
 log = logging.getLogger("adaptlang")
 
@@ -82,7 +86,7 @@ class Merge(Strategy):
     phase = "merge"
     remembers = "parameters"  # reference=base: the base's tensors; rows added later are kept as trained
 
-    def __init__(self, method: str, weight: float, density: float, reference: str):
+    def __init__(self, method: str, weight: float, density: float, reference: str, chat_vector: dict | None = None):
         self.method = checked("strategy.merge.method", method, RULES["strategy.merge.method"])
         self.weight = float(checked("strategy.merge.weight", weight, RULES["strategy.merge.weight"]))
         self.density = float(checked("strategy.merge.density", density, RULES["strategy.merge.density"]))
@@ -90,6 +94,7 @@ class Merge(Strategy):
         if self.method == "linear" and self.density != 1.0:
             raise UserError(f"strategy.merge.density={density}: method=linear keeps the whole task vector; "
                             f"density applies to {listing(METHODS[2:])}")
+        self.chat_vector = chatvec.options(chat_vector)
         self.start: dict[str, torch.Tensor] = {}
         self.base: dict[str, torch.Tensor] = {}
 
@@ -99,6 +104,9 @@ class Merge(Strategy):
             raise UserError(f"strategy.merge.reference=base: merge keeps the run's starting model when it sets up in "
                             f"the first stage ('{plan.stages[0].name}'), but it acts in {listing(me.stages)}; add "
                             f"'{plan.stages[0].name}' to strategy.merge.stages or use reference=start")
+        opts = chatvec.options(me.options.get("chat_vector"))
+        if opts:
+            chatvec.check_shapes(opts, plan.config.model)
 
     @staticmethod
     def _copy(model) -> dict[str, torch.Tensor]:
@@ -119,6 +127,12 @@ class Merge(Strategy):
         reference = self.base if self.reference == "base" else self.start
         ctx.notes["merge"] = self.merge_into(ctx.model, reference, ctx.seed_for("merge"))
         self.start = {}
+        if self.chat_vector:
+            opts = self.chat_vector
+            notes = chatvec.add(ctx.model, chatvec.vector(opts), opts["weight"])
+            ctx.notes["merge"]["chat_vector"] = {"instruct": opts["instruct"], "base": opts["base"], **notes}
+            log.info("merge: chat vector (%s - %s) added with weight %g to %d tensors", opts["instruct"],
+                     opts["base"], opts["weight"], notes["tensors"])
 
     def merge_into(self, model, reference: dict[str, torch.Tensor], seed: int) -> dict:
         """Merge ``model`` in place with ``reference`` (name -> tensor); returns the stage's notes."""
@@ -163,4 +177,6 @@ class Merge(Strategy):
         kept = sum(m.get("new_rows_kept_as_trained", {}).values())
         return [f"- merge: {m['method']}, weight {m['weight']:g}, density {m['density']:g}, with the "
                 f"{'stage start' if m['reference'] == 'start' else 'run base'}; {m['merged_tensors']} tensors merged, "
-                f"task vector norm {m['task_vector_norm']:.4g}" + (f"; {kept} new rows kept as trained" if kept else "")]
+                f"task vector norm {m['task_vector_norm']:.4g}" + (f"; {kept} new rows kept as trained" if kept else "")
+                + (f"; chat vector {cv['instruct']} − {cv['base']} added with weight {cv['weight']:g} (norm "
+                   f"{cv['norm']:.4g})" if (cv := m.get("chat_vector")) else "")]
