@@ -207,3 +207,143 @@ def test_block_cache_is_removed_at_exit(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     assert proc.stdout.strip().startswith(str(tmp_path)), proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- user files and sizes, checked by the plan before training -------------------------------
+
+def _plan(*overrides):
+    import adaptlang
+    from adaptlang.plan import make_plan
+
+    return make_plan(adaptlang.load_config(list(overrides)))
+
+
+def _one_line(*overrides) -> str:
+    with pytest.raises(UserError) as info:
+        _plan(*overrides)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("name", ["bad.txt", "bad.txt.gz", "folder"])
+def test_non_utf8_training_text_is_found_by_the_plan(tmp_path, name):
+    import gzip
+
+    data = b"hello\n" * 3 + b"caf\xe9\n"
+    path = tmp_path / name
+    if name == "folder":
+        path.mkdir()
+        (path / "a.txt").write_bytes(b"fine\n")
+        (path / "b.txt").write_bytes(data)
+    elif name.endswith(".gz"):
+        path.write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
+    error = _one_line(f"data.train_files.fr={path}")
+    assert "data.train_files.fr" in error and "not UTF-8" in error and "line 4" in error and "byte 21" in error
+
+
+def _instructions(tmp_path, rows, fields="alpaca"):
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return [f"data.instructions.mine={{path: {path}, fields: {fields}, language: en}}",
+            "experiment.stages.2.data.sources=[mine]"]
+
+
+def test_instruction_rows_are_checked_against_the_mapping(tmp_path):
+    rows = [{"instruction": "a", "input": "", "output": "b"}, {"instruction": "c", "input": "", "output": 5}]
+    error = _one_line(*_instructions(tmp_path, rows))
+    assert "row 2" in error and "output: 5" in error and "must be text" in error
+    rows = [{"messages": [{"role": "user", "content": "hi"}]}, {"messages": "hello"}]
+    assert "must be a list" in _one_line(*_instructions(tmp_path, rows, "chat"))
+
+
+def test_optional_fields_are_optional(tmp_path):
+    from adaptlang.instructions import files
+
+    rows = [{"instruction": "say hi", "output": "hi"}, {"instruction": "say no", "output": "no"}]
+    overrides = _instructions(tmp_path, rows)
+    plan = _plan(*overrides)  # alpaca without `input`: accepted
+    spec = files.check_spec("mine", {"path": str(tmp_path / "mine.jsonl"), "fields": "alpaca", "language": "en"})
+    examples = files.read_source(spec, 0, {"with_input": "{instruction}\n{input}", "without_input": "{instruction}"})
+    assert [e["target"] for e in examples] == ["hi", "no"] and plan.stages
+    rows = [{"input": "x", "output": "hi"}]  # a required field missing is still refused
+    assert "column(s) instruction not in" in _one_line(*_instructions(tmp_path, rows))
+
+
+def test_model_sizes_are_checked(tmp_path):
+    group = tmp_path / "m.yaml"
+    group.write_text('name_or_path: null\narchitecture: mistral\nhidden_size: "abc"\nnum_hidden_layers: 2\n')
+    assert "model: hidden_size='abc': expected a positive integer" in _one_line(f"model={group}")
+
+
+def test_a_local_model_config_with_a_wrong_type_is_one_line(tmp_path, model, tokenizer):
+    folder = tmp_path / "m"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "num_attention_heads": "four"}))
+    assert "config.json: num_attention_heads='four'" in _one_line(f"model.name_or_path={folder}")
+    (folder / "config.json").write_text(json.dumps({**config, "rope_scaling": "yes"}))  # transformers' own check
+    assert "config.json: Validation error for field" in _one_line(f"model.name_or_path={folder}")
+
+
+def test_a_batch_that_cannot_fit_is_refused():
+    from adaptlang.prechecks import check_batch_memory
+
+    error = _one_line("train.batch_size=100000000")
+    assert "train.batch_size=100000000" in error and "GiB" in error and "stage 'pretrain'" in error
+    plan = _plan("train.batch_size=64")
+    check_batch_memory(plan, (8 * 2**30, "free memory"))  # fits
+    with pytest.raises(UserError, match="more than the 0.0 GiB of free memory"):
+        check_batch_memory(plan, (2**20, "free memory"))
+
+
+def test_run_and_stage_names_with_control_characters_are_refused():
+    assert "control character '\\n'" in _one_line('name="a\\nb"')  # YAML's escape: a newline
+    assert "experiment stage name='pre\\ttrain'" in _one_line('experiment.stages.0.name="pre\\ttrain"')
+
+
+# ---- compare: malformed runs, repeated seeds, dropped figures -------------------------------
+
+@pytest.mark.parametrize("damage, fragment", [
+    (("config.yaml", "model: [unclosed\n"), "config.yaml: not a valid config"),
+    (("config.yaml", "- just\n- a list\n"), "config.yaml: not a valid config (a mapping"),
+    (("stages", {"instruct": [1, 2]}), "stages.instruct is list"),
+    (("stages", {"instruct": {"eval": {"perplexity": {"classes": {"overall": 3.0}}}}}),
+     "stages.instruct.eval.perplexity.classes.overall is float"),
+    (("stages", {"instruct": {"eval": {"perplexity": {"classes": [1]}}}}), "eval.perplexity.classes is list"),
+    (("seed", "zero"), "seed is str"),
+])
+def test_compare_refuses_malformed_runs_in_one_line(tmp_path, capsys, damage, fragment):
+    from adaptlang.cli import main
+    from test_compare import make_run, values
+
+    good = make_run(tmp_path, "mlm-s0", ["mlm"], 0, values(10, 0, 0))
+    bad = make_run(tmp_path, "af-s0", ["af"], 0, values(10, 0, 1))
+    key, value = damage
+    if key == "config.yaml":
+        (bad / key).write_text(value)
+    else:
+        metrics = json.loads((bad / "metrics.json").read_text())
+        (bad / "metrics.json").write_text(json.dumps({**metrics, key: value}))
+    capsys.readouterr()
+    assert main(["compare", str(good), str(bad), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0] and "af-s0" in err[0], err
+    assert not (tmp_path / "c").exists()
+
+
+def test_compare_warns_of_repeated_seeds_and_dropped_figures(tmp_path):
+    from adaptlang.compare import build
+    from test_compare import make_run, values
+
+    runs = [make_run(tmp_path, f"af-{i}", ["af"], 0, values(10, 0, i)) for i in range(3)]
+    metrics = json.loads((runs[0] / "metrics.json").read_text())
+    metrics["stages"]["instruct"]["eval"]["perplexity"]["classes"]["overall"]["ppl_token"] = "12.5"
+    (runs[0] / "metrics.json").write_text(json.dumps(metrics))
+    warnings = build(runs)["warnings"]
+    assert any("share seeds (seeds 0, 0, 0)" in w for w in warnings), warnings
+    assert any("non-numeric figures left out" in w and "perplexity ppl_token (af-0: '12.5')" in w
+               for w in warnings), warnings
+    assert build(runs[1:2])["warnings"] == []
