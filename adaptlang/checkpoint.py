@@ -7,7 +7,8 @@ Layout, under ``runs/<name>/stages/<stage>/checkpoints/``::
     latest                  text file naming the newest complete step folder
 
 A checkpoint folder is written in full, ``COMPLETE`` last, and only then does ``latest``
-(written atomically) point at it; older folders are removed afterwards. A folder without
+(written atomically) point at it; the one before it is kept (the fallback of a damaged newest
+one), older folders are removed. A folder without
 ``COMPLETE`` (killed mid-write) is never read. Weights are safetensors; optimizer and RNG
 state are our own files, read back with ``torch.load(weights_only=True)`` (no pickle of
 arbitrary objects). ``state.json`` holds the step, the data streams' positions and the
@@ -15,9 +16,11 @@ running training figures; every strategy's ``state_dict`` is in ``strategies.jso
 tensors in ``strategies.safetensors`` (adaptlang.state_io).
 
 ``MANIFEST.json`` (written atomically, after every other file) holds each file's sha256, the
-step and the run's identity (``run_identity``: a hash of the resolved config and seed). A
-resume verifies it; a damaged or edited file, or a checkpoint of another run, is refused in one
-line naming it. A fresh stage never loads a checkpoint: one found there was written by someone
+step, the data stream's position and the run's identity (``run_identity``: a hash of the
+resolved config and seed). A resume verifies it, and checks state.json's step and stream
+position against it (a position beyond the stream is refused); a damaged or edited newest
+checkpoint falls back to the one kept before it, saying so, and with none left the damage is
+refused in one line naming the file. A checkpoint of another run is refused. A fresh stage never loads a checkpoint: one found there was written by someone
 else, and is removed.
 """
 from __future__ import annotations

@@ -104,6 +104,24 @@ def test_free_space_is_checked(tmp_path, monkeypatch):
     assert "needs about 5.0 MB, 3.0 MB free" in str(info.value) and "stage 'x'" in str(info.value)
 
 
+def test_a_stage_without_room_for_its_checkpoint_fails_before_training(tmp_path, monkeypatch):
+    import shutil
+
+    import adaptlang
+    from adaptlang import rundir
+    from conftest import QUICK
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(rundir.shutil, "disk_usage", lambda p: usage._replace(free=2**10))
+    cfg = adaptlang.load_config([*QUICK, "train.checkpoint_every=1", "eval.benchmarks=[perplexity]",
+                                 f"output_dir={tmp_path}", "name=r"])
+    with pytest.raises(DiskFull, match=r"not enough free space for stage 'pretrain' \(its model and a checkpoint\)"):
+        adaptlang.run(cfg)
+    run = tmp_path / "r"
+    assert json.loads((run / "status.json").read_text())["status"] == "failed"  # resumable once there is room
+    assert not (run / "stages" / "pretrain" / "checkpoints").exists()
+
+
 # ---- checkpoints: fallback and positions -----------------------------------------------------
 
 def _opt(model):
