@@ -42,20 +42,20 @@ def check_before_training(plan) -> None:
 # ---- encoding -----------------------------------------------------------------------------
 
 def _text_files(source: str) -> list[Path]:
+    """The files of a local source to read as text: the file itself, or a folder's text files
+    (not Parquet/Arrow: binary formats that datasets decodes itself)."""
     path = Path(source)
     if source.startswith("hub:") or not path.exists():
         return []
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return [p for p in files if any(s in TEXT_SUFFIXES for s in p.suffixes) or not p.suffix or path.is_file()
-            and p.suffix != ".parquet"]
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and
+                                                 (not p.suffix or any(s in TEXT_SUFFIXES for s in p.suffixes)))
+    return [p for p in files if p.suffix not in (".parquet", ".arrow")]
 
 
 def check_encoding(source: str, where: str) -> None:
     """A local text source (a file, gzipped or not, or a folder's text files) that is not UTF-8
     throughout: the file, line and byte of the first bad byte."""
     for file in _text_files(source):
-        if file.suffix == ".parquet" or file.suffix == ".arrow":
-            continue
         decoder = codecs.getincrementaldecoder("utf-8")()
         line, offset = 1, 0
         opener = gzip.open if file.suffix == ".gz" else open
