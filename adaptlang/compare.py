@@ -115,13 +115,50 @@ def load_run(path: str | Path) -> Run:
         raise UserError(f"{file}: not valid JSON ({exc})") from None
     if not isinstance(metrics, dict) or not isinstance(metrics.get("stages"), dict):
         raise UserError(f"{file}: no 'stages' section (schema adaptlang.metrics/1 expected)")
+    check_metrics_shape(metrics, file)
     config = None
     if (path / "config.yaml").is_file():
-        config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
+        try:
+            config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise UserError(f"{path / 'config.yaml'}: not a valid config ({first})") from None
+        if not isinstance(config, dict):
+            raise UserError(f"{path / 'config.yaml'}: not a valid config (a mapping of keys expected, got "
+                            f"{type(config).__name__})")
     run = Run(path, metrics, config)
     if not run.evaluated_stages():
         raise UserError(f"{path}: no evaluated stage in metrics.json (status: {metrics.get('status', '?')})")
     return run
+
+
+def check_metrics_shape(metrics: dict, file: Path) -> None:
+    """The parts of metrics.json that compare reads, in the schema's shape (one line naming the
+    first that is not): stages of mappings, ``eval`` of benchmark mappings, ``classes`` of
+    class -> figures mappings, ``seed`` an integer."""
+    def refuse(where: str, wanted: str, value) -> UserError:
+        return UserError(f"{file}: {where} is {type(value).__name__} {str(value)[:60]!r}, expected {wanted} "
+                         "(schema adaptlang.metrics/1)")
+
+    seed = metrics.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise refuse("seed", "an integer", seed)
+    if not isinstance(metrics.get("strategies", []), list):
+        raise refuse("strategies", "a list", metrics["strategies"])
+    for stage, entry in metrics["stages"].items():
+        if not isinstance(entry, dict):
+            raise refuse(f"stages.{stage}", "a mapping", entry)
+        evaluated = entry.get("eval", {})
+        if not isinstance(evaluated, dict):
+            raise refuse(f"stages.{stage}.eval", "a mapping of benchmarks", evaluated)
+        for bench, result in evaluated.items():
+            classes = result.get("classes", {}) if isinstance(result, dict) else result
+            if not isinstance(classes, dict):
+                raise refuse(f"stages.{stage}.eval.{bench}" + (".classes" if isinstance(result, dict) else ""),
+                             "a mapping", classes)
+            for cls, figures in classes.items():
+                if not isinstance(figures, dict):
+                    raise refuse(f"stages.{stage}.eval.{bench}.classes.{cls}", "a mapping of figures", figures)
 
 
 def group_methods(runs: list[Run]) -> list[Method]:
@@ -249,6 +286,20 @@ def _warnings(methods: list[Method], stage: str | None) -> list[str]:
     if stage is None and len(compared) > 1:
         notes.append(f"the runs are compared at different stages ({', '.join(compared)}): pass --stage to compare "
                      "one stage in every run")
+    for m in methods:
+        seeds = [str(s) for s in m.seeds]
+        if len(set(seeds)) < len(seeds):
+            notes.append(f"method {m.label}: its runs {', '.join(r.name for r in m.runs)} share seeds (seeds "
+                         f"{', '.join(seeds)}): repeats of one seed, so its ± is not a spread over seeds")
+    dropped = sorted({f"{bench} {key} ({r.name}: {value!r})"[:120] for m in methods for r in m.runs
+                      for bench, result in r.metrics["stages"][m.stages[r.name]].get("eval", {}).items()
+                      if isinstance(result, dict)
+                      for figures in (result.get("classes") or {}).values()
+                      for key, value in figures.items() if value is not None and key not in _numeric(figures)
+                      and not key.startswith("n_")})
+    if dropped:
+        notes.append(f"non-numeric figures left out of the tables: {'; '.join(dropped[:5])}"
+                     + (f" and {len(dropped) - 5} more" if len(dropped) > 5 else ""))
     return notes
 
 

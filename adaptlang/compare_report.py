@@ -14,6 +14,7 @@ import base64
 import html
 import io
 import math
+import re
 from pathlib import Path
 
 from .compare_common import (HEADLINE, PER_TOKEN, fmt, fmt_delta, fmt_log, fmt_pct, merge_orders,
@@ -558,6 +559,7 @@ def write(comp: dict, out: Path, plots: bool = True) -> Path:
     (out / "plots").mkdir(parents=True, exist_ok=True)
     files = {}
     for stem, (caption, png) in plots.items():
+        stem = re.sub(r"[^A-Za-z0-9_.+=-]+", "_", stem)  # benchmark and metric names come from the runs' files
         (out / "plots" / f"{stem}.png").write_bytes(png)
         files[stem] = (caption, f"plots/{stem}.png")
     write_json(out / "comparison.json", comp)

@@ -85,18 +85,21 @@ def export(source: str, out: str | None, stage: str | None = None, merge_adapter
                         f"adapter folder (adapter_config.json)")
     from transformers.utils import logging as hf_logging
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f"{dest.name}.tmp-{os.getpid()}"
+    # everything is written inside --out: a hidden folder there, whose files move up when
+    # complete, export.json last (its presence says the export is whole)
+    made = not dest.exists()
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = dest / f".export-{os.getpid()}.tmp"
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # errors stay one line
     try:
-        if tmp.exists():
-            shutil.rmtree(tmp)
         record = build(tmp)
         write_json(tmp / "export.json", record)
-        os.replace(tmp, dest)  # an empty dest folder is replaced as well (POSIX rename)
+        for child in sorted(tmp.iterdir(), key=lambda p: p.name == "export.json"):
+            os.replace(child, dest / child.name)
+        tmp.rmdir()
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(dest if made else tmp, ignore_errors=True)
         raise
     finally:
         if bars:

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from .composition import order_strategies
 from .config import GROUPS, load_config, parse_override, to_yaml
-from .rundir import run_name
+from .rundir import confined, plain_name, run_name
 from .yamlfiles import CONFIG_ROOT, read_yaml
 from .errors import UserError, listing, suggest
 from .rundir import read_status
@@ -118,8 +118,11 @@ def load_grid(choice: str) -> dict:
     if not isinstance(runs, dict) or not runs:
         raise UserError(f"{path}: 'runs' must map labels to lists of overrides, e.g. runs: {{mlm: [strategy=mlm]}}")
     for label in runs:
-        if not isinstance(label, str) or not label or "/" in label or label in (".", ".."):
+        if not isinstance(label, str):
             raise UserError(f"{path}: run label {label!r} must be a plain folder name")
+        plain_name(label, f"{path}: run label")
+    if raw.get("name") is not None:
+        plain_name(raw["name"], f"{path}: name")  # the comparison goes to <output_dir>/compare-<name>
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise UserError(f"{path}: 'seeds' must be a list of integers, got {seeds!r}")
@@ -288,4 +291,5 @@ def run_grid(args: list[str], base: str | Path | None = None) -> Path:
         baseline = next(p[2] for p in plans if p[0].grid_label == settings["baseline"])
     comp = build(paths, baseline)
     out = paths[0].parent / f"compare-{settings['name']}" if settings["name"] else default_out(comp, paths[0])
+    confined(paths[0].parent, out, "the grid's comparison")
     return write(comp, out)

@@ -17,7 +17,6 @@ import logging
 import platform
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from omegaconf import DictConfig
 
 from ._version import __version__
 from .benchmarks import run_benchmarks
-from .checkpoint import Checkpointer, run_identity
+from .checkpoint import Checkpointer, checkpoint_bytes, run_identity
 from .composition import Composed
 from .config import to_yaml
 from .errors import UserError
@@ -36,11 +35,13 @@ from .forgetting import forgetting
 from .models import build_model, count_parameters, load_pretrained, train_tokenizer
 from .plan import Plan, make_plan
 from .report import write_report
-from .rundir import DiskFull, RunDir, RunLock, disk_full_error, is_disk_full, write_atomic, write_json
+from .rundir import (DiskFull, RunDir, RunLock, check_space, disk_full_error, is_disk_full, write_atomic,
+                     write_json)
 from .seeds import derive_seed
 from .sources import text_for
 from .stage_runner import run_stage
 from .state_io import load_state, save_state
+from .tempdirs import BlockCache
 from .trackers import PROJECT, benchmark_figures, hyperparameters, init_kwargs, tracker_names
 
 log = logging.getLogger("adaptlang")
@@ -151,7 +152,7 @@ class Session:
     trackers: list[str]
     rundir: RunDir
     handler: logging.Handler  # train.log (rank 0)
-    cache: tempfile.TemporaryDirectory  # memory-mapped training blocks (per rank)
+    cache: BlockCache  # memory-mapped training blocks (per rank)
     metrics: dict  # metrics.json as far as it goes
     done: dict  # stages completed before a resume
     started: float
@@ -233,7 +234,7 @@ def _open_locked(plan: Plan, resume: bool, accelerator, trackers, lock):
 
         accelerator.init_trackers(PROJECT, config=hyperparameters(OmegaConf.to_container(cfg, resolve=True)),
                                   init_kwargs=init_kwargs(trackers, name))
-    cache = tempfile.TemporaryDirectory(prefix="adaptlang-blocks-")
+    cache = BlockCache()
     done = rundir.completed_stages() if resume else {}
     metrics: dict[str, Any] = {
         "schema": "adaptlang.metrics/1", "run": name, "status": "running",
@@ -288,6 +289,10 @@ def run_one_stage(session: Session, stage, model, tokenizer, step_offset: int) -
     interrupted = session.resume and (folder / "checkpoints").is_dir()
     checkpointer = Checkpointer(folder / "checkpoints", int(cfg.train.checkpoint_every), run_identity(cfg),
                                 fresh=not interrupted, owner=session.main)
+    if session.main:  # its model, and a checkpoint beside the one kept: found now, not when written
+        weights = checkpoint_bytes(model, moments=False)
+        check_space(folder, weights + (checkpoint_bytes(model) if checkpointer.every > 0 else 0),
+                    f"stage '{stage.name}' (its model and a checkpoint)")
     result = run_stage(stage, composed.active(stage.name), model, tokenizer, seed=plan.seed,
                        accelerator=session.accelerator, languages=plan.languages, config=cfg,
                        cache_dir=session.cache.name, checkpointer=checkpointer, step_offset=step_offset)

@@ -36,7 +36,8 @@ from .errors import UserError, listing, suggest
 from .languages import LanguageSet
 from .models import check_architecture, check_model_path
 from .named_models import resolve as resolve_checkpoint
-from .rundir import run_name
+from .prechecks import check_before_training, check_model_config
+from .rundir import plain_name, run_name
 from .schedules import check_schedule
 from .sources import check_source, training_source
 from .trackers import check_trackers, tracker_names
@@ -264,7 +265,7 @@ def make_plan(cfg: DictConfig, composed: Composed | None = None) -> Plan:
         cfg.strategy = OmegaConf.create({s.name: {**s.built_options, "stages": list(stages)}
                                          for s, stages in composed.items if hasattr(s, "built_options")})
     composed = composed if composed is not None else compose(cfg.strategy)
-    names = [s.name for s in cfg.experiment.stages]
+    names = [plain_name(s.name, "experiment stage name") for s in cfg.experiment.stages]  # stages/<name>/
     if len(set(names)) != len(names):
         raise UserError(f"experiment: duplicate stage names in {names}")
     planned_strategies = []
@@ -285,6 +286,7 @@ def make_plan(cfg: DictConfig, composed: Composed | None = None) -> Plan:
             check_source(str(source), where=f"data.{key}.{code}")
     if cfg.model.get("name_or_path"):
         check_model_path(str(cfg.model.name_or_path))
+    check_model_config(cfg)
     benchmarks = list(cfg.eval.benchmarks)
     check_benchmarks(benchmarks, cfg, languages)
     for key in ("pretrained_languages", "seen_languages"):  # the classification status (benchmarks/classify.py)
@@ -319,4 +321,5 @@ def make_plan(cfg: DictConfig, composed: Composed | None = None) -> Plan:
             instructions.check_chat_template(cfg, plan.base_tokenizer, str(cfg.model.name_or_path))
     for planned in plan.strategies:
         type(composed.get(planned.name)).check_plan(plan, planned)
+    check_before_training(plan)
     return plan

@@ -66,6 +66,38 @@ def _run_folder(path: Path) -> Path:
     return path.parent
 
 
+def plain_name(value, what: str) -> str:
+    """``value`` as one plain folder name, or one line saying why not: no path separator, not
+    ``.``/``..``, no newline or other control character (a folder name that breaks every listing)."""
+    text = str(value)
+    bad = next((c for c in text if ord(c) < 32 or ord(c) == 127), None)
+    if not text or "/" in text or "\\" in text or text in (".", "..") or bad is not None:
+        why = f"the control character {bad!r}" if bad is not None else "a path, not a plain folder name"
+        raise UserError(f"{what}={text!r}: {why}; use a plain folder name (letters, digits, -_.+=)")
+    return text
+
+
+def confined(root: Path, path: Path, what: str) -> Path:
+    """``path``, refused in one line unless it lies inside ``root`` (symbolic links resolved):
+    every file a command writes stays inside the folder the user named."""
+    root_real, real = Path(root).resolve(), Path(path).resolve()
+    if real != root_real and root_real not in real.parents:
+        raise UserError(f"{what}: {path} would be written outside {root}; refusing")
+    return path
+
+
+def check_space(folder: Path, needs: int, what: str) -> None:
+    """Refuse (DiskFull, one line) when the disk holding ``folder`` has less than ``needs``
+    bytes free: found before a stage trains, not at its first checkpoint."""
+    try:
+        free = shutil.disk_usage(next(p for p in [Path(folder), *Path(folder).parents] if p.exists())).free
+    except (OSError, StopIteration):
+        return
+    if free < needs:
+        raise DiskFull(f"not enough free space for {what} in {folder}: needs about {needs / 2**20:,.1f} MB, "
+                       f"{free / 2**20:,.1f} MB free; free space and `adaptlang resume {_run_folder(Path(folder))}`")
+
+
 def run_name(label: str | list[str], seed: int) -> str:
     """The default run folder name: ``<label>-s<seed>``, the label being the strategies joined
     with '+' ('none' without any) or a grid's run label."""
@@ -106,8 +138,7 @@ class RunDir:
 
     @staticmethod
     def check_free(output_dir: str, name: str, overwrite: bool = False) -> Path:
-        if not name or "/" in name or name in (".", ".."):
-            raise UserError(f"name='{name}': a run name must be a plain folder name")
+        plain_name(name, "name")
         if Path(output_dir).exists() and not Path(output_dir).is_dir():
             raise UserError(f"output_dir={output_dir}: a file is in the way; runs go into a folder of that name")
         path = Path(output_dir) / name
@@ -194,9 +225,10 @@ class RunLock:
 
     The file names its holder (``{"pid", "host", "time"}``) and is held with ``fcntl.flock`` on
     an open descriptor, so that two processes never both take it: the kernel drops the flock
-    when the holder dies. A lock file whose holder is gone (a run killed with ``kill -9``: same
-    host, its PID no longer running) is taken over with one line; one whose PID still runs, or
-    that comes from another host, is refused with a line naming the holder.
+    when the holder dies. The flock is the truth: a lock file of this host whose flock is free
+    (a run killed with ``kill -9``, even when its PID has since been reused) is taken over with
+    one line; a held flock, or a lock file from another host (whose flock this kernel may not
+    see, e.g. over NFS), is refused with a line naming the holder.
     """
 
     def __init__(self, path: Path, fd: int, note: str | None = None, made_parent: bool = False):
@@ -237,10 +269,9 @@ class RunLock:
                     if holder.get("host") != host:
                         raise UserError(f"run folder {Path(output_dir) / name} is in use by PID {pid} on "
                                         f"{holder.get('host')} (lock {path}); remove the lock if that run is gone")
-                    if _alive(pid):
-                        raise UserError(f"run folder {Path(output_dir) / name} is in use by PID {pid} "
-                                        f"(lock {path}); wait for it to end or stop it")
-                    note = f"took over the stale lock {path} of PID {pid} (no longer running)"
+                    # we hold the flock, so its holder is gone; a running PID is a reused one
+                    gone = "a reused PID, its run gone" if _alive(pid) else "no longer running"
+                    note = f"took over the stale lock {path} of PID {pid} ({gone})"
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": host,
                                           "time": time.strftime("%Y-%m-%dT%H:%M:%S")}).encode() + b"\n", 0)

@@ -40,6 +40,19 @@ def live_pid():
 
 
 @pytest.fixture
+def held_lock(tmp_path, live_pid):
+    """A lock file naming a running PID whose flock is held (flock conflicts between two open
+    descriptions even within one process)."""
+    import fcntl
+
+    path = fake_lock(tmp_path, live_pid)
+    fd = os.open(path, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    yield live_pid
+    os.close(fd)
+
+
+@pytest.fixture
 def dead_pid():
     proc = subprocess.Popen(["true"])
     proc.wait()
@@ -62,8 +75,8 @@ def test_lock_is_exclusive_and_released(tmp_path):
     RunLock.acquire(tmp_path, "r").release()
 
 
-def test_run_on_a_folder_in_use_is_refused(tmp_path, live_pid, capsys):
-    fake_lock(tmp_path, live_pid)
+def test_run_on_a_folder_in_use_is_refused(tmp_path, held_lock, capsys):
+    live_pid = held_lock
     assert cli_main(["run", *SETTINGS, f"output_dir={tmp_path}", "name=r"]) == 2
     err = capsys.readouterr().err
     assert f"in use by PID {live_pid}" in err and len(err.strip().splitlines()) == 1
@@ -71,16 +84,29 @@ def test_run_on_a_folder_in_use_is_refused(tmp_path, live_pid, capsys):
 
 
 def test_overwrite_and_resume_of_a_folder_in_use_are_refused(tmp_path, live_pid, capsys):
+    import fcntl
+
     run = adaptlang.run(cfg(tmp_path))
     assert not RunLock.path_for(tmp_path, "r").exists()  # released at the end
     before = (run / "metrics.json").read_bytes()
-    fake_lock(tmp_path, live_pid)
+    fd = os.open(fake_lock(tmp_path, live_pid), os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
     assert cli_main(["run", *SETTINGS, f"output_dir={tmp_path}", "name=r", "overwrite=true"]) == 2
     assert f"in use by PID {live_pid}" in capsys.readouterr().err
     assert (run / "metrics.json").read_bytes() == before  # not deleted under its holder
     (run / "status.json").write_text(json.dumps({"status": "failed"}))
     assert cli_main(["resume", str(run)]) == 2
     assert f"in use by PID {live_pid}" in capsys.readouterr().err
+    os.close(fd)
+
+
+def test_lock_of_a_reused_pid_is_taken_over(tmp_path, live_pid):
+    """The flock is the truth: a lock file naming a running process that does not hold it (the
+    PID of a killed run, reused since) is stale."""
+    fake_lock(tmp_path, live_pid)
+    lock = RunLock.acquire(tmp_path, "r")
+    assert "stale lock" in lock.note and f"PID {live_pid}" in lock.note and "reused" in lock.note
+    lock.release()
 
 
 def test_lock_from_another_host_is_refused(tmp_path):

@@ -109,7 +109,9 @@ def _load(spec: dict):
 
 def check_columns(spec: dict, columns) -> None:
     columns = list(columns or [])
-    wanted = list(spec["fields"].values()) + ([spec["language_field"]] if spec["language_field"] else [])
+    optional = SHAPES[spec["shape"]][1]  # an optional role's column may be absent (alpaca without input)
+    wanted = [c for r, c in spec["fields"].items() if r not in optional] + (
+        [spec["language_field"]] if spec["language_field"] else [])
     missing = [c for c in wanted if c not in columns]
     if missing:
         raise UserError(f"{_where(spec['name'])}: column(s) {listing(missing)} not in {spec['path']}; "
@@ -161,7 +163,7 @@ def read_source(spec: dict, seed: int, templates: dict, limit: int | None = None
         for i, row in enumerate(rows):
             if i == 0 and streamed and ds.column_names is None:
                 check_columns(spec, list(row))
-            made = _format({r: row[c] for r, c in spec["fields"].items()}, spec["shape"], templates)
+            made = _format({r: row.get(c) for r, c in spec["fields"].items()}, spec["shape"], templates)
             if made is None or not made[0].strip() or not made[1].strip():
                 continue
             lang = str(spec["language"] or row[spec["language_field"]])
