@@ -157,7 +157,8 @@ def check_values(cfg: DictConfig) -> None:
         if not isinstance(stage, DictConfig):
             continue
         if "steps" in stage:
-            stage.steps = checked(f"experiment.stages.{i}.steps", _plain(stage.steps), _int(1))
+            stage.steps = checked(f"experiment.stages.{i}.steps", _plain(stage.steps),
+                                  _int(1, null="a text stage's tokens: budget instead"))
         own = stage.get("train")
         for leaf in own if isinstance(own, DictConfig) else ():
             rule = RULES.get(f"train.{leaf}")

@@ -96,6 +96,7 @@ def render_report(metrics: dict, cfg=None) -> str:
         t = st["train"]
         lines.append(f"| {name} | {', '.join(st['strategies']) or '-'} | {t['steps']} | {t['tokens']:,} | "
                      f"{t['seconds']:.1f} | {t['tokens_per_second']:,.0f} | {t['first_loss']:.3f} | {t['final_loss']:.3f} |")
+    lines += mixture_lines(metrics["stages"])
     sizes = {name: st.get("vocab_size") for name, st in metrics["stages"].items()}
     if any(v is not None for v in sizes.values()):
         lines += ["", "Vocabulary after each stage: " + ", ".join(f"{n} {_scalar(v)}" for n, v in sizes.items())]
@@ -135,6 +136,21 @@ def render_report(metrics: dict, cfg=None) -> str:
     if cfg is not None:
         lines += ["## Resolved config", "", "```yaml", to_yaml(cfg).rstrip(), "```", ""]
     return "\n".join(lines)
+
+
+def mixture_lines(stages: dict) -> list[str]:
+    """Target beside realized share of every language of the mixed text stages (adaptlang.mixture)."""
+    mixed = {n: st["train"] for n, st in stages.items() if "tokens_by_language" in (st.get("train") or {})}
+    if not mixed:
+        return []
+    lines = ["", "### Language mixture: target and realized tokens", "",
+             "| stage | language | target share | realized share | tokens | epochs of its text |",
+             "|---|---|---:|---:|---:|---:|"]
+    for name, t in mixed.items():
+        for code, tokens in t["tokens_by_language"].items():
+            lines.append(f"| {name} | {code} | {t['target_shares'][code]:.2%} | {t['realized_shares'][code]:.2%} | "
+                         f"{tokens:,} | {t['epochs_by_language'][code]:.2f} |")
+    return lines
 
 
 def _figures(classes: dict) -> tuple[list[str], list[str]]:

@@ -179,8 +179,9 @@ def heldout_texts(code: str, langs: LanguageSet, cfg: Any, limit: int | None) ->
     return None, "no held-out text (not in FLORES-200 or UDHR)"
 
 
-def text_for(codes: list[str], languages: LanguageSet, cfg: Any) -> tuple[dict, dict]:
-    """Training text per language as memory-mapped Datasets, and the languages without any."""
+def text_for(codes: list[str], languages: LanguageSet, cfg: Any, require: bool = True) -> tuple[dict, dict]:
+    """Training text per language as memory-mapped Datasets, and the languages without any
+    (``require``: refuse when no language has text)."""
     texts, skipped = {}, {}
     for code in codes:
         source, why = training_source(code, languages, cfg)
@@ -188,6 +189,6 @@ def text_for(codes: list[str], languages: LanguageSet, cfg: Any) -> tuple[dict, 
             skipped[code] = why
             continue
         texts[code] = text_dataset(source, line_limit(cfg))
-    if not texts:
+    if not texts and require:
         raise UserError(f"no training text for any of {codes}: " + "; ".join(f"{c}: {w}" for c, w in skipped.items()))
     return texts, skipped
