@@ -79,6 +79,7 @@ RULES: dict[str, Rule] = {
     "train.weight_decay": _num(0),
     "train.eps": _num(0),
     "train.warmup_ratio": _num(0, 1),
+    "train.decay_ratio": _num(0, 1),
     "train.max_grad_norm": _num(0),
     "train.block_size": _int(2),
     "train.max_length": _int(2),

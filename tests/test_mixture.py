@@ -6,7 +6,8 @@ from adaptlang import UserError, load_config
 from adaptlang.data import ExampleStream
 from adaptlang.mixture import Mixture, MixedStream, parse_tokens, target_shares
 from adaptlang.plan import make_plan
-from adaptlang.report import mixture_lines
+from adaptlang.report import lr_curves, mixture_lines
+from adaptlang.schedules import lr_curve
 from adaptlang.stage_runner import run_stage
 
 from conftest import QUICK, make_model
@@ -123,3 +124,21 @@ def test_a_budget_beyond_the_text_is_refused_without_repetition(tokenizer):
     with pytest.raises(UserError, match=r"language en needs 250,\d+ tokens .* data.mixture.repeat=false"):
         run_stage(plan.stage("pretrain"), [], make_model(tokenizer), tokenizer, seed=0, languages=plan.languages,
                   config=plan.config)
+
+
+@pytest.mark.parametrize("name, shape", [
+    ("wsd", [0.0, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.293, 0.134]),  # 1 - sqrt over the last 4 (decay_ratio 0.4)
+    ("constant_cooldown", [0.0, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 0.75, 0.5, 0.25]),
+])
+def test_warmup_stable_decay_schedules(name, shape):
+    curve = lr_curve({"lr": 2.0, "schedule": name, "warmup_ratio": 0.2, "decay_ratio": 0.4}, 10)
+    assert [step for step, _ in curve] == list(range(1, 11))
+    assert [lr for _, lr in curve] == pytest.approx([2 * x for x in shape], abs=1e-3)
+
+
+def test_the_report_plots_every_stage_schedule_one_after_another(tmp_path):
+    stages = {"a": {"train": {"steps": 10, "lr": lr_curve({"lr": 1.0, "schedule": "cosine", "warmup_ratio": 0.1}, 10)}},
+              "b": {"train": {"steps": 5, "lr": lr_curve({"lr": 0.5, "schedule": "wsd", "warmup_ratio": 0.2}, 5)}}}
+    curves = lr_curves(stages)
+    assert curves["b"][0] == [11, 0.0] and curves["b"][1] == [12, 0.5]  # re-warmed after stage a
+    assert len(lr_curve({"lr": 1.0, "schedule": "constant", "warmup_ratio": 0}, 100_000)) == 200
