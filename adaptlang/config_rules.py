@@ -89,6 +89,8 @@ RULES: dict[str, Rule] = {
     "train.max_steps": _int(1, null="no cap"),
     "train.checkpoint_every": _int(0),
     "data.max_lines_per_language": _int(1, null="every line"),
+    "data.num_proc": _int(1),
+    "data.cache_dir": Rule("text", null="a temporary cache of the run"),
     "data.chat_template": Rule("choice", choices=("auto", "true", "false")),
     "eval.base": Rule("choice", choices=("auto", "true", "false")),
     "eval.benchmarks": Rule("list"),

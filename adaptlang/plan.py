@@ -40,7 +40,7 @@ from .models import check_architecture, check_model_path
 from .named_models import resolve as resolve_checkpoint
 from .rundir import run_name
 from .schedules import check_schedule
-from .sources import check_source, training_source
+from .sources import bad_shard_line, check_source, training_source
 from .trackers import check_trackers, tracker_names
 
 DATA_KINDS = ("text", "instructions")
@@ -343,6 +343,9 @@ def make_plan(cfg: DictConfig, composed: Composed | None = None) -> Plan:
         for code, source in (cfg.data.get(key) or {}).items():
             languages.check(code, where=f"data.{key}")
             check_source(str(source), where=f"data.{key}.{code}")
+            problem = bad_shard_line(str(source)) if key == "train_files" else None
+            if problem:
+                raise UserError(f"data.{key}.{code}: {problem}")
     if cfg.model.get("name_or_path"):
         check_model_path(str(cfg.model.name_or_path))
     benchmarks = list(cfg.eval.benchmarks)

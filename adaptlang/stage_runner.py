@@ -36,7 +36,7 @@ from .mixture import MixedStream, target_shares
 from .models import check_tokenizer_matches, count_parameters
 from .plan import PlannedStage
 from .seeds import derive_seed
-from .sources import text_for
+from .sources import line_limit, source_fingerprint, text_for, training_source
 from .strategy import StageContext, Strategy
 from .train import train_stage
 from .yamlfiles import CONFIG_ROOT, read_yaml
@@ -78,7 +78,7 @@ def stage_stream(stage: PlannedStage, tokenizer, ctx: StageContext, cache_dir: s
         if stage.mixture is not None and stage.mixture.active:
             return mixed_stream(stage, texts, tokenizer, ctx, cache_dir)
         corpus = datasets.concatenate_datasets(list(texts.values()))
-        blocks = lm_examples(corpus, tokenizer, int(ctx.train.block_size), cache_dir)
+        blocks = text_blocks(corpus, list(texts), tokenizer, ctx, cache_dir)
         return ExampleStream(blocks, ctx.seed_for("data"), name=f"stage {stage.name}")
     examples = []
     for source in stage.sources:
@@ -92,6 +92,21 @@ def stage_stream(stage: PlannedStage, tokenizer, ctx: StageContext, cache_dir: s
     return ExampleStream(encoded, ctx.seed_for("data"), name=f"stage {stage.name}")
 
 
+def text_blocks(text, codes: list[str], tokenizer, ctx: StageContext, cache_dir: str | None):
+    """LM blocks of ``text`` (the training text of ``codes``, in order), tokenized by
+    ``data.num_proc`` processes; kept in ``data.cache_dir`` under a key of the text's sources,
+    the tokenizer and the block size when that is set (reused by later runs), else in the
+    run's own temporary cache."""
+    data = ctx.config.data
+    keep = data.get("cache_dir")
+    key = None
+    if keep:
+        limit = line_limit(ctx.config)
+        key = "+".join(source_fingerprint(training_source(c, ctx.languages, ctx.config)[0], limit) for c in codes)
+    return lm_examples(text, tokenizer, int(ctx.train.block_size), str(keep) if keep else cache_dir, key,
+                       int(data.get("num_proc") or 1))
+
+
 def mixed_stream(stage: PlannedStage, texts: dict, tokenizer, ctx: StageContext, cache_dir: str | None) -> MixedStream:
     """Per-language LM blocks (and the replayed languages' text) in the stage's target shares;
     a language that needs more blocks than it has is repeated, or refused (``repeat: false``)."""
@@ -101,7 +116,7 @@ def mixed_stream(stage: PlannedStage, texts: dict, tokenizer, ctx: StageContext,
         past, _ = text_for(list(stage.replay_languages), ctx.languages, ctx.config, require=False)
     streams = {}
     for code, text in {**texts, **past}.items():
-        blocks = lm_examples(text, tokenizer, block_size, cache_dir)
+        blocks = text_blocks(text, [code], tokenizer, ctx, cache_dir)
         streams[code] = ExampleStream(blocks, derive_seed(ctx.seed_for("data"), "", f"mixture/{code}"),
                                       name=f"stage {stage.name}, language {code}")
     available = {code: len(s) * block_size for code, s in streams.items()}
