@@ -98,12 +98,12 @@ def write_report(path: Path, metrics: dict, cfg) -> None:
 
 
 def lr_curves(stages: dict) -> dict[str, list]:
-    """Stage -> [run step, lr] of its schedule (metrics.json ``train.lr``), stages one after another."""
+    """Stage -> [run step, lr] of its schedule (metrics.json ``train.lr_by_step``), stages one after another."""
     curves, offset = {}, 0
     for name, st in stages.items():
         train = st.get("train") or {}
-        if train.get("lr"):
-            curves[name] = [[offset + step, lr] for step, lr in train["lr"]]
+        if train.get("lr_by_step"):
+            curves[name] = [[offset + step, lr] for step, lr in train["lr_by_step"]]
         offset += int(train.get("steps", 0))
     return curves
 

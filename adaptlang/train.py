@@ -359,5 +359,5 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
             checkpointer.save(step, state.model, inner_optimizer, scheduler, stream, strategies, tally.progress(elapsed))
     bar.close()
     seconds = time.perf_counter() - start
-    stats = {**figures(tally, seconds, steps, batches, compilation, ctx.name), "lr": lr_curve(tcfg, steps)}
+    stats = {**figures(tally, seconds, steps, batches, compilation, ctx.name), "lr_by_step": lr_curve(tcfg, steps)}
     return hand_back(model, accelerator, checkpointing), stats

@@ -137,8 +137,8 @@ def test_warmup_stable_decay_schedules(name, shape):
 
 
 def test_the_report_plots_every_stage_schedule_one_after_another(tmp_path):
-    stages = {"a": {"train": {"steps": 10, "lr": lr_curve({"lr": 1.0, "schedule": "cosine", "warmup_ratio": 0.1}, 10)}},
-              "b": {"train": {"steps": 5, "lr": lr_curve({"lr": 0.5, "schedule": "wsd", "warmup_ratio": 0.2}, 5)}}}
+    stages = {"a": {"train": {"steps": 10, "lr_by_step": lr_curve({"lr": 1.0, "schedule": "cosine", "warmup_ratio": 0.1}, 10)}},
+              "b": {"train": {"steps": 5, "lr_by_step": lr_curve({"lr": 0.5, "schedule": "wsd", "warmup_ratio": 0.2}, 5)}}}
     curves = lr_curves(stages)
     assert curves["b"][0] == [11, 0.0] and curves["b"][1] == [12, 0.5]  # re-warmed after stage a
     assert len(lr_curve({"lr": 1.0, "schedule": "constant", "warmup_ratio": 0}, 100_000)) == 200
