@@ -128,9 +128,10 @@ def main() -> None:
         print(f"{r['scale']:5d}x {r['corpus_mb']:7.1f} {r['blocks']:8d} {r['prepare_seconds']:9.1f} "
               f"{r['prepare_cached_seconds']:8.1f} {r['pipeline_tokens_per_second']:14,.0f} "
               f"{r['draw_tokens_per_second']:11,.0f} {r['peak_rss_mb']:11.0f}")
-    print(f"training loop (tiny default, batch 16 x 128): {train:,.0f} tokens/s; tokenizing / training "
-          f"{rows[0]['pipeline_tokens_per_second'] / train:.1f}x, drawing / training "
-          f"{rows[0]['draw_tokens_per_second'] / train:.0f}x")
+    if train:
+        print(f"training loop (tiny default, batch 16 x 128): {train:,.0f} tokens/s; tokenizing / training "
+              f"{rows[0]['pipeline_tokens_per_second'] / train:.1f}x, drawing / training "
+              f"{rows[0]['draw_tokens_per_second'] / train:.0f}x")
     if len(rows) > 1:
         print(f"peak RSS {rows[-1]['scale']}x / {rows[0]['scale']}x: {rows[-1]['peak_rss_mb'] / rows[0]['peak_rss_mb']:.2f}")
     emit("data_pipeline", rows=rows, train_tokens_per_second=train)
