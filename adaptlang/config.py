@@ -40,7 +40,7 @@ GROUPS = ("model", "languages", "experiment")
 TRAINED_DEFAULTS = {"experiment": "pretrained", "strategy": "vocab+replay"}
 # Mappings whose keys are the user's own (language codes, file names): any key is accepted.
 FREE_FORM = {"data.train_files", "data.eval_files", "data.instructions", "eval.lm_eval.local_data",
-             "eval.samples.prompts"}
+             "eval.samples.prompts", "data.mixture.weights"}
 
 
 def group_options(group: str) -> list[str]:
@@ -118,8 +118,18 @@ def _stage_train_key(parts: list[str], i: int, cfg: DictConfig) -> bool:
     return _stage_train_path(parts) and i in (3, 4) and parts[4] in cfg.get("train", {})
 
 
+def _stage_own_key(parts: list[str]) -> bool:
+    """``experiment.stages.N.tokens`` or ``experiment.stages.N.data.mixture[.KEY...]``: stage keys
+    that an experiment file need not list (checked by the plan, adaptlang.mixture)."""
+    return len(parts) >= 4 and parts[:2] == ["experiment", "stages"] and (
+        parts[3:] == ["tokens"] or parts[3:5] == ["data", "mixture"])
+
+
 def apply_override(cfg: DictConfig, key: str, value: Any) -> None:
     parts = key.split(".")
+    if _stage_own_key(parts) and OmegaConf.select(cfg, ".".join(parts[:3])) is not None:
+        OmegaConf.update(cfg, key, value, merge=True)
+        return
     node: Any = cfg
     for i, part in enumerate(parts):
         here = ".".join(parts[:i])

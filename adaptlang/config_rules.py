@@ -79,6 +79,7 @@ RULES: dict[str, Rule] = {
     "train.weight_decay": _num(0),
     "train.eps": _num(0),
     "train.warmup_ratio": _num(0, 1),
+    "train.decay_ratio": _num(0, 1),
     "train.max_grad_norm": _num(0),
     "train.block_size": _int(2),
     "train.max_length": _int(2),
@@ -88,6 +89,8 @@ RULES: dict[str, Rule] = {
     "train.max_steps": _int(1, null="no cap"),
     "train.checkpoint_every": _int(0),
     "data.max_lines_per_language": _int(1, null="every line"),
+    "data.num_proc": _int(1),
+    "data.cache_dir": Rule("text", null="a temporary cache of the run"),
     "data.chat_template": Rule("choice", choices=("auto", "true", "false")),
     "eval.base": Rule("choice", choices=("auto", "true", "false")),
     "eval.benchmarks": Rule("list"),
@@ -160,7 +163,8 @@ def check_values(cfg: DictConfig) -> None:
         if not isinstance(stage, DictConfig):
             continue
         if "steps" in stage:
-            stage.steps = checked(f"experiment.stages.{i}.steps", _plain(stage.steps), _int(1))
+            stage.steps = checked(f"experiment.stages.{i}.steps", _plain(stage.steps),
+                                  _int(1, null="a text stage's tokens: budget instead"))
         own = stage.get("train")
         for leaf in own if isinstance(own, DictConfig) else ():
             rule = RULES.get(f"train.{leaf}")

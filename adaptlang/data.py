@@ -4,6 +4,7 @@ Text comes from adaptlang.sources, batches are made by adaptlang.batching.
 """
 from __future__ import annotations
 
+import hashlib
 import random
 import uuid
 from pathlib import Path
@@ -15,13 +16,25 @@ from .errors import UserError
 from .seeds import derive_seed
 
 
-def lm_examples(texts, tokenizer, block_size: int, cache_dir: str | None = None) -> datasets.Dataset:
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of everything that decides a tokenizer's ids (a fast tokenizer's full JSON)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else datasets.fingerprint.Hasher.hash(tokenizer)
+    return hashlib.sha256(f"{text}\x1f{tokenizer.eos_token_id}".encode()).hexdigest()[:16]
+
+
+def lm_examples(texts, tokenizer, block_size: int, cache_dir: str | None = None, source_key: str | None = None,
+                num_proc: int = 1) -> datasets.Dataset:
     """Causal-LM blocks: texts tokenized, joined with EOS, cut into ``block_size`` tokens.
 
     ``texts`` is a list or a Dataset with a ``text`` column. With ``cache_dir`` the blocks
     are written there as Arrow and memory-mapped (memory stays flat as the corpus grows);
-    without, they are kept in memory. Blocks hold int32 ``input_ids`` only: an LM block's
-    labels are its inputs (collate fills them in)."""
+    without, they are kept in memory. With ``source_key`` (the text's fingerprint,
+    adaptlang.sources.source_fingerprint) too, the cache file is named by that key, the
+    tokenizer's fingerprint and ``block_size``, and a later run finds and reuses it.
+    ``num_proc`` processes tokenize contiguous parts of the text in parallel (the blocks then
+    differ from those of one process: each part ends with its own remainder). Blocks hold
+    int32 ``input_ids`` only: an LM block's labels are its inputs (collate fills them in)."""
     eos = tokenizer.eos_token_id
     ds = texts if isinstance(texts, datasets.Dataset) else datasets.Dataset.from_dict({"text": list(texts)})
 
@@ -34,10 +47,15 @@ def lm_examples(texts, tokenizer, block_size: int, cache_dir: str | None = None)
     # blocks are cut within each map batch of 1000 texts (a remainder shorter than a block
     # at the end of a batch is dropped, as in run_clm's group_texts)
     features = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32"))})
+    name = uuid.uuid4().hex
+    if cache_dir is not None and source_key is not None:
+        name = hashlib.sha256(f"{source_key}\x1f{tokenizer_fingerprint(tokenizer)}\x1f{block_size}\x1f{num_proc}"
+                              .encode()).hexdigest()[:32]
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
     kwargs = {"keep_in_memory": True} if cache_dir is None else {
-        "cache_file_name": str(Path(cache_dir) / f"blocks-{uuid.uuid4().hex}.arrow")}
+        "cache_file_name": str(Path(cache_dir) / f"blocks-{name}.arrow"), "load_from_cache_file": True}
     return ds.map(tokenize, batched=True, batch_size=1000, remove_columns=ds.column_names, features=features,
-                  new_fingerprint=uuid.uuid4().hex, **kwargs)
+                  new_fingerprint=name, num_proc=num_proc if num_proc > 1 else None, **kwargs)
 
 
 class ExampleStream:

@@ -19,6 +19,7 @@ A refused plan is one line (a UserError) and nothing is written. The pipeline
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,16 +35,17 @@ from .config_rules import check_values
 from .composition import Composed, compose
 from .errors import UserError, listing, suggest
 from .languages import LanguageSet
+from .mixture import Mixture, check_weights, mixture_of, parse_tokens, target_shares, tokens_per_step
 from .models import check_architecture, check_model_path
 from .named_models import resolve as resolve_checkpoint
 from .prechecks import check_before_training, check_model_config
 from .rundir import plain_name, run_name
 from .schedules import check_schedule
-from .sources import check_source, training_source
+from .sources import bad_shard_line, check_source, training_source
 from .trackers import check_trackers, tracker_names
 
 DATA_KINDS = ("text", "instructions")
-STAGE_KEYS = ("name", "data", "steps", "train")
+STAGE_KEYS = ("name", "data", "steps", "tokens", "train")
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,9 @@ class PlannedStage:
     train: dict  # the resolved train options of this stage
     strategies: tuple[str, ...]  # active in set-up order
     data: str  # where its training examples come from, in words
+    mixture: Mixture | None = None  # text stages: language shares, repetition, replay (adaptlang.mixture)
+    replay_languages: tuple[str, ...] = ()  # earlier text stages' languages replayed (mixture.replay > 0)
+    tokens: int | None = None  # the stage's token budget (``tokens:``), from which ``steps`` was computed
 
 
 @dataclass
@@ -109,7 +114,7 @@ class Plan:
             "starting model evaluated as stage 'base'": self.evaluates_base,
             **({"warnings": self.warnings} if self.warnings else {}),
             "stages": [{
-                "name": s.name, "steps": s.steps, "data": s.data,
+                "name": s.name, "steps": s.steps, **_text_figures(s, self._has_text), "data": s.data,
                 "strategies": {n: self.strategy(n).options for n in s.strategies} or "none",
                 "train": {**{k: s.train[k] for k in ("batch_size", "lr", "schedule", "max_length", "block_size",
                                                      "packing") if k in s.train},
@@ -128,6 +133,9 @@ class Plan:
             "seeds": f"run seed {self.seed}; every draw seeded by (seed, stage, purpose) (adaptlang.seeds)",
         }
 
+    def _has_text(self, code: str) -> bool:
+        return training_source(code, self.languages, self.config)[0] is not None
+
     def _text_by_source(self) -> dict:
         grouped: dict[str, list[str]] = {}
         for code, source in self.training_text.items():
@@ -139,6 +147,32 @@ class Plan:
         return head + yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=110)
 
 
+def _text_figures(stage: PlannedStage, has_text) -> dict:
+    """A text stage's tokens (budget and steps) and mixture, as the plan prints them (the
+    target shares of the languages that ``has_text``)."""
+    if stage.kind != "text":
+        return {}
+    per_step = tokens_per_step(stage.train)
+    out: dict[str, Any] = {"tokens": f"{stage.steps * per_step:,} ({stage.steps} steps x {per_step:,} tokens)"}
+    if stage.tokens is not None:
+        out["tokens"] += f"; budget {stage.tokens:,}"
+    mixture = stage.mixture
+    if mixture is None or not mixture.active:
+        return out
+    own = [c for c in stage.languages if has_text(c)]
+    past = [c for c in stage.replay_languages if has_text(c)]
+    out["mixture"] = mixture.describe()
+    if mixture.replay:
+        out["mixture"]["replayed languages"] = " ".join(past) or "none (no earlier text stage)"
+    if mixture.alpha == 0 or (not past and own and set(own) <= set(mixture.weights)):
+        shares = target_shares({c: 1 for c in own + past}, mixture, own, past)
+        out["target shares"] = {c: round(p, 4) for c, p in shares.items()}
+    else:
+        out["target shares"] = ("p_i ~ n_i^alpha over the tokens available, counted when the stage's text is "
+                                "tokenized (train.log; metrics.json target_shares)")
+    return out
+
+
 def stage_train_config(cfg: DictConfig, stage: DictConfig) -> DictConfig:
     own = stage.get("train") or {}
     for key in own:
@@ -148,14 +182,28 @@ def stage_train_config(cfg: DictConfig, stage: DictConfig) -> DictConfig:
     return OmegaConf.merge(cfg.train, own)
 
 
-def stage_steps(cfg: DictConfig, stage: DictConfig) -> int:
-    steps = int(stage.steps)
+def stage_steps(cfg: DictConfig, stage: DictConfig, train: DictConfig | None = None) -> int:
+    """``steps:``, or ``tokens:`` in whole optimizer steps of a text stage; capped by ``train.max_steps``."""
+    given = [k for k in ("steps", "tokens") if stage.get(k) is not None]
+    if len(given) != 1:
+        raise UserError(f"experiment stage '{stage.get('name')}': give "
+                        f"{'either steps or tokens, not both' if given else 'steps (or tokens: for a text stage)'}")
+    if given == ["tokens"]:
+        if stage.data.get("kind") != "text":
+            raise UserError(f"experiment stage '{stage.name}': tokens: is a budget of language-model text; "
+                            "give steps for an instruction stage")
+        tokens = parse_tokens(stage.tokens, f"experiment stage '{stage.name}': tokens")
+        steps = max(1, math.ceil(tokens / tokens_per_step(train if train is not None else cfg.train)))
+    else:
+        steps = int(stage.steps)
     cap = cfg.train.get("max_steps")
     return min(steps, int(cap)) if cap is not None else steps
 
 
 def _plan_stage(index: int, stage: DictConfig, cfg: DictConfig, languages: LanguageSet,
-                composed: Composed) -> PlannedStage:
+                composed: Composed, past: list[str]) -> PlannedStage:
+    """One stage, checked; ``past``: the languages of the earlier text stages (replayed by
+    ``data.mixture.replay``)."""
     for key in stage:
         if key not in STAGE_KEYS:
             raise UserError(f"experiment stage '{stage.get('name')}': unknown key '{key}'."
@@ -188,8 +236,17 @@ def _plan_stage(index: int, stage: DictConfig, cfg: DictConfig, languages: Langu
         data = f"language-model text of {where}"
     else:
         data = f"instructions from {', '.join(sources) or '(none)'} on {where}"
-    return PlannedStage(str(stage.name), index, str(kind), tuple(codes), sources, stage_steps(cfg, stage),
-                        OmegaConf.to_container(tcfg, resolve=True), tuple(s.name for s in active), data)
+    mixture, replayed = None, ()
+    if kind == "text" and not builder:
+        mixture = mixture_of(cfg.data.get("mixture"), stage.data.get("mixture"), f"stage '{stage.name}'")
+        check_weights(mixture, str(stage.name), codes)
+        if mixture.replay:
+            replayed = tuple(c for c in dict.fromkeys(past) if c not in codes)
+    tokens = (parse_tokens(stage.tokens, f"experiment stage '{stage.name}': tokens")
+              if stage.get("tokens") is not None else None)
+    return PlannedStage(str(stage.name), index, str(kind), tuple(codes), sources, stage_steps(cfg, stage, tcfg),
+                        OmegaConf.to_container(tcfg, resolve=True), tuple(s.name for s in active), data,
+                        mixture, replayed, tokens)
 
 
 def _check_claims(plan: Plan) -> None:
@@ -279,11 +336,17 @@ def make_plan(cfg: DictConfig, composed: Composed | None = None) -> Plan:
             options = OmegaConf.to_container(cfg.strategy[strategy.name], resolve=True)
             options.pop("stages", None)
         planned_strategies.append(PlannedStrategy(strategy.name, tuple(stages), options, frozenset(strategy.claims())))
-    stages = [_plan_stage(i, st, cfg, languages, composed) for i, st in enumerate(cfg.experiment.stages)]
+    stages: list[PlannedStage] = []
+    for i, st in enumerate(cfg.experiment.stages):
+        past = [c for s in stages if s.kind == "text" for c in s.languages]
+        stages.append(_plan_stage(i, st, cfg, languages, composed, past))
     for key in ("train_files", "eval_files"):
         for code, source in (cfg.data.get(key) or {}).items():
             languages.check(code, where=f"data.{key}")
             check_source(str(source), where=f"data.{key}.{code}")
+            problem = bad_shard_line(str(source)) if key == "train_files" else None
+            if problem:
+                raise UserError(f"data.{key}.{code}: {problem}")
     if cfg.model.get("name_or_path"):
         check_model_path(str(cfg.model.name_or_path))
     check_model_config(cfg)

@@ -76,8 +76,36 @@ def strategy_sections(metrics: dict) -> tuple[list[str], set[tuple[str, str]]]:
     return lines, given
 
 
+LR_PLOT = "lr.png"
+
+
 def write_report(path: Path, metrics: dict, cfg) -> None:
+    """report.md, and beside it lr.png (the learning rate per step of every stage)."""
+    curves = lr_curves(metrics["stages"])
+    if curves:
+        from .compare_report import _plt, _png
+
+        plt = _plt()
+        fig, ax = plt.subplots(figsize=(7, 2.6), layout="constrained")
+        for name, points in curves.items():
+            ax.plot([p[0] for p in points], [p[1] for p in points], label=name)
+        ax.set_xlabel("optimizer step (run)")
+        ax.set_ylabel("learning rate")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        (path.parent / LR_PLOT).write_bytes(_png(fig))
     write_atomic(path, render_report(metrics, cfg))
+
+
+def lr_curves(stages: dict) -> dict[str, list]:
+    """Stage -> [run step, lr] of its schedule (metrics.json ``train.lr_by_step``), stages one after another."""
+    curves, offset = {}, 0
+    for name, st in stages.items():
+        train = st.get("train") or {}
+        if train.get("lr_by_step"):
+            curves[name] = [[offset + step, lr] for step, lr in train["lr_by_step"]]
+        offset += int(train.get("steps", 0))
+    return curves
 
 
 def render_report(metrics: dict, cfg=None) -> str:
@@ -96,6 +124,10 @@ def render_report(metrics: dict, cfg=None) -> str:
         t = st["train"]
         lines.append(f"| {name} | {', '.join(st['strategies']) or '-'} | {t['steps']} | {t['tokens']:,} | "
                      f"{t['seconds']:.1f} | {t['tokens_per_second']:,.0f} | {t['first_loss']:.3f} | {t['final_loss']:.3f} |")
+    if lr_curves(metrics["stages"]):
+        lines += ["", f"Learning rate per step (every stage's schedule; also train/lr in the trackers): "
+                      f"![learning rate]({LR_PLOT})"]
+    lines += mixture_lines(metrics["stages"])
     sizes = {name: st.get("vocab_size") for name, st in metrics["stages"].items()}
     if any(v is not None for v in sizes.values()):
         lines += ["", "Vocabulary after each stage: " + ", ".join(f"{n} {_scalar(v)}" for n, v in sizes.items())]
@@ -135,6 +167,21 @@ def render_report(metrics: dict, cfg=None) -> str:
     if cfg is not None:
         lines += ["## Resolved config", "", "```yaml", to_yaml(cfg).rstrip(), "```", ""]
     return "\n".join(lines)
+
+
+def mixture_lines(stages: dict) -> list[str]:
+    """Target beside realized share of every language of the mixed text stages (adaptlang.mixture)."""
+    mixed = {n: st["train"] for n, st in stages.items() if "tokens_by_language" in (st.get("train") or {})}
+    if not mixed:
+        return []
+    lines = ["", "### Language mixture: target and realized tokens", "",
+             "| stage | language | target share | realized share | tokens | epochs of its text |",
+             "|---|---|---:|---:|---:|---:|"]
+    for name, t in mixed.items():
+        for code, tokens in t["tokens_by_language"].items():
+            lines.append(f"| {name} | {code} | {t['target_shares'][code]:.2%} | {t['realized_shares'][code]:.2%} | "
+                         f"{tokens:,} | {t['epochs_by_language'][code]:.2f} |")
+    return lines
 
 
 def _figures(classes: dict) -> tuple[list[str], list[str]]:

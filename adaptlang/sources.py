@@ -15,6 +15,9 @@ local text/JSONL/CSV/Parquet file, a local dataset folder, or a hub dataset
 from __future__ import annotations
 
 import functools
+import hashlib
+import gzip
+import json
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,59 @@ def _reading_error(source: str, exc: BaseException) -> str:
     root = seen[-1]
     first = (str(root).splitlines() or [""])[0][:300]
     return f"cannot read text from '{source}': {type(root).__name__}: {first}"
+
+
+SHARD_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet", ".csv")
+
+
+def shard_files(source: str) -> list[Path]:
+    """A local source's files: the file itself, or a folder's text/JSONL/Parquet/CSV shards (any
+    depth, optionally .gz), sorted by path."""
+    path = Path(source)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        return []
+    return sorted(p for p in path.rglob("*") if p.is_file()
+                  and next((x for x in reversed(p.suffixes) if x != ".gz"), "") in SHARD_SUFFIXES)
+
+
+def _lines(path: Path):
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        yield from enumerate(fh, 1)
+
+
+def bad_shard_line(source: str) -> str | None:
+    """The first problem of a local source's shards, as ``file:line: why``: a JSON line that is
+    not JSON or has no ``text`` field, text that is not UTF-8, a Parquet file that is not one
+    or has no ``text`` column (the plan scans user files with it; a failed read names it)."""
+    for path in shard_files(source) if not source.startswith("hub:") else []:
+        kind = _builder_for(path)
+        try:
+            if kind == "parquet":
+                import pyarrow.parquet as pq
+
+                names = pq.read_schema(path).names
+                if "text" not in names:
+                    return f"{path}: no 'text' column (columns: {', '.join(names) or 'none'})"
+                continue
+            first = True
+            for number, raw in _lines(path):
+                text = raw.decode("utf-8")
+                if kind == "json" and ".jsonl" in path.suffixes and text.strip():
+                    record = json.loads(text)
+                    if first and (not isinstance(record, dict) or "text" not in record):
+                        fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
+                        return f"{path}:{number}: no 'text' field (fields: {fields or 'none'})"
+                    first = False
+        except UnicodeDecodeError as exc:
+            return f"{path}:{number}: not UTF-8 text ({exc.reason} at byte {exc.start} of the line)"
+        except json.JSONDecodeError as exc:
+            return f"{path}:{number}: not a JSON line ({exc.msg} at column {exc.colno})"
+        except Exception as exc:  # noqa: BLE001 -- pyarrow's errors: the file is named, its message kept
+            return f"{path}: cannot be read as {kind} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+    return None
 
 
 def _builder_for(path: Path) -> str:
@@ -75,12 +131,35 @@ def _open(source: str):
         check_source(source)
         path = Path(source)
         if path.is_dir():
-            return datasets.load_dataset(str(path), split="train", streaming=True)
+            return _open_shards(source)
         return datasets.load_dataset(_builder_for(path), data_files=str(path), split="train")
     except UserError:
         raise
     except Exception as exc:  # datasets wraps the cause; the user needs its one line
-        raise UserError(_reading_error(source, exc)) from None
+        raise UserError(bad_shard_line(source) or _reading_error(source, exc)) from None
+
+
+def _open_shards(source: str):
+    """A folder streamed lazily: its shards by format (in order of first appearance, each format's
+    files in path order), each format's ``text`` column; a folder without shard files (e.g. a
+    dataset saved by ``datasets``) as ``datasets`` reads it."""
+    kinds: dict[str, list[str]] = {}
+    for path in shard_files(source):
+        kinds.setdefault(_builder_for(path), []).append(str(path))
+    if not kinds:
+        return datasets.load_dataset(source, split="train", streaming=True)
+    if len(kinds) == 1:
+        kind, files = next(iter(kinds.items()))
+        return datasets.load_dataset(kind, data_files=files, split="train", streaming=True)
+
+    def rows(groups):
+        for kind, files in groups:
+            for row in datasets.load_dataset(kind, data_files=files, split="train", streaming=True):
+                if "text" not in row:
+                    raise UserError(f"{source}: a {kind} shard without a 'text' column ({', '.join(files[:3])})")
+                yield {"text": row["text"]}
+    return datasets.IterableDataset.from_generator(rows, features=datasets.Features({"text": datasets.Value("string")}),
+                                                   gen_kwargs={"groups": list(kinds.items())})
 
 
 def text_dataset(source: str, limit: int | None = None) -> datasets.Dataset:
@@ -111,7 +190,7 @@ def text_dataset(source: str, limit: int | None = None) -> datasets.Dataset:
     except UserError:
         raise
     except Exception as exc:
-        raise UserError(_reading_error(source, exc)) from None
+        raise UserError(bad_shard_line(source) or _reading_error(source, exc)) from None
     if len(out) == 0:
         raise UserError(f"text source '{source}' has no non-empty text")
     return out
@@ -179,8 +258,20 @@ def heldout_texts(code: str, langs: LanguageSet, cfg: Any, limit: int | None) ->
     return None, "no held-out text (not in FLORES-200 or UDHR)"
 
 
-def text_for(codes: list[str], languages: LanguageSet, cfg: Any) -> tuple[dict, dict]:
-    """Training text per language as memory-mapped Datasets, and the languages without any."""
+def source_fingerprint(source: str, limit: int | None) -> str:
+    """What the text of ``source`` (its first ``limit`` rows) depends on: each shard's path, size
+    and modification time (a hub source: its name; its revision is the hub's own)."""
+    parts = [source, str(limit)]
+    if not source.startswith("hub:"):
+        for path in shard_files(source):
+            stat = path.stat()
+            parts.append(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
+
+
+def text_for(codes: list[str], languages: LanguageSet, cfg: Any, require: bool = True) -> tuple[dict, dict]:
+    """Training text per language as memory-mapped Datasets, and the languages without any
+    (``require``: refuse when no language has text)."""
     texts, skipped = {}, {}
     for code in codes:
         source, why = training_source(code, languages, cfg)
@@ -188,6 +279,6 @@ def text_for(codes: list[str], languages: LanguageSet, cfg: Any) -> tuple[dict, 
             skipped[code] = why
             continue
         texts[code] = text_dataset(source, line_limit(cfg))
-    if not texts:
+    if not texts and require:
         raise UserError(f"no training text for any of {codes}: " + "; ".join(f"{c}: {w}" for c, w in skipped.items()))
     return texts, skipped

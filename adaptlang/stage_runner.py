@@ -21,6 +21,7 @@ The pipeline (adaptlang.pipeline), the tests and bench/ all run stages through h
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,10 +32,11 @@ from omegaconf import OmegaConf
 from . import instructions
 from .data import ExampleStream, lm_examples
 from .errors import UserError
+from .mixture import MixedStream, target_shares
 from .models import check_tokenizer_matches, count_parameters
 from .plan import PlannedStage
 from .seeds import derive_seed
-from .sources import text_for
+from .sources import line_limit, source_fingerprint, text_for, training_source
 from .strategy import StageContext, Strategy
 from .train import train_stage
 from .yamlfiles import CONFIG_ROOT, read_yaml
@@ -73,8 +75,10 @@ def stage_stream(stage: PlannedStage, tokenizer, ctx: StageContext, cache_dir: s
             ctx.notes["skipped_languages"] = skipped
             log.warning("stage %s: no training text for %s", stage.name, ", ".join(skipped))
         ctx.notes["trained_languages"] = list(texts)
+        if stage.mixture is not None and stage.mixture.active:
+            return mixed_stream(stage, texts, tokenizer, ctx, cache_dir)
         corpus = datasets.concatenate_datasets(list(texts.values()))
-        blocks = lm_examples(corpus, tokenizer, int(ctx.train.block_size), cache_dir)
+        blocks = text_blocks(corpus, list(texts), tokenizer, ctx, cache_dir)
         return ExampleStream(blocks, ctx.seed_for("data"), name=f"stage {stage.name}")
     examples = []
     for source in stage.sources:
@@ -86,6 +90,49 @@ def stage_stream(stage: PlannedStage, tokenizer, ctx: StageContext, cache_dir: s
     encoded = instructions.encode_all(examples, tokenizer, int(ctx.train.max_length), instructions.chat_setting(cfg))
     ctx.notes["chat_template"] = instructions.uses_chat_template(tokenizer, instructions.chat_setting(cfg))
     return ExampleStream(encoded, ctx.seed_for("data"), name=f"stage {stage.name}")
+
+
+def text_blocks(text, codes: list[str], tokenizer, ctx: StageContext, cache_dir: str | None):
+    """LM blocks of ``text`` (the training text of ``codes``, in order), tokenized by
+    ``data.num_proc`` processes; kept in ``data.cache_dir`` under a key of the text's sources,
+    the tokenizer and the block size when that is set (reused by later runs), else in the
+    run's own temporary cache."""
+    data = ctx.config.data
+    keep = data.get("cache_dir")
+    key = None
+    if keep:
+        limit = line_limit(ctx.config)
+        key = "+".join(source_fingerprint(training_source(c, ctx.languages, ctx.config)[0], limit) for c in codes)
+    return lm_examples(text, tokenizer, int(ctx.train.block_size), str(keep) if keep else cache_dir, key,
+                       int(data.get("num_proc") or 1))
+
+
+def mixed_stream(stage: PlannedStage, texts: dict, tokenizer, ctx: StageContext, cache_dir: str | None) -> MixedStream:
+    """Per-language LM blocks (and the replayed languages' text) in the stage's target shares;
+    a language that needs more blocks than it has is repeated, or refused (``repeat: false``)."""
+    block_size = int(ctx.train.block_size)
+    past = {}
+    if stage.replay_languages:
+        past, _ = text_for(list(stage.replay_languages), ctx.languages, ctx.config, require=False)
+    streams = {}
+    for code, text in {**texts, **past}.items():
+        blocks = text_blocks(text, [code], tokenizer, ctx, cache_dir)
+        streams[code] = ExampleStream(blocks, derive_seed(ctx.seed_for("data"), "", f"mixture/{code}"),
+                                      name=f"stage {stage.name}, language {code}")
+    available = {code: len(s) * block_size for code, s in streams.items()}
+    shares = target_shares(available, stage.mixture, list(texts), list(past))
+    draws = stage.steps * int(ctx.train.batch_size) * int(ctx.train.get("grad_accum", 1))
+    for code, share in shares.items():
+        needed = math.ceil(share * draws)
+        log.info("stage %s: %s target share %.4f: %d of %d tokens available (%.2f epochs)", stage.name, code, share,
+                 needed * block_size, available[code], needed / len(streams[code]))
+        if needed > len(streams[code]) and not stage.mixture.repeat:
+            raise UserError(f"stage '{stage.name}': language {code} needs {needed * block_size:,} tokens "
+                            f"({share:.1%} of {draws * block_size:,}) but its text has {available[code]:,}, and "
+                            "data.mixture.repeat=false; give fewer steps/tokens, more text, or repeat=true")
+    if past:
+        ctx.notes["replayed_languages"] = list(past)
+    return MixedStream(streams, shares, name=f"stage {stage.name}")
 
 
 def _hooks(model) -> int:
@@ -146,6 +193,7 @@ def run_stage(stage: PlannedStage, strategies: list[Strategy], model, tokenizer,
     parameters = count_parameters(model)  # as trained (strategies may freeze parts), before merging back
     if stream is None and not any(s.builds_examples for s in strategies):
         stream = stage_stream(stage, tokenizer, ctx, cache_dir)
+    own_stream = stream
     for strategy in strategies:
         stream = strategy.setup_data(stream, ctx)
     if stream is None:
@@ -154,6 +202,8 @@ def run_stage(stage: PlannedStage, strategies: list[Strategy], model, tokenizer,
     log.info("stage %s: strategies [%s], %d steps", stage.name, ", ".join(s.name for s in strategies), stage.steps)
     model, stats = train_stage(model, tokenizer, stream, strategies, ctx.train, stage.steps, accelerator, ctx,
                                checkpointer, step_offset)
+    if isinstance(own_stream, MixedStream):
+        stats.update(own_stream.realized())
     ctx.model = model
     for strategy in reversed(strategies):
         strategy.on_stage_end(ctx)

@@ -38,7 +38,7 @@ from .errors import UserError
 from .fused_loss import fuses, linear_cross_entropy
 from .models import head_and_body, packs_correctly
 from .progress import Progress
-from .schedules import make_scheduler
+from .schedules import lr_curve, make_scheduler
 from .strategy import StageContext, Strategy, TrainState
 
 log = logging.getLogger("adaptlang")
@@ -130,7 +130,7 @@ def build_optimizer(model, tcfg: Any, steps: int, accelerator):
         **({"fused": True} if fused_optimizer_ok(accelerator.device) else {}),
     )
     warmup = math.ceil(float(tcfg.warmup_ratio) * steps)
-    scheduler = make_scheduler(optimizer, tcfg.get("schedule"), warmup, steps)
+    scheduler = make_scheduler(optimizer, tcfg.get("schedule"), warmup, steps, float(tcfg.get("decay_ratio", 0.2)))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     if hasattr(scheduler, "split_batches"):  # our batch is global and split across ranks: one schedule
         scheduler.split_batches = True       # step per optimizer step, not one per process
@@ -359,4 +359,5 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
             checkpointer.save(step, state.model, inner_optimizer, scheduler, stream, strategies, tally.progress(elapsed))
     bar.close()
     seconds = time.perf_counter() - start
-    return hand_back(model, accelerator, checkpointing), figures(tally, seconds, steps, batches, compilation, ctx.name)
+    stats = {**figures(tally, seconds, steps, batches, compilation, ctx.name), "lr_by_step": lr_curve(tcfg, steps)}
+    return hand_back(model, accelerator, checkpointing), stats

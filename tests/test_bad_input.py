@@ -33,7 +33,7 @@ def cases(tmp_path, model_dirs):
         ([f"data.train_files.ar={tmp_path / 'missing.txt'}"], "does not exist"),
         ([f"data.train_files.ar={empty}"], "is empty"),
         ([f"data.train_files.ar={bad_utf8}"], "not UTF-8"),
-        ([f"data.train_files.ar={bad_jsonl}"], "cannot read text from"),
+        ([f"data.train_files.ar={bad_jsonl}"], "bad.jsonl:2: not a JSON line"),
         ([f"data.train_files.ar={no_text_col}"], "no 'text' column"),
         (["data.train_files.xx=/tmp/a.txt"], "unknown language code 'xx'"),
         ([f"model.name_or_path={tmp_path / 'no_model'}"], "does not exist"),

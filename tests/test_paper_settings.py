@@ -88,7 +88,7 @@ def test_schedules(name, at_half, at_end):
 
 
 def test_unknown_schedule_is_refused_in_the_plan():
-    with pytest.raises(UserError, match="train.schedule=cosin.*Valid: constant, cosine, linear"):
+    with pytest.raises(UserError, match="train.schedule=cosin.*Valid: constant, constant_cooldown, cosine, linear, wsd"):
         make_plan(load_config(["train.schedule=cosin"]))
 
 

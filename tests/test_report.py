@@ -208,3 +208,15 @@ def test_number_format_never_uses_exponents(x, shown):
                                       (-0.99999, "−100.0%"), (11.5, "×12.5"), (5e6, "×1000+"), (None, "n/a")])
 def test_relative_change_format(r, shown):
     assert fmt_pct(r) == shown
+
+
+def test_the_lr_plot_is_written_beside_the_report(tmp_path, vocab_metrics):
+    from adaptlang.schedules import lr_curve
+
+    write_report(tmp_path / "report.md", vocab_metrics, None)
+    assert not (tmp_path / "lr.png").exists()  # metrics without lr curves: no plot, no link
+    for st in vocab_metrics["stages"].values():
+        st["train"]["lr_by_step"] = lr_curve({"lr": 1e-3, "schedule": "wsd", "warmup_ratio": 0.2}, 5)
+    write_report(tmp_path / "report.md", vocab_metrics, None)
+    assert (tmp_path / "lr.png").read_bytes()[:4] == b"\x89PNG"
+    assert "![learning rate](lr.png)" in (tmp_path / "report.md").read_text()

@@ -1,0 +1,141 @@
+"""The language-model data pipeline against the training loop, and its memory as the corpus grows.
+
+For each scale (1x, 10x, ... the vendored NTREX-128 text of the 12 pretraining languages,
+repeated and written as a folder of shards per language: .jsonl and .txt alternating, 2,000
+lines a shard), in a fresh child process:
+
+* prepare the pretrain stage's data as a run does (adaptlang.stage_runner.stage_stream: the
+  shards streamed, tokenized into 128-token blocks with ``data.num_proc`` processes, the
+  per-language streams mixed with ``data.mixture.alpha=0.3``, blocks in ``data.cache_dir``);
+* draw 200 batches of 16 blocks and collate them (the loop's data work): tokens/s;
+* prepare again with the same cache (the blocks are found, not tokenized again);
+* print peak RSS (ru_maxrss) of this data work (before any training in the process).
+
+Then, once, the training loop on the tiny default model (8 steps, batch 16 x 128 tokens):
+its tokens/s is the rate the data pipeline has to keep up with.
+
+    python bench/perf_data.py [--scales 1,10] [--num-proc 2]
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _emit import emit
+
+CHILD = r'''
+import json, resource, sys, time
+from adaptlang import load_config
+from adaptlang.batching import make_batch
+from adaptlang.plan import make_plan
+from adaptlang.stage_runner import stage_stream
+from adaptlang.strategy import StageContext
+from omegaconf import OmegaConf
+from transformers import AutoTokenizer
+
+overrides, tok, train_steps = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+tokenizer = AutoTokenizer.from_pretrained(tok)
+plan = make_plan(load_config(overrides))
+stage = plan.stage("pretrain")
+ctx = StageContext(name=stage.name, index=0, seed=0, train=OmegaConf.create(stage.train), languages=plan.languages,
+                   config=plan.config, tokenizer=tokenizer)
+out = {}
+start = time.perf_counter()
+stream = stage_stream(stage, tokenizer, ctx)
+out["prepare_seconds"] = time.perf_counter() - start
+out["blocks"] = len(stream)
+start = time.perf_counter()
+tokens = 0
+for _ in range(200):
+    tokens += int(make_batch([next(stream) for _ in range(16)], 0, None)["num_tokens"])
+out["draw_tokens_per_second"] = tokens / (time.perf_counter() - start)
+out["pipeline_tokens_per_second"] = out["blocks"] * 128 / out["prepare_seconds"]
+start = time.perf_counter()
+stage_stream(stage, tokenizer, ctx)
+out["prepare_cached_seconds"] = time.perf_counter() - start
+out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # of the data work alone
+if train_steps:
+    from accelerate import Accelerator
+    from adaptlang.models import build_model
+    from adaptlang.train import train_stage
+    model = build_model(plan.config.model, tokenizer, 0)
+    _, stats = train_stage(model, tokenizer, stream, [], ctx.train, train_steps, Accelerator(cpu=True), ctx)
+    out["train_tokens_per_second"] = stats["tokens_per_second"]
+print(json.dumps(out))
+'''
+
+
+def shard_folder(root: Path, code: str, text: str, scale: int, lines_per_shard: int = 2000) -> tuple[Path, int]:
+    """``text`` repeated ``scale`` times as a folder of .jsonl/.txt shards; returns it and its bytes."""
+    folder = root / code
+    folder.mkdir(parents=True)
+    lines = [line for line in text.splitlines() if line.strip()] * scale
+    size = 0
+    for i in range(0, len(lines), lines_per_shard):
+        part = lines[i:i + lines_per_shard]
+        n = i // lines_per_shard
+        if n % 2:
+            path, body = folder / f"shard-{n:05d}.txt", "\n".join(part) + "\n"
+        else:
+            path, body = folder / f"shard-{n:05d}.jsonl", "".join(json.dumps({"text": t}) + "\n" for t in part)
+        path.write_text(body, encoding="utf-8")
+        size += path.stat().st_size
+    return folder, size
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scales", default="1,10")
+    parser.add_argument("--num-proc", type=int, default=2)
+    parser.add_argument("--train-steps", type=int, default=8)
+    args = parser.parse_args()
+    from adaptlang import load_config
+    from adaptlang.languages import CORPORA, LanguageSet
+    from adaptlang.pipeline import initial_model
+
+    cfg = load_config([])
+    langs = LanguageSet.from_config(cfg.languages)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        _, tokenizer = initial_model(cfg, langs)
+        tokenizer.save_pretrained(f"{tmp}/tok")
+        for i, scale in enumerate(int(s) for s in args.scales.split(",")):
+            overrides = ["data.max_lines_per_language=null", "data.mixture.alpha=0.3", f"data.num_proc={args.num_proc}",
+                         f"data.cache_dir={tmp}/cache-{scale}", "experiment.stages.0.steps=8"]
+            corpus = 0
+            for code in langs.resolve("pretraining"):
+                text = gzip.open(CORPORA / "ntrex128" / f"{langs.table[code].ntrex}.txt.gz", "rt", encoding="utf-8").read()
+                folder, size = shard_folder(Path(tmp) / f"x{scale}", code, text, scale)
+                corpus += size
+                overrides.append(f"data.train_files.{code}={folder}")
+            started = time.perf_counter()
+            out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(overrides), f"{tmp}/tok",
+                                  str(args.train_steps if i == 0 else 0)], capture_output=True, text=True, check=True)
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            rows.append({"scale": scale, "corpus_mb": corpus / 2**20, "wall_seconds": time.perf_counter() - started,
+                         **row})
+    train = rows[0].get("train_tokens_per_second")
+    print(f"{'corpus':>6s} {'MB':>7s} {'blocks':>8s} {'prepare s':>9s} {'cached s':>8s} {'tokenize tok/s':>14s} "
+          f"{'draw tok/s':>11s} {'peak RSS MB':>11s}")
+    for r in rows:
+        print(f"{r['scale']:5d}x {r['corpus_mb']:7.1f} {r['blocks']:8d} {r['prepare_seconds']:9.1f} "
+              f"{r['prepare_cached_seconds']:8.1f} {r['pipeline_tokens_per_second']:14,.0f} "
+              f"{r['draw_tokens_per_second']:11,.0f} {r['peak_rss_mb']:11.0f}")
+    if train:
+        print(f"training loop (tiny default, batch 16 x 128): {train:,.0f} tokens/s; tokenizing / training "
+              f"{rows[0]['pipeline_tokens_per_second'] / train:.1f}x, drawing / training "
+              f"{rows[0]['draw_tokens_per_second'] / train:.0f}x")
+    if len(rows) > 1:
+        print(f"peak RSS {rows[-1]['scale']}x / {rows[0]['scale']}x: {rows[-1]['peak_rss_mb'] / rows[0]['peak_rss_mb']:.2f}")
+    emit("data_pipeline", rows=rows, train_tokens_per_second=train)
+
+
+if __name__ == "__main__":
+    main()
