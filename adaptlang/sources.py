@@ -79,8 +79,9 @@ def bad_shard_line(source: str) -> str | None:
                 if "text" not in names:
                     return f"{path}: no 'text' column (columns: {', '.join(names) or 'none'})"
                 continue
-            first = True
+            first, offset = True, 0
             for number, raw in _lines(path):
+                offset += len(raw)
                 text = raw.decode("utf-8")
                 if kind == "json" and ".jsonl" in path.suffixes and text.strip():
                     record = json.loads(text)
@@ -89,7 +90,9 @@ def bad_shard_line(source: str) -> str | None:
                         return f"{path}:{number}: no 'text' field (fields: {fields or 'none'})"
                     first = False
         except UnicodeDecodeError as exc:
-            return f"{path}:{number}: not UTF-8 text ({exc.reason} at byte {exc.start} of the line)"
+            byte = offset - len(raw) + exc.start
+            return (f"{path}:{number}: not UTF-8 text (line {number}, byte {byte}: {raw[exc.start:exc.start + 4]!r}); "
+                    "convert it, e.g. iconv -f latin1 -t utf-8")
         except json.JSONDecodeError as exc:
             return f"{path}:{number}: not a JSON line ({exc.msg} at column {exc.colno})"
         except Exception as exc:  # noqa: BLE001 -- pyarrow's errors: the file is named, its message kept
