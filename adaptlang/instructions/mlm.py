@@ -10,7 +10,8 @@ prompt h_md(g(Y), T_md), target Y. No second language is involved.
 Text (option ``text``), the new languages' text only, evaluation text never:
   * ``flores``: the new language's side of the FLORES-200 pool (lines 0-499), i.e. the
     same sentences ``xling`` aligns, so the two compare on equal data (default);
-  * ``nusax``:  the new language's column of NusaX MT train+valid (never test);
+  * ``nusax`` (opt-in): the new language's column of NusaX MT train+valid (never test); these
+    are the NusaX sentiment train/valid sentences, i.e. the evaluation's domain;
   * ``train``:  the language's training text (NTREX-128 or ``data.train_files.<code>``,
     ``data.max_lines_per_language`` lines).
 Sentences that are evaluation sentences of their language are dropped and counted.
