@@ -3,6 +3,7 @@ status), the authors' scoring mode, the quoted-options fix, the FLORES-only mlm 
 grid=ia_paper's benchmarks."""
 import csv
 import gzip
+import random
 import re
 
 import numpy as np
@@ -81,3 +82,73 @@ def test_bad_scoring_is_refused():
     from adaptlang import UserError
     with pytest.raises(UserError, match=re.escape("eval.classify.scoring='mean'")):
         load_config(["eval.classify.scoring=mean"])
+
+
+# ---- the authors' choices as options ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def nusax_set():
+    return LanguageSet.from_config(load_config(["languages=nusax"]).languages)
+
+
+def test_mix_one_gives_each_pair_one_objective(nusax_set):
+    from adaptlang.instructions.xling import XlingOptions, generate
+    each, notes = generate(["jav"], nusax_set, XlingOptions.defaults(max_pairs=60), seed=0)
+    one, _ = generate(["jav"], nusax_set, XlingOptions.defaults(max_pairs=60, mix="one"), seed=0)
+    pairs = notes["bitext_pairs"]["jav"]
+    assert len(each) == 3 * pairs and len(one) == pairs  # every pair here is long enough to perturb
+    assert len({e["origin"] for e in one}) == pairs
+    assert {e["granularity"] for e in one} == {"word", "span", "sentence"}
+
+
+def test_authors_perturbation_infills_deletes_or_permutes():
+    from adaptlang.instructions.perturb import g_authors, words
+    text = "satu dua tiga empat lima enam tujuh delapan sembilan sepuluh sebelas dua-belas"
+    seen = set()
+    for i in range(200):
+        g = g_authors(text, random.Random(i))
+        seen.add(g.removed)
+        out = g.text.split(" ")
+        if g.removed == "infilling":
+            assert len(out) == len(words(text)) and all(a in (b, "___") for a, b in zip(out, words(text)))
+        elif g.removed == "deletion":
+            assert all(w in words(text) for w in out) and len(out) <= len(words(text))
+        elif g.removed == "permutation":
+            assert sorted(out) == sorted(words(text))
+    assert {"infilling", "deletion", "permutation", "infilling+deletion+permutation"} <= seen
+
+
+def test_authors_perturbation_in_generated_examples(nusax_set):
+    from adaptlang.instructions.xling import XlingOptions, generate
+    examples, _ = generate(["sun"], nusax_set, XlingOptions.defaults(max_pairs=20, perturbation="authors",
+                                                                    objectives=["word", "sentence"]), seed=1)
+    denoising = [e for e in examples if e["granularity"] == "word"]
+    assert denoising and all(e["perturbation"] == "authors" for e in denoising)
+    assert any("___" in e["prompt"] for e in denoising)
+
+
+def test_replayed_loss_on_the_whole_sequence(tokenizer):
+    from adaptlang.composition import build_strategy
+    from adaptlang.data import ExampleStream
+    from adaptlang.strategy import StageContext
+    from omegaconf import OmegaConf
+
+    def buffer(**options):
+        replay = build_strategy("replay", size=10, **options)
+        ctx = StageContext(name="instruct", index=2, seed=1, train=OmegaConf.create({"batch_size": 8, "max_length": 64}),
+                           config=OmegaConf.create({}), languages=None, stage_languages=[], tokenizer=tokenizer)
+        new = ExampleStream([{"input_ids": [7, i], "labels": [7, i]} for i in range(10)], seed=0)
+        return replay.setup_data(new, ctx).old.examples
+
+    target_only, whole = buffer(), buffer(loss_on_prompt=True)
+    assert [e["input_ids"] for e in target_only] == [e["input_ids"] for e in whole]
+    assert all(-100 in e["labels"][1:] for e in target_only)
+    bos = tokenizer.bos_token_id is not None
+    assert all(e["labels"][bos:] == e["input_ids"][bos:] for e in whole)
+
+
+def test_ia_paper_names_an_xp3_past_source():
+    cfg = load_config(["experiment=ia_paper", "languages=nusax", "strategy=xling+replay"])
+    assert cfg.strategy.replay.source == "xp3" and cfg.data.instructions.xp3.fields == "xp3"
+    assert cfg.data.instructions.xp3.path.startswith("hub:bigscience/xP3")
