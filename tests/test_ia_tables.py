@@ -152,3 +152,28 @@ def test_ia_paper_names_an_xp3_past_source():
     cfg = load_config(["experiment=ia_paper", "languages=nusax", "strategy=xling+replay"])
     assert cfg.strategy.replay.source == "xp3" and cfg.data.instructions.xp3.fields == "xp3"
     assert cfg.data.instructions.xp3.path.startswith("hub:bigscience/xP3")
+
+
+# ---- the zero-shot row: adaptlang eval --run --------------------------------------------------
+
+
+def test_eval_run_folder_is_a_compare_row(tmp_path, tokenizer):
+    import json
+
+    from adaptlang.cli import main
+    from adaptlang.compare import build
+    from conftest import make_model
+    from test_compare import make_run
+
+    make_model(tokenizer).save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    zero = tmp_path / "runs" / "zero-shot-s0"
+    args = ["eval", str(tmp_path / "m"), "eval.benchmarks=[perplexity]", "eval.max_sentences=2", "--run", str(zero)]
+    assert main(args) == 0
+    metrics = json.loads((zero / "metrics.json").read_text())
+    assert metrics["run"] == "zero-shot-s0" and metrics["seed"] == 0 and (zero / "config.yaml").is_file()
+    assert main(args) == 2  # an existing run folder is not overwritten unasked
+    trained = make_run(tmp_path / "runs", "xling-s0", ["xling"], 0,
+                       {"instruct": {"pretraining": 30.0, "adapting": 50.0, "other": 70.0}})
+    comp = build([zero, trained], baseline=zero)
+    assert list(comp["methods"]) == ["zero-shot", "xling"] and comp["baseline"] == "zero-shot"
