@@ -177,3 +177,31 @@ def test_eval_run_folder_is_a_compare_row(tmp_path, tokenizer):
                        {"instruct": {"pretraining": 30.0, "adapting": 50.0, "other": 70.0}})
     comp = build([zero, trained], baseline=zero)
     assert list(comp["methods"]) == ["zero-shot", "xling"] and comp["baseline"] == "zero-shot"
+
+
+# ---- bitext size: the evaluation guard only for what is evaluated --------------------------------
+
+
+def test_flores_evaluation_part_is_trained_on_only_when_not_evaluated(nusax_set):
+    from adaptlang.instructions import mlm
+    from adaptlang.instructions.bitext import collect, flores_part
+    from adaptlang.sources import FLORES_EVAL, flores_lines
+
+    assert flores_part(load_config(["eval.benchmarks=[perplexity,nusax]"])) == "pool"
+    assert flores_part(load_config(["eval.benchmarks=[nusax,nusawrites]"])) == "all"
+    pool, notes = collect(["jav"], ["en"], ["flores"], [], nusax_set, "pool")
+    every, _ = collect(["jav"], ["en"], ["flores"], [], nusax_set, "all")
+    assert len(pool) == 500 and len(every) == 1012 and notes["bitext_dropped_evaluation_overlap"] == 0
+    held_out = set(flores_lines(nusax_set.check("jav").flores, FLORES_EVAL))
+    assert not any(p.target in held_out for p in pool) and sum(p.target in held_out for p in every) >= 500
+    cfg = load_config(["languages=nusax", "eval.benchmarks=[nusax]"])
+    assert len(mlm.sentences("jav", nusax_set, ["flores"], cfg)) > len(mlm.sentences("jav", nusax_set, ["flores"], None))
+
+
+def test_authors_perturbation_is_redrawn_too(nusax_set):
+    from adaptlang.instructions.xling import Builder, XlingOptions, generate, redraw
+    opts = XlingOptions.defaults(max_pairs=5, perturbation="authors", objectives=["word"])
+    examples, _ = generate(["sun"], nusax_set, opts, seed=1)
+    builder = Builder(opts.template_data, opts.prompt_languages, nusax_set)
+    again = [redraw(e, builder, opts, random.Random(i)) for i, e in enumerate(examples)]
+    assert all(e["perturbation"] == "authors" for e in again)

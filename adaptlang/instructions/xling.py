@@ -58,7 +58,7 @@ from ..composition import strategy_defaults
 from ..errors import UserError, listing, suggest
 from ..languages import LanguageSet
 from . import TEMPLATES, register_source
-from .bitext import Pair, check_files, check_sources, collect, read_aligned
+from .bitext import Pair, check_files, check_sources, collect, flores_part, read_aligned
 from .perturb import g_authors, g_span, g_word
 
 OBJECTIVES = ("word", "span", "sentence", "monolingual")
@@ -237,14 +237,16 @@ def monolingual_example(builder: Builder, rng: random.Random, y: str, text: str,
 def redraw(example: dict, builder: Builder, opts: XlingOptions, rng: random.Random) -> dict:
     """The same pair and objective with a new template and, for word/span/monolingual
     denoising, a new removed word or span (``strategy.xling.redraw``); the example itself when
-    its sentence is too short to be perturbed again."""
+    its sentence is too short to be perturbed again. ``opts``: XlingOptions or MlmOptions (mlm
+    has no ``perturbation`` option: it always cuts)."""
     kind, y, x = example["granularity"], example["target_language"], example["source_language"]
+    perturbation = getattr(opts, "perturbation", "cut")
     src, tgt, origin = example["source_text"], example["target_text"], example["origin"]
     if kind == "sentence":
         return builder.make("sentence", rng, x, y, src, tgt, origin=origin)
     if kind == "monolingual":
-        return monolingual_example(builder, rng, y, tgt, opts.max_span, opts.mask, origin, opts.perturbation) or example
-    g = perturb(kind, tgt, rng, opts.max_span, opts.mask, opts.perturbation)
+        return monolingual_example(builder, rng, y, tgt, opts.max_span, opts.mask, origin, perturbation) or example
+    g = perturb(kind, tgt, rng, opts.max_span, opts.mask, perturbation)
     return builder.make(kind, rng, x, y, src, tgt, g, origin) if g else example
 
 
@@ -262,11 +264,13 @@ def _one_objective_each(group: list, opts: XlingOptions, rng: random.Random) -> 
     return [rng.choice(opts.objectives) for _ in group]
 
 
-def generate(new: list[str], langs: LanguageSet, opts: XlingOptions, seed: int) -> tuple[list[dict], dict]:
-    """(examples, notes) for the new languages ``new``; see the module docstring."""
+def generate(new: list[str], langs: LanguageSet, opts: XlingOptions, seed: int,
+             part: str = "pool") -> tuple[list[dict], dict]:
+    """(examples, notes) for the new languages ``new``; see the module docstring. ``part``: the
+    FLORES lines read (bitext.flores_part: ``all`` when the run evaluates none of them)."""
     for code in opts.known:
         langs.check(code, where="strategy.xling.known")
-    pairs, notes = collect(new, opts.known, opts.bitext, opts.files, langs)
+    pairs, notes = collect(new, opts.known, opts.bitext, opts.files, langs, part)
     builder = Builder(opts.template_data, opts.prompt_languages, langs)
     groups: dict[tuple[str, str], list[Pair]] = {}
     for p in pairs:
@@ -316,5 +320,6 @@ def generate(new: list[str], langs: LanguageSet, opts: XlingOptions, seed: int) 
 def xling_source(languages, cfg, seed) -> list[dict]:
     """Alignment-based cross-lingual instructions for ``languages`` (options: strategy.xling)."""
     langs = LanguageSet.from_config(cfg.languages)
-    examples, _ = generate(list(languages), langs, XlingOptions(**options_from_config(cfg, "xling")), seed)
+    examples, _ = generate(list(languages), langs, XlingOptions(**options_from_config(cfg, "xling")), seed,
+                           flores_part(cfg))
     return examples

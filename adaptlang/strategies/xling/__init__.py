@@ -19,6 +19,7 @@ The paper's ablations (section 6.1, Table 5) are values of ``objectives``:
 from __future__ import annotations
 
 from ...errors import UserError
+from ...instructions.bitext import flores_part
 from ...instructions.streams import redrawn, replace_stream
 from ...instructions.xling import XlingOptions, generate
 from ...strategy import StageContext, Strategy, register_strategy
@@ -46,7 +47,8 @@ class CrossLingualInstructions(Strategy):
 
     def setup_data(self, stream, ctx: StageContext):
         codes = ctx.stage_languages
-        examples, notes = generate(codes, ctx.languages, self.options, ctx.seed_for("instructions/xling"))
+        examples, notes = generate(codes, ctx.languages, self.options, ctx.seed_for("instructions/xling"),
+                                   flores_part(ctx.config))
         if not examples:
             raise UserError(f"xling: no instructions for stage '{ctx.name}' languages {codes} "
                                          f"(known={self.options.known}, bitext={self.options.bitext}): {notes}")
