@@ -81,7 +81,7 @@ class ExperienceReplay(Strategy):
     owns = frozenset({"data.mixture"})
     phase = "mixture"  # xling and mlm replace the new examples; replay wraps the result
 
-    def __init__(self, size: int, source: str, policy: str, group_by, loss_on_prompt: bool = False):
+    def __init__(self, size: int, source: str, policy: str, group_by, loss_on_prompt: bool):
         if int(size) < 0:
             raise UserError(f"strategy.replay.size={size}: must be >= 0")
         if policy not in POLICIES:

@@ -34,8 +34,8 @@ class CrossLingualInstructions(Strategy):
     builds_examples = True
 
     def __init__(self, objectives, bitext, known, files, directions, prompt_languages, max_span: int,
-                 mask: str, max_pairs, templates: str, loss_on_prompt: bool, redraw: bool, mix: str = "each",
-                 perturbation: str = "cut"):
+                 mask: str, max_pairs, templates: str, loss_on_prompt: bool, redraw: bool, mix: str,
+                 perturbation: str):
         self.options = XlingOptions(list(objectives), list(bitext), list(known), list(files), list(directions),
                                     list(prompt_languages), max_span, mask, max_pairs, templates, loss_on_prompt,
                                     redraw, mix, perturbation)
