@@ -61,6 +61,7 @@ def build_parser() -> Parser:
     p = command(sub, "eval", "Benchmarks on a saved model: metrics to MODEL_PATH-eval.json or --out.", cmd_eval,
                 overrides="the model folder, then key=value overrides", metavar="ARG", config=True)
     p.add_argument("--out", metavar="FILE", help="where to write the metrics JSON")
+    p.add_argument("--run", metavar="DIR", help="write a run folder (metrics.json, config.yaml) that compare accepts")
     p = command(sub, "compare", "A report (Markdown + HTML) comparing runs with a baseline.", cmd_compare,
                 overrides="run folders", metavar="RUN")
     p.add_argument("--baseline", metavar="RUN", help="the baseline run (default: the mlm run, else the first)")
@@ -156,7 +157,7 @@ def cmd_eval(ns) -> int:
     from .config import load_config
     from .evaluate import evaluate_path
 
-    out = evaluate_path(ns.args[0], load_config(ns.args[1:], base=ns.config), ns.out)
+    out = evaluate_path(ns.args[0], load_config(ns.args[1:], base=ns.config), ns.out, ns.run)
     print(f"metrics written to {out}")
     return 0
 

@@ -101,6 +101,7 @@ RULES: dict[str, Rule] = {
     "eval.flores.sentences": _int(1),
     "eval.flores.max_new_tokens": _int(1),
     "eval.classify.max_examples": _int(1, null="all"),
+    "eval.classify.scoring": Rule("choice", choices=("label_sum", "sequence_mean")),
     "eval.lm_eval.num_fewshot": _int(0, null="0"),
     "eval.lm_eval.limit": _int(1, null="all"),
     "eval.lm_eval.batch_size": _int(1, null="32"),

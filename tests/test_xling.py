@@ -166,7 +166,8 @@ def test_directions_and_prompt_languages(nusax):
 
 
 def test_mlm_is_monolingual_on_the_new_languages_only(nusax):
-    examples, notes = mlm.generate(["min", "mad"], nusax, mlm.MlmOptions.defaults(max_sentences=30), seed=0)
+    examples, notes = mlm.generate(["min", "mad"], nusax, mlm.MlmOptions.defaults(max_sentences=30, text=["flores", "nusax"]),
+                                   seed=0)
     assert {e["target_language"] for e in examples} == {"min", "mad"}  # mad: NusaX text, no FLORES
     for e in examples:
         assert e["granularity"] == "monolingual" and e["source_text"] is None

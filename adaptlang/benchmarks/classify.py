@@ -11,7 +11,9 @@ over the prompts. Here:
   (``tasks/*.yaml`` are registered on import; the user's files are looked up from the
   config at each run); a new dataset plugs in with a YAML file and its CSVs, no code;
 * every example is scored with every prompt: the model's summed log-probability of each
-  label word after the prompt; the prediction is the most likely label (ties: first label);
+  label word after the prompt (``eval.classify.scoring: label_sum``), or the authors' mean
+  log-probability of the whole prompt + label (``sequence_mean``, see below); the prediction
+  is the most likely label (ties: first label);
 * per language and per prompt: accuracy and weighted F1 (F1 per gold label weighted by
   its support); the language figure is the mean over prompts (both also kept per prompt);
 * each language is marked ``pretrained``, ``seen`` or ``unseen`` (IA paper Table 3,
@@ -31,10 +33,16 @@ over the prompts. Here:
 Prompts: the IA paper does not print its 6 prompts. ``tasks/nusax.yaml`` (benchmark
 ``nusax``) has the sentiment prompts of the authors' released evaluation code (public
 repository HLTCHKUST/InstructAlign, nlu_prompt.py; answer options filled in as its
-main_nlu_prompt.py does); ``tasks/nusax_adaptlang.yaml`` (``nusax_adaptlang``) keeps
-adaptlang's earlier prompts, which list no options. Deviations: the label is scored by the
-summed log-probability of its word after the prompt (the released code compares the mean
-log-probability of the whole prompt + label); ``eval.classify.max_examples`` first rows of the
+main_nlu_prompt.py does); ``tasks/nusawrites.yaml`` (``nusawrites``) the same prompts for
+NusaWrites; ``tasks/nusax_adaptlang.yaml`` (``nusax_adaptlang``) keeps adaptlang's earlier
+prompts, which list no options. Scoring: by default the label is scored by the summed
+log-probability of its word after the prompt; ``eval.classify.scoring: sequence_mean`` compares
+the mean log-probability of every token of prompt + label after the first, as the released
+main_nlu_prompt.py does for decoder models (``experiment=ia_paper`` sets it; with a BOS token
+the first text token is included, the released code's BLOOMZ tokenizer adds none). It favours
+labels whose words are cheap per token and lets the prompt's own likelihood dilute the label's;
+it runs every (prompt, label) pair in full, about as many forwards again as there are labels.
+Deviations: ``eval.classify.max_examples`` first rows of the
 split (NusaX is parallel: row i is the same sentence in every language; ``experiment=ia_paper``
 scores all 400); no 8-bit inference.
 The prompt is scored once per example and its key/value cache reused for every label
@@ -43,6 +51,7 @@ The prompt is scored once per example and its key/value cache reused for every l
 from __future__ import annotations
 
 import csv
+import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,12 +62,13 @@ from ..errors import UserError, listing, suggest
 from ..languages import CORPORA
 from ._common import BENCHMARKS, register_benchmark
 from ._common import means_by_group
-from ._scoring import score_shared_prompt
+from ._scoring import score_separately, score_shared_prompt
 from ..progress import log_seconds, track
 
 TASKS_DIR = Path(__file__).parent / "tasks"
 TASK_KEYS = {"name", "description", "data_dir", "split", "languages", "labels", "label_words", "prompts"}
 STATUSES = ("pretrained", "seen", "unseen")
+SCORINGS = ("label_sum", "sequence_mean")
 
 
 @dataclass
@@ -147,11 +157,14 @@ def user_tasks(paths) -> dict[str, Path]:
 
 
 def read_split(task: Task, folder: str) -> tuple[list[str], list[str]] | str:
-    """(texts, labels) of one language's split, or the reason it cannot be read."""
-    path = task.data_dir / folder / f"{task.split}.csv"
+    """(texts, labels) of one language's split (``<split>.csv`` or ``<split>.csv.gz``), or the
+    reason it cannot be read."""
+    plain = task.data_dir / folder / f"{task.split}.csv"
+    path = plain if plain.is_file() else plain.with_name(plain.name + ".gz")
     if not path.is_file():
-        return f"no {task.split}.csv in {task.data_dir / folder}"
-    with open(path, encoding="utf-8", newline="") as fh:
+        return f"no {task.split}.csv or {task.split}.csv.gz in {task.data_dir / folder}"
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     if not rows or "text" not in rows[0] or "label" not in rows[0]:
         raise UserError(f"{path}: needs columns 'text' and 'label'")
@@ -197,6 +210,18 @@ def _encode(tokenizer, task: Task, prompt: dict, texts: list[str]) -> tuple[list
     return [bos + ids for ids in ctx_ids], conts
 
 
+def score_labels(model, ids, conts, pad: int, batch: int, scoring: str) -> np.ndarray:
+    """Examples x labels scores. ``label_sum``: the label's summed log-probability after the
+    prompt. ``sequence_mean``: the mean log-probability of every token of prompt + label after
+    the first (the authors' main_nlu_prompt.py get_logprobs for decoder models, IA 4.3)."""
+    if scoring == "label_sum":
+        return np.array(score_shared_prompt(model, ids, conts, pad, batch))
+    firsts = [p[:1] for p in ids]
+    rests = [[p[1:] + c for c in cs] for p, cs in zip(ids, conts)]
+    sums = np.array(score_separately(model, firsts, rests, pad, batch))
+    return sums / np.array([[len(r) for r in rs] for rs in rests])
+
+
 def language_status(cfg, languages) -> tuple[dict[str, str], str]:
     """code -> pretrained/seen/unseen (see the module docstring); languages without an entry
     are unseen. Pretrained comes from the language set (``base:``) or
@@ -235,6 +260,9 @@ def run_task(task: Task, model, tokenizer, languages, cfg) -> dict:
     if not prompts:
         raise UserError(f"eval.classify.prompts={list(wanted)}: none is a prompt of task '{task.name}'. "
                         f"Valid: {listing(p['id'] for p in task.prompts)}")
+    scoring = str(ccfg.get("scoring") or "label_sum")
+    if scoring not in SCORINGS:
+        raise UserError(f"eval.classify.scoring={scoring!r}: expected one of {listing(SCORINGS)}")
     status, rule = language_status(cfg, languages)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     batch = int(cfg.eval.batch_size)
@@ -250,7 +278,7 @@ def run_task(task: Task, model, tokenizer, languages, cfg) -> dict:
         per_prompt = {}
         for prompt in prompts:
             ids, conts = _encode(tokenizer, task, prompt, texts)
-            scores = np.array(score_shared_prompt(model, ids, conts, pad, batch))
+            scores = score_labels(model, ids, conts, pad, batch, scoring)
             pred = [task.labels[i] for i in scores.argmax(axis=1)]
             per_prompt[prompt["id"]] = {"accuracy": float(np.mean(np.array(pred) == np.array(gold))),
                                         "weighted_f1": weighted_f1(gold, pred, task.labels)}
@@ -263,7 +291,8 @@ def run_task(task: Task, model, tokenizer, languages, cfg) -> dict:
     groups = {s: [c for c, v in per_language.items() if v["class"] == s] for s in STATUSES}
     return {"languages": per_language, "classes": means_by_group(per_language, groups, ("accuracy", "weighted_f1")),
             "skipped": skipped, "task": {"file": str(task.path), "split": task.split, "labels": task.labels,
-                                         "prompts": [p["id"] for p in prompts], "status_rule": rule}}
+                                         "prompts": [p["id"] for p in prompts], "status_rule": rule,
+                                         "scoring": scoring}}
 
 
 def register_builtin_tasks() -> None:

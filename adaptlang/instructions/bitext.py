@@ -2,10 +2,12 @@
 
 Sources, by name:
 
-* ``flores``: FLORES-200 devtest, the *pool* part only (lines 0-499, ``data.FLORES_POOL``);
-  lines 500-1011 are the evaluation part and are never read here. (The paper combined
-  FLORES dev+devtest, 2009 pairs per language pair; we vendor devtest only and keep its
-  evaluation half out, so 500 pairs per language pair.)
+* ``flores``: FLORES-200 devtest, the *pool* part (lines 0-499, ``data.FLORES_POOL``) when a
+  benchmark of the run reads the evaluation part (lines 500-1011: perplexity, isotropy,
+  flores_4shot/flores_kshot, and lm_eval, whose SIB-200 text is FLORES text); otherwise
+  (e.g. only nusax / nusawrites evaluated) all 1012 lines (``flores_part``). (The paper
+  combined FLORES dev+devtest, 2009 pairs per language pair; we vendor devtest only, so 500
+  or 1012 pairs per language pair; docs/reproduce.md.)
 * ``nusax`` (opt-in, not the paper's: metrics.json notes ``bitext_deviation`` when on):
   NusaX MT train + valid (600 rows). Its *test* split is never read: NusaX MT
   row i of a split is sentiment row i of that split, so MT test IS the sentiment test set.
@@ -16,8 +18,9 @@ Sources, by name:
   are skipped.
 
 Every pair also passes an evaluation guard: a pair whose source or target sentence is an
-evaluation sentence of its language (FLORES devtest 500-1011, NusaX MT test, NusaX sentiment
-test) is dropped and counted, so user files cannot leak evaluation text into training.
+evaluation sentence of its language (FLORES devtest 500-1011 when they are evaluated, NusaX MT
+test, NusaX sentiment test) is dropped and counted, so user files cannot leak evaluation text
+into training.
 """
 from __future__ import annotations
 
@@ -65,16 +68,30 @@ def nusax_sentences(code: str, split: str) -> list[str]:
     return [(row[column] or "").strip() for row in _nusax_rows(split)]
 
 
+# benchmarks that read FLORES-200 devtest 500-1011 (lm_eval: SIB-200's text is FLORES text)
+FLORES_READERS = ("perplexity", "isotropy", "flores_4shot", "flores_kshot", "lm_eval")
+FLORES_PARTS = {"pool": FLORES_POOL, "eval": FLORES_EVAL, "all": range(FLORES_POOL.start, FLORES_EVAL.stop)}
+
+
+def flores_part(cfg) -> str:
+    """``pool`` when a benchmark of the run reads the FLORES evaluation part, else ``all``."""
+    if cfg is None:
+        return "pool"
+    benchmarks = [str(b) for b in ((cfg.get("eval") or {}).get("benchmarks") or [])]
+    return "pool" if any(b in FLORES_READERS for b in benchmarks) else "all"
+
+
 @lru_cache(maxsize=None)
 def _flores(flores_code: str, part: str) -> tuple[str, ...]:
-    return tuple(flores_lines(flores_code, FLORES_POOL if part == "pool" else FLORES_EVAL))
+    return tuple(flores_lines(flores_code, FLORES_PARTS[part]))
 
 
 @lru_cache(maxsize=None)
-def evaluation_sentences(code: str, flores_code: str | None) -> frozenset[str]:
-    """Every evaluation sentence of a language that adaptlang vendors."""
+def evaluation_sentences(code: str, flores_code: str | None, part: str = "pool") -> frozenset[str]:
+    """Every evaluation sentence of a language that adaptlang vendors (FLORES devtest 500-1011
+    only when training reads the ``pool`` part, i.e. when they are evaluated)."""
     out: set[str] = set()
-    if flores_code:
+    if flores_code and part == "pool":
         out.update(_flores(flores_code, "eval"))
     if code in nusax_columns():
         column = nusax_columns()[code]
@@ -87,12 +104,12 @@ def evaluation_sentences(code: str, flores_code: str | None) -> frozenset[str]:
     return frozenset(out)
 
 
-def flores_pairs(x: str, y: str, langs: LanguageSet) -> list[Pair]:
+def flores_pairs(x: str, y: str, langs: LanguageSet, part: str = "pool") -> list[Pair]:
     fx, fy = langs.check(x).flores, langs.check(y).flores
     if not fx or not fy:
         return []
-    return [Pair(x, y, a, b, f"flores:{FLORES_POOL[i]}")
-            for i, (a, b) in enumerate(zip(_flores(fx, "pool"), _flores(fy, "pool")))]
+    return [Pair(x, y, a, b, f"flores:{FLORES_PARTS[part][i]}")
+            for i, (a, b) in enumerate(zip(_flores(fx, part), _flores(fy, part)))]
 
 
 def nusax_pairs(x: str, y: str) -> list[Pair]:
@@ -167,7 +184,7 @@ def check_sources(sources) -> list[str]:
 
 
 def collect(new: list[str], known: list[str], sources: list[str], files: list[dict],
-            langs: LanguageSet) -> tuple[list[Pair], dict]:
+            langs: LanguageSet, part: str = "pool") -> tuple[list[Pair], dict]:
     """Pairs (X known, Y new) for every new language, from the named sources and the user's
     files (used whatever the stage's languages), deduplicated, evaluation text removed.
 
@@ -179,7 +196,7 @@ def collect(new: list[str], known: list[str], sources: list[str], files: list[di
             if x == y:
                 continue
             if "flores" in sources:
-                pairs += flores_pairs(x, y, langs)
+                pairs += flores_pairs(x, y, langs, part)
             if "nusax" in sources:
                 pairs += nusax_pairs(x, y)
     for entry in files:
@@ -194,8 +211,8 @@ def collect(new: list[str], known: list[str], sources: list[str], files: list[di
         if key in seen:
             continue
         seen.add(key)
-        if (p.source in evaluation_sentences(p.source_language, langs.check(p.source_language).flores)
-                or p.target in evaluation_sentences(p.target_language, langs.check(p.target_language).flores)):
+        if (p.source in evaluation_sentences(p.source_language, langs.check(p.source_language).flores, part)
+                or p.target in evaluation_sentences(p.target_language, langs.check(p.target_language).flores, part)):
             dropped += 1
             continue
         kept.append(p)
@@ -203,6 +220,8 @@ def collect(new: list[str], known: list[str], sources: list[str], files: list[di
     for p in kept:
         counts[p.target_language] = counts.get(p.target_language, 0) + 1
     notes = {"bitext_pairs": counts, "bitext_dropped_evaluation_overlap": dropped}
+    if "flores" in sources:
+        notes["bitext_flores_lines"] = "devtest 0-499 (pool)" if part == "pool" else "devtest 0-1011 (not evaluated)"
     if "nusax" in sources:
         notes["bitext_deviation"] = NUSAX_DEVIATION
     missing = [y for y in new if y not in counts]

@@ -8,9 +8,11 @@ sentence, as in ``perturb``) and the instruction asks for the complete sentence:
 prompt h_md(g(Y), T_md), target Y. No second language is involved.
 
 Text (option ``text``), the new languages' text only, evaluation text never:
-  * ``flores``: the new language's side of the FLORES-200 pool (lines 0-499), i.e. the
-    same sentences ``xling`` aligns, so the two compare on equal data (default);
-  * ``nusax``:  the new language's column of NusaX MT train+valid (never test);
+  * ``flores``: the new language's side of the FLORES-200 pool (lines 0-499; all 1012 lines
+    when no benchmark of the run reads 500-1011, bitext.flores_part), i.e. the same sentences
+    ``xling`` aligns, so the two compare on equal data (default);
+  * ``nusax`` (opt-in): the new language's column of NusaX MT train+valid (never test); these
+    are the NusaX sentiment train/valid sentences, i.e. the evaluation's domain;
   * ``train``:  the language's training text (NTREX-128 or ``data.train_files.<code>``,
     ``data.max_lines_per_language`` lines).
 Sentences that are evaluation sentences of their language are dropped and counted.
@@ -24,7 +26,7 @@ from ..sources import line_limit, read_text, training_source
 from ..errors import UserError, listing
 from ..languages import LanguageSet
 from . import register_source
-from .bitext import _flores, evaluation_sentences, nusax_columns, nusax_sentences, NUSAX_TRAIN_SPLITS
+from .bitext import _flores, evaluation_sentences, flores_part, nusax_columns, nusax_sentences, NUSAX_TRAIN_SPLITS
 from .xling import Builder, _choices, _sample, check_prompt_languages, load_xling_templates, monolingual_example, \
     options_from_config
 
@@ -70,7 +72,7 @@ def sentences(code: str, langs: LanguageSet, text: list[str], cfg) -> list[tuple
     lang = langs.check(code)
     out: list[tuple[str, str]] = []
     if "flores" in text and lang.flores:
-        out += [(s, f"flores:{i}") for i, s in enumerate(_flores(lang.flores, "pool"))]
+        out += [(s, f"flores:{i}") for i, s in enumerate(_flores(lang.flores, flores_part(cfg)))]
     if "nusax" in text and code in nusax_columns():
         for split in NUSAX_TRAIN_SPLITS:
             out += [(s, f"nusax-{split}:{i}") for i, s in enumerate(nusax_sentences(code, split)) if s]
@@ -94,7 +96,7 @@ def generate(new: list[str], langs: LanguageSet, opts: MlmOptions, seed: int, cf
     missing: dict[str, str] = {}
     dropped = too_short = 0
     for y in new:
-        evaluation = evaluation_sentences(y, langs.check(y).flores)
+        evaluation = evaluation_sentences(y, langs.check(y).flores, flores_part(cfg))
         texts = sentences(y, langs, opts.text, cfg)
         kept = [(s, o) for s, o in texts if s not in evaluation]
         dropped += len(texts) - len(kept)

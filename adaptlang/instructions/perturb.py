@@ -15,6 +15,13 @@ original with exactly one piece removed. Everything
 else in the sentence is kept byte for byte: the perturbed sentence is the original with one
 contiguous piece removed (or replaced by the mask).
 
+``g_authors`` is the perturbation of the authors' released code instead (augmentation_utils.py
+and run_t2t_finetuning.py of HLTCHKUST/InstructAlign): one of infilling (each word replaced by
+``___`` with p=0.2), deletion (each word dropped with p=0.2) and permutation (the words
+shuffled), or two or three of them in turn, with the release's probabilities (one: 0.24 each;
+two: 0.08 each; all three: 0.04); the words are re-joined by single spaces. Words are this
+module's words, not nltk's word_tokenize (punctuation stays attached).
+
 Deviation/choice (the paper gives no span length): a span is 2..``max_span`` consecutive
 words, never the whole sentence, so g_word needs >= 2 words and g_span >= 3.
 """
@@ -37,6 +44,7 @@ class Perturbed:
     removed: str  # the words taken out, as they appeared in Y
     first_word: int  # index of the first removed word
     n_words: int  # how many words were removed
+    kind: str = ""  # "" (one word or span cut out) | "authors" (g_authors)
 
 
 def words(text: str) -> list[str]:
@@ -76,3 +84,27 @@ def g_span(text: str, rng: random.Random, max_span: int = 4, mask: str = "") -> 
         return None
     length = rng.randint(2, longest)
     return cut(text, rng.randrange(n - length + 1), length, mask)
+
+
+AUTHORS_P = 0.2
+# (cumulative probability, perturbations applied in turn), as run_t2t_finetuning.py draws them
+AUTHORS_COMBINATIONS = ((0.24, ("infilling",)), (0.48, ("deletion",)), (0.72, ("permutation",)),
+                        (0.80, ("infilling", "deletion")), (0.88, ("infilling", "permutation")),
+                        (0.96, ("deletion", "permutation")), (1.0, ("infilling", "deletion", "permutation")))
+
+
+def g_authors(text: str, rng: random.Random) -> Perturbed | None:
+    """The released code's perturbation (see the module docstring); None for an empty sentence."""
+    tokens = words(text)
+    if not tokens:
+        return None
+    draw = rng.random()
+    steps = next(combo for limit, combo in AUTHORS_COMBINATIONS if draw < limit)
+    for step in steps:
+        if step == "infilling":
+            tokens = ["___" if rng.random() < AUTHORS_P else t for t in tokens]
+        elif step == "deletion":
+            tokens = [t for t in tokens if rng.random() >= AUTHORS_P]
+        else:
+            rng.shuffle(tokens)
+    return Perturbed(" ".join(tokens), "+".join(steps), 0, 0, kind="authors")

@@ -27,6 +27,16 @@ exports) and every later epoch re-draws each example's template and removed word
 seeded by (seed, epoch, example), so a resumed run continues exactly; ``false``: the same
 examples every epoch.
 
+The authors' released code (run_t2t_finetuning.py) as options beside adaptlang's choices:
+``mix: one`` gives each pair (and direction) one objective drawn at random, as the release's
+``random.choice`` over augmentation types (``each``, the default: one example per objective, so
+with [word, span, sentence] denoising outnumbers translation 2:1); ``perturbation: authors``
+perturbs with ``perturb.g_authors`` (``___`` infilling, deletion, permutation at p=0.2) instead
+of cutting one word (word) or span (span), so that word and span are then the same objective
+(the release has one conditional-denoising objective: use [word, sentence]); the release pivots
+on English only in both directions: ``known: [en]`` and ``directions: [to_new, from_new]``.
+docs/reproduce.md lists the authors' settings together.
+
 Choices where the paper is silent (also in the README): one example per pair and
 objective; a span is 2..max_span words; ``directions: [to_new]`` (X -> Y as in Table 1) by
 default, ``from_new`` adds the mirrored instructions (Y -> X); the monolingual objective uses
@@ -48,11 +58,13 @@ from ..composition import strategy_defaults
 from ..errors import UserError, listing, suggest
 from ..languages import LanguageSet
 from . import TEMPLATES, register_source
-from .bitext import Pair, check_files, check_sources, collect, read_aligned
-from .perturb import g_span, g_word
+from .bitext import Pair, check_files, check_sources, collect, flores_part, read_aligned
+from .perturb import g_authors, g_span, g_word
 
 OBJECTIVES = ("word", "span", "sentence", "monolingual")
 DIRECTIONS = ("to_new", "from_new")
+MIXES = ("each", "one")
+PERTURBATIONS = ("cut", "authors")
 # template kind -> (fields it must use, fields it must not use)
 KINDS = {
     "denoising": ({"source", "perturbed"}, set()),
@@ -117,6 +129,8 @@ class XlingOptions:
     templates: str
     loss_on_prompt: bool
     redraw: bool
+    mix: str = "each"
+    perturbation: str = "cut"
 
     @classmethod
     def defaults(cls, **overrides) -> "XlingOptions":
@@ -141,6 +155,9 @@ class XlingOptions:
         if self.max_pairs is not None and int(self.max_pairs) < 1:
             raise UserError(f"{where}.max_pairs={self.max_pairs}: must be >= 1 or null")
         self.mask = str(self.mask or "")
+        for key, valid in (("mix", MIXES), ("perturbation", PERTURBATIONS)):
+            if getattr(self, key) not in valid:
+                raise UserError(f"{where}.{key}={getattr(self, key)!r}: expected one of {listing(valid)}")
         for flag in ("loss_on_prompt", "redraw"):
             if not isinstance(getattr(self, flag), bool):
                 raise UserError(f"{where}.{flag}={getattr(self, flag)!r}: true or false")
@@ -193,16 +210,23 @@ class Builder:
             "source_text": source, "target_text": target,
             "perturbed": perturbed.text if perturbed else None,
             "removed": perturbed.removed if perturbed else None,
-            "perturbation": ("span" if perturbed.n_words > 1 else "word") if perturbed else None,
+            "perturbation": (perturbed.kind or ("span" if perturbed.n_words > 1 else "word")) if perturbed else None,
             "origin": origin,
         }
 
 
+def perturb(kind: str, text: str, rng: random.Random, max_span: int, mask: str, perturbation: str = "cut"):
+    """g_word / g_span of ``text`` (``kind``), or the authors' perturbation for either."""
+    if perturbation == "authors":
+        return g_authors(text, rng)
+    return g_word(text, rng, mask) if kind == "word" else g_span(text, rng, max_span, mask)
+
+
 def monolingual_example(builder: Builder, rng: random.Random, y: str, text: str, max_span: int, mask: str,
-                        origin: str) -> dict | None:
+                        origin: str, perturbation: str = "cut") -> dict | None:
     """g(Y) -> Y with g = g_word or g_span drawn at random (MLM-like, no second language)."""
     kind = rng.choice(("word", "span"))
-    perturbed = g_word(text, rng, mask) if kind == "word" else g_span(text, rng, max_span, mask)
+    perturbed = perturb(kind, text, rng, max_span, mask, perturbation)
     if perturbed is None and kind == "span":
         perturbed = g_word(text, rng, mask)
     if perturbed is None:
@@ -213,14 +237,16 @@ def monolingual_example(builder: Builder, rng: random.Random, y: str, text: str,
 def redraw(example: dict, builder: Builder, opts: XlingOptions, rng: random.Random) -> dict:
     """The same pair and objective with a new template and, for word/span/monolingual
     denoising, a new removed word or span (``strategy.xling.redraw``); the example itself when
-    its sentence is too short to be perturbed again."""
+    its sentence is too short to be perturbed again. ``opts``: XlingOptions or MlmOptions (mlm
+    has no ``perturbation`` option: it always cuts)."""
     kind, y, x = example["granularity"], example["target_language"], example["source_language"]
+    perturbation = getattr(opts, "perturbation", "cut")
     src, tgt, origin = example["source_text"], example["target_text"], example["origin"]
     if kind == "sentence":
         return builder.make("sentence", rng, x, y, src, tgt, origin=origin)
     if kind == "monolingual":
-        return monolingual_example(builder, rng, y, tgt, opts.max_span, opts.mask, origin) or example
-    g = g_word(tgt, rng, opts.mask) if kind == "word" else g_span(tgt, rng, opts.max_span, opts.mask)
+        return monolingual_example(builder, rng, y, tgt, opts.max_span, opts.mask, origin, perturbation) or example
+    g = perturb(kind, tgt, rng, opts.max_span, opts.mask, perturbation)
     return builder.make(kind, rng, x, y, src, tgt, g, origin) if g else example
 
 
@@ -231,11 +257,20 @@ def _sample(items: list, limit: int | None, rng: random.Random) -> list:
     return [items[i] for i in keep]
 
 
-def generate(new: list[str], langs: LanguageSet, opts: XlingOptions, seed: int) -> tuple[list[dict], dict]:
-    """(examples, notes) for the new languages ``new``; see the module docstring."""
+def _one_objective_each(group: list, opts: XlingOptions, rng: random.Random) -> list[str] | None:
+    """``mix: one``: the objective drawn for each pair of ``group``; None for ``mix: each``."""
+    if opts.mix == "each":
+        return None
+    return [rng.choice(opts.objectives) for _ in group]
+
+
+def generate(new: list[str], langs: LanguageSet, opts: XlingOptions, seed: int,
+             part: str = "pool") -> tuple[list[dict], dict]:
+    """(examples, notes) for the new languages ``new``; see the module docstring. ``part``: the
+    FLORES lines read (bitext.flores_part: ``all`` when the run evaluates none of them)."""
     for code in opts.known:
         langs.check(code, where="strategy.xling.known")
-    pairs, notes = collect(new, opts.known, opts.bitext, opts.files, langs)
+    pairs, notes = collect(new, opts.known, opts.bitext, opts.files, langs, part)
     builder = Builder(opts.template_data, opts.prompt_languages, langs)
     groups: dict[tuple[str, str], list[Pair]] = {}
     for p in pairs:
@@ -248,9 +283,12 @@ def generate(new: list[str], langs: LanguageSet, opts: XlingOptions, seed: int) 
         group = _sample(group, opts.max_pairs, random.Random(f"{seed}|{x}|{y}|pairs"))
         used[y] = used.get(y, 0) + len(group)
         for direction in opts.directions:
+            drawn = _one_objective_each(group, opts, random.Random(f"{seed}|{x}|{y}|{direction}|mix"))
             for objective in opts.objectives:
                 rng = random.Random(f"{seed}|{x}|{y}|{direction}|{objective}")
-                for p in group:
+                for i, p in enumerate(group):
+                    if drawn is not None and drawn[i] != objective:
+                        continue
                     src_lang, tgt_lang, src, tgt = (x, y, p.source, p.target) if direction == "to_new" else \
                         (y, x, p.target, p.source)
                     if objective == "sentence":
@@ -260,10 +298,10 @@ def generate(new: list[str], langs: LanguageSet, opts: XlingOptions, seed: int) 
                         if direction != "to_new" or (y, p.target) in mono_done:
                             continue
                         mono_done.add((y, p.target))
-                        ex = monolingual_example(builder, rng, y, p.target, opts.max_span, opts.mask, p.origin)
+                        ex = monolingual_example(builder, rng, y, p.target, opts.max_span, opts.mask, p.origin,
+                                                 opts.perturbation)
                     else:
-                        g = g_word(tgt, rng, opts.mask) if objective == "word" else \
-                            g_span(tgt, rng, opts.max_span, opts.mask)
+                        g = perturb(objective, tgt, rng, opts.max_span, opts.mask, opts.perturbation)
                         ex = builder.make(objective, rng, src_lang, tgt_lang, src, tgt, g, p.origin) if g else None
                     if ex is None:
                         too_short += 1
@@ -282,5 +320,6 @@ def generate(new: list[str], langs: LanguageSet, opts: XlingOptions, seed: int) 
 def xling_source(languages, cfg, seed) -> list[dict]:
     """Alignment-based cross-lingual instructions for ``languages`` (options: strategy.xling)."""
     langs = LanguageSet.from_config(cfg.languages)
-    examples, _ = generate(list(languages), langs, XlingOptions(**options_from_config(cfg, "xling")), seed)
+    examples, _ = generate(list(languages), langs, XlingOptions(**options_from_config(cfg, "xling")), seed,
+                           flores_part(cfg))
     return examples

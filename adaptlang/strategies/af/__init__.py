@@ -2,8 +2,9 @@
 
 Active-forgetting paper ("Exploring Pretraining via Active Forgetting for Improving Cross
 Lingual Transfer for Decoder Language Models", arXiv:2410.16168), section 3, after Chen et al.
-(2023): during pretraining the token embeddings are reset to random values every k steps.
-Here a reset
+(2023): during pretraining the token embeddings are reset to random values every k steps
+(``every``; the AF paper's value is blank in our copy of its Table 4, Chen et al. 2023 use
+k = 1000 for RoBERTa-base; docs/papers.md). Here a reset
 
 * re-initializes the input embedding matrix with the model's own initializer
   (``PreTrainedModel._init_weights``, i.e. normal(0, initializer_range) for Mistral);

@@ -23,6 +23,12 @@ shares per group of past examples, the group being the values of ``group_by`` ke
 built-in English past data carries ``target_language`` = en and ``origin`` = its file, so
 the default balances GSM8K against self-instruct; a multilingual past source balances per
 language). The interleaving is the same for every policy.
+
+``loss_on_prompt`` (default false): the replayed examples are trained on their target only, as
+instruction tuning is; true trains on the whole sequence (prompt and target), as the authors'
+released run_t2t_finetuning.py does for decoder models (it joins an xP3 row as
+``f"{inputs} {targets}"`` and trains on all of it). Examples carried by the reservoir from an
+earlier stage keep the labels they were encoded with.
 """
 from __future__ import annotations
 
@@ -75,7 +81,7 @@ class ExperienceReplay(Strategy):
     owns = frozenset({"data.mixture"})
     phase = "mixture"  # xling and mlm replace the new examples; replay wraps the result
 
-    def __init__(self, size: int, source: str, policy: str, group_by):
+    def __init__(self, size: int, source: str, policy: str, group_by, loss_on_prompt: bool):
         if int(size) < 0:
             raise UserError(f"strategy.replay.size={size}: must be >= 0")
         if policy not in POLICIES:
@@ -86,6 +92,9 @@ class ExperienceReplay(Strategy):
         self.source = str(source)
         self.policy = policy
         self.group_by = list(group_by)
+        if not isinstance(loss_on_prompt, bool):
+            raise UserError(f"strategy.replay.loss_on_prompt={loss_on_prompt!r}: true or false")
+        self.loss_on_prompt = loss_on_prompt
         self.buffer_ids: list[int] = []  # indices into the past data of the past examples in the buffer
         self.reservoir: Reservoir | None = None
         self._new = None  # this stage's new-example stream (offered to the reservoir at stage end)
@@ -125,7 +134,7 @@ class ExperienceReplay(Strategy):
             self.buffer_ids = sorted(item["past"] for item in self.reservoir.items if "past" in item)
             carried = [item for item in self.reservoir.items if "past" not in item]
         buffer = list(instructions.encode_all([past[i] for i in self.buffer_ids], ctx.tokenizer, max_length,
-                                                instructions.chat_setting(ctx.config)))
+                                                instructions.chat_setting(ctx.config), self.loss_on_prompt))
         buffer += [{"input_ids": c["input_ids"], "labels": c["labels"]} for c in carried]
         kept: dict[str, int] = {}
         for i in self.buffer_ids:

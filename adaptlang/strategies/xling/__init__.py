@@ -19,6 +19,7 @@ The paper's ablations (section 6.1, Table 5) are values of ``objectives``:
 from __future__ import annotations
 
 from ...errors import UserError
+from ...instructions.bitext import flores_part
 from ...instructions.streams import redrawn, replace_stream
 from ...instructions.xling import XlingOptions, generate
 from ...strategy import StageContext, Strategy, register_strategy
@@ -33,10 +34,11 @@ class CrossLingualInstructions(Strategy):
     builds_examples = True
 
     def __init__(self, objectives, bitext, known, files, directions, prompt_languages, max_span: int,
-                 mask: str, max_pairs, templates: str, loss_on_prompt: bool, redraw: bool):
+                 mask: str, max_pairs, templates: str, loss_on_prompt: bool, redraw: bool, mix: str,
+                 perturbation: str):
         self.options = XlingOptions(list(objectives), list(bitext), list(known), list(files), list(directions),
                                     list(prompt_languages), max_span, mask, max_pairs, templates, loss_on_prompt,
-                                    redraw)
+                                    redraw, mix, perturbation)
 
     @classmethod
     def check_plan(cls, plan, me) -> None:
@@ -45,7 +47,8 @@ class CrossLingualInstructions(Strategy):
 
     def setup_data(self, stream, ctx: StageContext):
         codes = ctx.stage_languages
-        examples, notes = generate(codes, ctx.languages, self.options, ctx.seed_for("instructions/xling"))
+        examples, notes = generate(codes, ctx.languages, self.options, ctx.seed_for("instructions/xling"),
+                                   flores_part(ctx.config))
         if not examples:
             raise UserError(f"xling: no instructions for stage '{ctx.name}' languages {codes} "
                                          f"(known={self.options.known}, bitext={self.options.bitext}): {notes}")
