@@ -10,11 +10,13 @@ own GPU code path.
 
 What the sharding covers and what it does not:
 
-* The model is sharded when a stage's training starts (``build_optimizer``), after its
-  strategies have set it up (vocab's growth, lora's adapters), and gathered back into a
-  plain, whole model on every rank when the training ends (``unshard``): strategies' stage
-  ends (lora's merge, EWC's importances, LwF's teacher), the evaluations and the saved
-  stage model see a plain transformers model, as in one process.
+* When a stage's training starts, after its strategies have set the model up (vocab's
+  growth, lora's adapters), a copy of the model's module tree sharing its parameters
+  (``sharding_copy``) is sharded by ``build_optimizer``, and the model's own parameters are
+  released; when the training ends, they are gathered back whole into the model's own
+  parameter objects on every rank (``unshard``): strategies' stage ends (lora's and vocab's
+  merges, LwF's teacher), the evaluations and the saved stage model see the plain
+  transformers model they set up, as in one process.
 * Inside the loop, a strategy that reads or writes parameters sees sharded DTensors:
   ``local`` gives this rank's piece of a parameter, ``local_like`` the same piece of a
   whole tensor of the parameter's shape, and ``summed`` a value summed over the ranks
@@ -105,29 +107,29 @@ def summed(local_value: torch.Tensor) -> torch.Tensor:
     return local_value + (total - local_value.detach())
 
 
-def skeleton(model):
-    """A plain copy of ``model`` whose parameters are on the meta device (no memory): the module
-    tree to rebuild the whole model into after sharded training (``unshard``)."""
-    memo = {id(p): torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
-            for p in model.parameters()}
+def sharding_copy(model):
+    """A copy of ``model``'s module tree holding the very same parameters and buffers: FSDP shards
+    the copy (replacing its parameters by DTensors), while ``model`` -- the object strategies
+    hold references into (lora's tuner, vocab's token adapters) -- stays a plain module."""
+    memo = {id(t): t for t in (*model.parameters(), *model.buffers())}
     return copy.deepcopy(model, memo)
 
 
-def unshard(model, plain):
-    """The whole model on every rank: ``plain`` (``skeleton`` of it before sharding) filled with
-    the sharded ``model``'s gathered parameters (an all-gather per tensor). Tied parameters
-    (one Parameter under two names in the skeleton) stay one."""
+def release(model) -> None:
+    """Free ``model``'s parameter memory while its sharded copy trains (identities kept)."""
+    for p in model.parameters():
+        p.data = torch.empty(0, dtype=p.dtype, device=p.device)
+
+
+def unshard(sharded_model, model):
+    """Gather ``sharded_model``'s parameters (an all-gather per tensor) into ``model``'s own
+    parameter objects (released before training), on every rank; returns ``model``."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
-    owners = dict(plain.named_modules())
-    filled: dict[int, torch.nn.Parameter] = {}
-    for name, p in list(plain.named_parameters(remove_duplicate=False)):
-        if id(p) not in filled:
-            filled[id(p)] = torch.nn.Parameter(full[name], requires_grad=p.requires_grad)
-        module_name, _, attr = name.rpartition(".")
-        setattr(owners[module_name], attr, filled[id(p)])
-    return plain
+    full = get_model_state_dict(sharded_model, options=StateDictOptions(full_state_dict=True))
+    for name, p in model.named_parameters():
+        p.data = full[name].to(p.device)
+    return model
 
 
 class FullModelState:

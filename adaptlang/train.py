@@ -44,7 +44,7 @@ from .fused_loss import fuses, linear_cross_entropy
 from .models import head_and_body, packs_correctly
 from .progress import Progress
 from .schedules import make_scheduler
-from .sharding import full_states, sharded, skeleton, unshard
+from .sharding import full_states, release, sharded, sharding_copy, unshard
 from .strategy import StageContext, Strategy, TrainState
 
 log = logging.getLogger("adaptlang")
@@ -270,7 +270,7 @@ def show_step(bar: Progress, accelerator, stage: str, step: int, loss: float, lr
 
 def hand_back(model, accelerator, checkpointing: bool, plain=None):
     """The trained model, unwrapped and as it came: no gradient checkpointing, no input-grad hook;
-    sharded, gathered whole into ``plain`` (its skeleton from before the sharding) on every rank."""
+    sharded, the model as it came (``plain``), its parameters gathered whole on every rank."""
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
     if plain is not None:
@@ -321,8 +321,12 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
 
     ``step_offset``: optimizer steps of the run's earlier stages, so that the experiment
     trackers (``train.report_to``) see one increasing step across stages."""
-    plain = skeleton(model) if sharded(accelerator) else None  # the module tree to gather into at the end
+    plain = None
+    if sharded(accelerator):  # FSDP shards a copy; the model's own parameters are gathered back at the end
+        plain, model = model, sharding_copy(model)
     model, optimizer, scheduler = build_optimizer(model, tcfg, steps, accelerator)
+    if plain is not None:
+        release(plain)
     inner_optimizer = getattr(optimizer, "optimizer", optimizer)
     state = TrainState(step=0, total_steps=steps, model=accelerator.unwrap_model(model),
                        optimizer=inner_optimizer, ctx=ctx)
