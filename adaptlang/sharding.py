@@ -18,9 +18,10 @@ What the sharding covers and what it does not:
   merges, LwF's teacher), the evaluations and the saved stage model see the plain
   transformers model they set up, as in one process.
 * Inside the loop, a strategy that reads or writes parameters sees sharded DTensors:
-  ``local`` gives this rank's piece of a parameter, ``local_like`` the same piece of a
-  whole tensor of the parameter's shape, and ``summed`` a value summed over the ranks
-  whose gradient stays this rank's own (a penalty over sharded parameters).
+  ``local`` gives this rank's piece of a parameter and ``local_like`` the same piece of a
+  whole tensor of the parameter's shape (af's reset draws the whole matrix, as one process
+  does, and keeps this rank's rows). EWC, SI and A-GEM keep whole per-parameter tensors and
+  are refused under ``train.fsdp`` (``Strategy.shards``).
 * Mid-stage checkpoints gather the whole model and optimizer state (``full_states``) and
   rank 0 writes them as in one process; a resume hands every rank its shard back.
 """
@@ -93,18 +94,6 @@ def plain_copy(module, **parameters):
     proxy.__dict__.update(module.__dict__)
     proxy._parameters = {**module._parameters, **parameters}
     return proxy
-
-
-def summed(local_value: torch.Tensor) -> torch.Tensor:
-    """``local_value`` summed over the ranks (the value), with only this rank's own gradient: each
-    rank's gradient reaches its own shard directly, not through FSDP's averaging."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return local_value
-    total = local_value.detach().clone()
-    dist.all_reduce(total)
-    return local_value + (total - local_value.detach())
 
 
 def sharding_copy(model):

@@ -38,11 +38,12 @@ def launch(out: Path, processes: int, *args: str) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def torchrun(out: Path, processes: int, *args: str) -> None:
-    """``torchrun --nproc_per_node N tests/mp_train.py ...`` (the sharded runs' launcher)."""
+def torchrun(out: Path, processes: int, *args: str, script: str = "mp_train.py") -> None:
+    """``torchrun --nproc_per_node N tests/<script> ...`` (the sharded runs' launcher)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-           "--master_port", str(free_port()), str(ROOT / "tests" / "mp_train.py"), str(out), *args]
-    done = subprocess.run(cmd, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=300)
+           "--master_port", str(free_port()), str(ROOT / "tests" / script), str(out), *args]
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), ENV["PYTHONPATH"]])}
+    done = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -89,6 +90,20 @@ def test_two_sharded_processes_give_the_one_process_loss_curve_and_weights(tmp_p
     assert r0["losses"] == pytest.approx(one["losses"], rel=1e-5, abs=1e-5)
     assert len(r0["weights"]) == len(one["weights"]) == one["weights_count"] > 10_000
     assert max(abs(a - b) for a, b in zip(r0["weights"], one["weights"])) <= 1e-5, "final parameters differ"
+
+
+# every built-in strategy that shards (ewc, si and agem are refused: tests/test_sharding.py)
+SHARDED_GROUPS = ["af+vocab+lora+merge+replay", "lwf+xling", "mlm"]
+
+
+def test_every_strategy_trains_sharded_and_a_sharded_run_resumes(tmp_path):
+    torchrun(tmp_path, 2, *SHARDED_GROUPS, script="mp_strategies.py")
+    results = json.loads((tmp_path / "results.json").read_text())
+    for group in SHARDED_GROUPS:
+        assert results["groups"][group]["error"] is None, (group, results["groups"][group])
+        assert results["groups"][group]["plain"], f"{group}: a stage model does not load with transformers"
+    assert results["interrupted"] and results["resumed_stages"] == ["adapt", "instruct", "pretrain"]
+    assert results["resume_equal"], "the resumed sharded run's stage models differ from the uninterrupted run's"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("avalanche") is None and not os.environ.get("CI"),
