@@ -55,11 +55,15 @@ def stage_weights(run: Path) -> dict[str, bytes]:
 def main(out: str, groups: list[str]) -> None:
     out_dir = Path(out)
     results = {"groups": {}}
+    configs = [adaptlang.load_config(SETTINGS + [f"strategy={group}", f"output_dir={out_dir}", f"name=group{i}"])
+               for i, group in enumerate(groups)]
+    # every group's strategies built before the first run starts the process group, as adaptlang run does
+    # (avalanche-lib cannot be imported first on rank 1 after that)
+    composed = [compose(OmegaConf.to_container(cfg.strategy)) for cfg in configs]
     for i, group in enumerate(groups):
         run = out_dir / f"group{i}"
         try:
-            adaptlang.run(adaptlang.load_config(SETTINGS + [f"strategy={group}", f"output_dir={out_dir}",
-                                                            f"name=group{i}"]))
+            adaptlang.run(configs[i], composed[i])
             results["groups"][group] = {"error": None, "plain": loads_plain(run)}
         except Exception as exc:  # noqa: BLE001 -- recorded for the test to show
             import traceback
