@@ -252,11 +252,16 @@ def make_accelerator(cfg: DictConfig, name: str):
     plan); returns (accelerator, tracker names)."""
     from accelerate import Accelerator
 
+    from .sharding import fsdp_accelerator, fsdp_plugin
+
     _allow_new_precision(str(cfg.mixed_precision))
     trackers = tracker_names(cfg.train.get("report_to"))
+    plugin = fsdp_plugin() if cfg.train.get("fsdp", False) else None
     accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=str(cfg.mixed_precision),
-                              log_with=trackers or None,
+                              log_with=trackers or None, fsdp_plugin=plugin,
                               project_dir=str(Path(cfg.output_dir) / name / "trackers") if trackers else None)
+    if plugin is not None:
+        fsdp_accelerator(accelerator, plugin)
     return accelerator, trackers
 
 

@@ -16,6 +16,11 @@ contiguous share; each rank's mean loss is weighted by its share of the global l
 tokens (counts all-reduced), so DDP's gradient average is the gradient of the global
 token-mean loss -- the same step as one process with the same batch, up to float
 rounding. The logged loss is the all-reduced global value; only rank 0 writes checkpoints.
+
+Sharded (``train.fsdp=true``, adaptlang.sharding): accelerate's FSDP2 shards the model when
+the optimizer is prepared and averages the gradients by reduce-scatter, so the same weighting
+gives the one-process step; checkpoints gather the whole state first (every rank), and the
+stage hands back a whole, plain model on every rank.
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ from .fused_loss import fuses, linear_cross_entropy
 from .models import head_and_body, packs_correctly
 from .progress import Progress
 from .schedules import lr_curve, make_scheduler
+from .sharding import full_states, release, sharded, sharding_copy, unshard
 from .strategy import StageContext, Strategy, TrainState
 
 log = logging.getLogger("adaptlang")
@@ -229,9 +235,11 @@ class Tally:
 
 
 def resume_tally(checkpointer: Checkpointer | None, model, optimizer, scheduler, stream, strategies,
-                 stage: str) -> Tally:
+                 stage: str, accelerator) -> Tally:
     """The loop's counts from ``checkpointer``'s latest checkpoint, which also restores the model,
     the optimizer, the schedule, the stream, the strategies and the RNGs; fresh without one."""
+    if sharded(accelerator) and checkpointer is not None:  # whole state dicts: every rank takes its shard
+        model, optimizer = full_states(model, optimizer)
     resumed = checkpointer.load(model, optimizer, scheduler, stream, strategies) if checkpointer is not None else None
     if not resumed:
         return Tally()
@@ -260,16 +268,28 @@ def show_step(bar: Progress, accelerator, stage: str, step: int, loss: float, lr
                          f"train/{stage}/loss": loss}, step=step)
 
 
-def hand_back(model, accelerator, checkpointing: bool):
-    """The trained model, unwrapped and as it came: no gradient checkpointing, no input-grad hook."""
+def hand_back(model, accelerator, checkpointing: bool, plain=None):
+    """The trained model, unwrapped and as it came: no gradient checkpointing, no input-grad hook;
+    sharded, the model as it came (``plain``), its parameters gathered whole on every rank."""
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
+    if plain is not None:
+        unwrapped = unshard(unwrapped, plain)
     if checkpointing:
         unwrapped.gradient_checkpointing_disable()
         if getattr(unwrapped, "_require_grads_hook", None) is not None:
             unwrapped.disable_input_require_grads()
     accelerator.free_memory()
     return unwrapped
+
+
+def save_checkpoint(checkpointer: Checkpointer, step: int, model, optimizer, scheduler, stream, strategies,
+                    progress: dict, accelerator) -> None:
+    """Rank 0 writes the checkpoint; sharded, every rank first gathers the whole state."""
+    if sharded(accelerator):
+        model, optimizer = full_states(model, optimizer)
+    if accelerator.is_main_process:
+        checkpointer.save(step, model, optimizer, scheduler, stream, strategies, progress)
 
 
 def figures(tally: Tally, seconds: float, steps: int, batches: Batches, compilation: Compilation | None,
@@ -301,13 +321,19 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
 
     ``step_offset``: optimizer steps of the run's earlier stages, so that the experiment
     trackers (``train.report_to``) see one increasing step across stages."""
+    plain = None
+    if sharded(accelerator):  # FSDP shards a copy; the model's own parameters are gathered back at the end
+        plain, model = model, sharding_copy(model)
     model, optimizer, scheduler = build_optimizer(model, tcfg, steps, accelerator)
+    if plain is not None:
+        release(plain)
     inner_optimizer = getattr(optimizer, "optimizer", optimizer)
     state = TrainState(step=0, total_steps=steps, model=accelerator.unwrap_model(model),
                        optimizer=inner_optimizer, ctx=ctx)
     batches = plan_batches(tokenizer, state.model, tcfg, accelerator, ctx.name)
     forward, compilation = forward_path(model, state.model, strategies, bool(tcfg.get("compile", False)), accelerator)
-    tally = resume_tally(checkpointer, state.model, inner_optimizer, scheduler, stream, strategies, ctx.name)
+    tally = resume_tally(checkpointer, state.model, inner_optimizer, scheduler, stream, strategies, ctx.name,
+                         accelerator)
     checkpointing = bool(tcfg.get("gradient_checkpointing", False))
     if checkpointing:  # recompute activations in the backward pass: memory for time
         state.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -355,9 +381,10 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
         elapsed = time.perf_counter() - start
         show_step(bar, accelerator, ctx.name, step_offset + step, step_loss, scheduler.get_last_lr()[0],
                   tally.tokens / max(elapsed, 1e-9))
-        if checkpointer is not None and checkpointer.due(step, steps) and accelerator.is_main_process:
-            checkpointer.save(step, state.model, inner_optimizer, scheduler, stream, strategies, tally.progress(elapsed))
+        if checkpointer is not None and checkpointer.due(step, steps):
+            save_checkpoint(checkpointer, step, state.model, inner_optimizer, scheduler, stream, strategies,
+                            tally.progress(elapsed), accelerator)
     bar.close()
     seconds = time.perf_counter() - start
     stats = {**figures(tally, seconds, steps, batches, compilation, ctx.name), "lr_by_step": lr_curve(tcfg, steps)}
-    return hand_back(model, accelerator, checkpointing), stats
+    return hand_back(model, accelerator, checkpointing, plain), stats

@@ -18,6 +18,7 @@ from adaptlang.composition import build_strategy  # noqa: E402
 from adaptlang.sources import read_text  # noqa: E402
 from adaptlang.data import ExampleStream  # noqa: E402
 from adaptlang.languages import CORPORA  # noqa: E402
+from adaptlang.sharding import fsdp_accelerator, fsdp_plugin, local, sharded  # noqa: E402
 from adaptlang.models import build_model, train_tokenizer  # noqa: E402
 from adaptlang.strategy import StageContext, Strategy  # noqa: E402
 from adaptlang.train import train_stage  # noqa: E402
@@ -33,10 +34,11 @@ class Recorder(Strategy):
     name = "recorder"
 
     def __init__(self):
-        self.losses = []
+        self.losses, self.embedding_rows = [], []
 
     def on_step_end(self, state):
         self.losses.append(state.loss)
+        self.embedding_rows.append(local(state.model.get_input_embeddings().weight).shape[0])  # this rank's rows
 
 
 def setup(name: str = "instruct", index: int = 2, stream_seed: int = 3, model=None, tokenizer=None):
@@ -53,19 +55,41 @@ def setup(name: str = "instruct", index: int = 2, stream_seed: int = 3, model=No
 def checksums(model) -> dict:
     flat = torch.cat([p.detach().flatten() for p in model.parameters()])
     return {"weights_sum": float(flat.double().sum()), "weights_abs": float(flat.double().abs().sum()),
-            "weights_head": flat[:64].tolist()}
+            "weights_head": flat[:64].tolist(), "weights_count": flat.numel()}
 
 
-def main(out: str, steps: int = 6, af_every: int = 2) -> None:
-    accelerator = Accelerator(cpu=True)
+def all_weights(model) -> list[float]:
+    return torch.cat([p.detach().flatten() for p in model.parameters()]).tolist()
+
+
+def make_accelerator(fsdp: bool) -> Accelerator:
+    """As the pipeline makes it (adaptlang.pipeline.make_accelerator) for device=cpu."""
+    if not fsdp:
+        return Accelerator(cpu=True)
+    plugin = fsdp_plugin()
+    accelerator = Accelerator(cpu=True, fsdp_plugin=plugin)
+    fsdp_accelerator(accelerator, plugin)
+    return accelerator
+
+
+def main(out: str, steps: int = 6, af_every: int = 2, fsdp: bool = False) -> None:
+    accelerator = make_accelerator(fsdp)
     model, tokenizer, ctx, stream = setup()
     tcfg = OmegaConf.create(TCFG)
     recorder, af, replay = Recorder(), build_strategy("af", every=af_every), build_strategy("replay", size=30, policy="balanced")
     stream = replay.setup_data(stream, ctx)
     model, stats = train_stage(model, tokenizer, stream, [af, replay, recorder], tcfg, steps, accelerator, ctx)
     with open(os.path.join(out, f"rank{accelerator.process_index}.json"), "w") as f:
-        json.dump({"world": accelerator.num_processes, "losses": recorder.losses, "af_resets": af.resets,
+        json.dump({"world": accelerator.num_processes, "sharded": sharded(accelerator), "losses": recorder.losses,
+                   "af_resets": af.resets, "plain": plain_transformers(model), "embedding_rows": recorder.embedding_rows,
+                   "weights": all_weights(model),
                    "tokens": stats["tokens"], "loss_tokens": stats["loss_tokens"], **checksums(model)}, f)
+
+
+def plain_transformers(model) -> bool:
+    """The model handed back is a plain transformers model of plain tensors (sharded or not)."""
+    from torch.distributed.tensor import DTensor
+    return type(model).__name__ == "MistralForCausalLM" and not any(isinstance(p, DTensor) for p in model.parameters())
 
 
 def main_ewc(out: str, steps: int = 4) -> None:
@@ -90,4 +114,4 @@ if __name__ == "__main__":
     if sys.argv[2:3] == ["ewc"]:
         main_ewc(sys.argv[1], *(int(a) for a in sys.argv[3:]))
     else:
-        main(sys.argv[1], *(int(a) for a in sys.argv[2:]))
+        main(sys.argv[1], *(int(a) for a in sys.argv[2:4]), fsdp=sys.argv[4:5] == ["fsdp"])

@@ -1,4 +1,5 @@
-"""Two processes (CPU, gloo, launched by ``accelerate launch``) train like one process with the
+"""Two processes (CPU, gloo, launched by ``accelerate launch``; sharded with ``train.fsdp``, by
+torchrun) train like one process with the
 same global batch: the same per-step losses and final weights within float tolerance, with
 af resets and the replay buffer identical on both ranks, and EWC's importances (estimated at
 a stage end) the same on both ranks and as in one process (tests/mp_train.py is the script)."""
@@ -25,24 +26,44 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+ENV = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+       "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
 def launch(out: Path, processes: int, *args: str) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
            "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
            "--dynamo_backend", "no", str(ROOT / "tests" / "mp_train.py"), str(out), *args]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def test_two_processes_give_the_one_process_loss_curve(tmp_path, af_every=2):
-    (tmp_path / "one").mkdir()
-    (tmp_path / "two").mkdir()
-    mp_train.main(str(tmp_path / "one"), 6, af_every)  # reference: this process, world size 1
-    launch(tmp_path / "two", 2, "6", str(af_every))
-    one = json.loads((tmp_path / "one" / "rank0.json").read_text())
-    r0, r1 = (json.loads((tmp_path / "two" / f"rank{r}.json").read_text()) for r in (0, 1))
+def torchrun(out: Path, processes: int, *args: str, script: str = "mp_train.py") -> None:
+    """``torchrun --nproc_per_node N tests/<script> ...`` (the sharded runs' launcher)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+           "--master_port", str(free_port()), str(ROOT / "tests" / script), str(out), *args]
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), ENV["PYTHONPATH"]])}
+    done = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+AF_EVERY = 2
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory) -> dict:
+    """The reference: af + replay, 6 steps, in this process (world size 1), unsharded."""
+    out = tmp_path_factory.mktemp("one")
+    mp_train.main(str(out), 6, AF_EVERY)
+    return json.loads((out / "rank0.json").read_text())
+
+
+def test_two_processes_give_the_one_process_loss_curve(tmp_path, one_process):
+    launch(tmp_path, 2, "6", str(AF_EVERY))
+    one = one_process
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert one["world"] == 1 and r0["world"] == r1["world"] == 2
+    assert not r0["sharded"]
     assert r0 == r1, "the two ranks disagree (weights, losses, af resets or counts)"
     assert one["af_resets"] == r0["af_resets"] == 2
     assert one["tokens"] == r0["tokens"] and one["loss_tokens"] == r0["loss_tokens"]
@@ -51,6 +72,38 @@ def test_two_processes_give_the_one_process_loss_curve(tmp_path, af_every=2):
     assert len(set(round(x, 3) for x in one["losses"])) > 3, "the loss curve should move"
     assert r0["weights_head"] == pytest.approx(one["weights_head"], abs=1e-5)
     assert r0["weights_abs"] == pytest.approx(one["weights_abs"], rel=1e-6)
+
+
+def test_two_sharded_processes_give_the_one_process_loss_curve_and_weights(tmp_path, one_process):
+    """train.fsdp (FSDP2 through accelerate, gloo, torchrun): each rank holds half the embedding
+    rows while training, af resets sharded rows and their optimizer state as one process does,
+    and the stage hands back a whole plain transformers model equal to one process's."""
+    torchrun(tmp_path, 2, "6", str(AF_EVERY), "fsdp")
+    one = one_process
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["world"] == 2 and r0["sharded"] and not one["sharded"]
+    assert r0 == r1, "the two ranks disagree (weights, losses, af resets or counts)"
+    assert r0["embedding_rows"] == [n // 2 for n in one["embedding_rows"]], "the embedding was not sharded"
+    assert r0["plain"] and one["plain"], "the stage did not hand back a plain whole transformers model"
+    assert one["af_resets"] == r0["af_resets"] == 2
+    assert one["tokens"] == r0["tokens"] and one["loss_tokens"] == r0["loss_tokens"]
+    assert r0["losses"] == pytest.approx(one["losses"], rel=1e-5, abs=1e-5)
+    assert len(r0["weights"]) == len(one["weights"]) == one["weights_count"] > 10_000
+    assert max(abs(a - b) for a, b in zip(r0["weights"], one["weights"])) <= 1e-5, "final parameters differ"
+
+
+# every built-in strategy that shards (ewc, si and agem are refused: tests/test_sharding.py)
+SHARDED_GROUPS = ["af+vocab+lora+merge+replay", "lwf+xling", "mlm"]
+
+
+def test_every_strategy_trains_sharded_and_a_sharded_run_resumes(tmp_path):
+    torchrun(tmp_path, 2, *SHARDED_GROUPS, script="mp_strategies.py")
+    results = json.loads((tmp_path / "results.json").read_text())
+    for group in SHARDED_GROUPS:
+        assert results["groups"][group]["error"] is None, (group, results["groups"][group])
+        assert results["groups"][group]["plain"], f"{group}: a stage model does not load with transformers"
+    assert results["interrupted"] and results["resumed_stages"] == ["adapt", "instruct", "pretrain"]
+    assert results["resume_equal"], "the resumed sharded run's stage models differ from the uninterrupted run's"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("avalanche") is None and not os.environ.get("CI"),

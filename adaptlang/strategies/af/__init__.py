@@ -30,13 +30,17 @@ from __future__ import annotations
 import torch
 
 from ...errors import UserError
+from ...sharding import is_dtensor, local, local_like, plain_copy
 from ...strategy import Strategy, TrainState, register_strategy
 
 
 def reset_embeddings(model, optimizer, seed: int) -> list[torch.nn.Parameter]:
     """Reset the token embeddings (and a tied LM head) and their optimizer state."""
     embedding = model.get_input_embeddings()
-    weight = embedding.weight
+    weight = shard = embedding.weight
+    if is_dtensor(shard):  # sharded (train.fsdp): draw the whole matrix as one process does, keep this rank's rows
+        embedding = plain_copy(embedding, weight=torch.nn.Parameter(shard.full_tensor()))
+        weight = embedding.weight
     if hasattr(weight, "_is_hf_initialized"):
         weight._is_hf_initialized = False  # transformers skips tensors it believes initialized
     before = weight.detach().clone()
@@ -48,6 +52,10 @@ def reset_embeddings(model, optimizer, seed: int) -> list[torch.nn.Parameter]:
             std = getattr(model.config, "initializer_range", 0.02)
             with torch.no_grad():
                 weight.normal_(0.0, std)
+    if shard is not weight:
+        with torch.no_grad():
+            local(shard).copy_(local_like(weight.detach(), shard))
+        weight = shard
     reset = [weight]
     head = model.get_output_embeddings()
     if head is not None and head.weight is not weight and getattr(model.config, "tie_word_embeddings", False):

@@ -30,6 +30,7 @@ from ...strategy import StageContext, Strategy, TrainState, register_strategy
 @register_strategy("agem")
 class AGEM(Strategy):
     """Project each step's gradient so that the loss on an episodic memory does not increase."""
+    shards = False  # train.fsdp refused: its gradient projection needs the whole gradient vector, the gradients are sharded
 
     phase = "memory"  # its memory is drawn from the stage's final data stream
     remembers = "examples"  # token ids: still valid after a vocabulary grows

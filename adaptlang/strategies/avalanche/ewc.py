@@ -60,6 +60,7 @@ def lm_ewc_plugin(ewc_lambda: float, mode: str, decay_factor):
 @register_strategy("ewc")
 class EWC(Strategy):
     """Penalize moving parameters that were important (Fisher) for earlier stages."""
+    shards = False  # train.fsdp refused: its importances and saved parameters are whole tensors, the penalty's parameters sharded
 
     phase = "memory"  # estimates importances on the stage's final data stream
     remembers = "parameters"  # anchors and importances; rows added later are not penalized

@@ -40,6 +40,7 @@ def _own(params: dict) -> None:
 @register_strategy("si")
 class SynapticIntelligence(Strategy):
     """Penalize moving parameters whose past movement reduced the loss most."""
+    shards = False  # train.fsdp refused: its importances and trajectory are whole tensors, the parameters and gradients sharded
 
     phase = "memory"
     remembers = "parameters"  # anchors and importances; parameters that grew are expanded by Avalanche
