@@ -132,6 +132,10 @@ class FullModelState:
     def state_dict(self):
         return self.full
 
+    def parameters(self):
+        """The gathered tensors (checkpoint.checkpoint_bytes sizes a checkpoint from them on a full disk)."""
+        return iter((self.full or {}).values())
+
     def load_state_dict(self, state: dict, strict: bool = True):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
