@@ -42,7 +42,7 @@ def make_run(root, name, strategies, seed, values_by_stage, extra_eval=None, con
         stages[stage] = {"strategies": [s for s in strategies if stage == "instruct"],
                          "train": {"steps": 5, "examples": 20, "tokens": 640, "loss_tokens": 600, "seconds": 0.5,
                                    "tokens_per_second": 1280.0, "data_seconds": 0.01, "strategy_seconds": 0.0, "packing": "padding",
-                                   "first_loss": 7.0, "final_loss": 6.5},
+                                   "first_loss": 7.0, "final_loss": 6.5, "lr_by_step": [[1, 0.001], [5, 0.0]]},
                          "setup_seconds": 0.2, "strategy_notes": {}, "parameters": {"total": 1000, "trainable": 1000},
                          "eval": ev, "eval_seconds": 0.1, "model_dir": f"stages/{stage}/model"}
     metrics = {"schema": "adaptlang.metrics/1", "run": name, "status": "complete", "strategies": strategies,

@@ -86,7 +86,7 @@ class Merge(Strategy):
     phase = "merge"
     remembers = "parameters"  # reference=base: the base's tensors; rows added later are kept as trained
 
-    def __init__(self, method: str, weight: float, density: float, reference: str, chat_vector: dict | None = None):
+    def __init__(self, method: str, weight: float, density: float, reference: str, chat_vector: dict | None):
         self.method = checked("strategy.merge.method", method, RULES["strategy.merge.method"])
         self.weight = float(checked("strategy.merge.weight", weight, RULES["strategy.merge.weight"]))
         self.density = float(checked("strategy.merge.density", density, RULES["strategy.merge.density"]))
