@@ -36,7 +36,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from .errors import UserError
-from .rundir import disk_full_error, is_disk_full, size_of, write_atomic, write_json
+from .rundir import disk_full_error, is_disk_full, parameter_bytes, size_of, write_atomic, write_json
 from .state_io import load_state, save_state
 
 log = logging.getLogger("adaptlang")
@@ -59,7 +59,7 @@ def run_identity(cfg) -> str:
 def checkpoint_bytes(model, moments: bool = True) -> int:
     """About the size of a checkpoint of ``model``: its weights and AdamW's two moments (only
     the weights with ``moments=False``: a saved model)."""
-    return sum(p.numel() * p.element_size() for p in model.parameters()) * (3 if moments else 1)
+    return parameter_bytes(model) * (3 if moments else 1)
 
 
 class Checkpointer:

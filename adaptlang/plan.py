@@ -344,7 +344,7 @@ def make_plan(cfg: DictConfig, composed: Composed | None = None) -> Plan:
         for code, source in (cfg.data.get(key) or {}).items():
             languages.check(code, where=f"data.{key}")
             check_source(str(source), where=f"data.{key}.{code}")
-            problem = bad_shard_line(str(source)) if key == "train_files" else None
+            problem = bad_shard_line(str(source))
             if problem:
                 raise UserError(f"data.{key}.{code}: {problem}")
     if cfg.model.get("name_or_path"):

@@ -1,7 +1,7 @@
 """The user's files and sizes, checked by the plan before anything trains, one line each:
 
-* text files of ``data.train_files`` / ``data.eval_files``: UTF-8 throughout (the byte and
-  line of the first bad one), not found after a stage has trained on the others;
+* (text files of ``data.train_files`` / ``data.eval_files`` are scanned by the plan itself,
+  ``sources.bad_shard_line``: file, line and byte of the first non-UTF-8 text);
 * local instruction files (``data.instructions``): each mapped column holds text (``messages``:
   a list of turns), the first row that does not named -- ``output: 5`` is refused before the
   first stage, not when the stage that reads it comes; optional roles may be absent;
@@ -14,15 +14,12 @@
 """
 from __future__ import annotations
 
-import codecs
-import gzip
 import json
 from pathlib import Path
 
 from .errors import UserError
 from .rundir import plain_name
 
-TEXT_SUFFIXES = (".txt", ".text", ".jsonl", ".json", ".csv", ".tsv")
 SIZE_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
              "max_position_embeddings", "vocab_size", "n_embd", "n_layer", "n_head", "n_positions", "head_dim")
 NUMBER_KEYS = ("initializer_range", "rms_norm_eps", "layer_norm_epsilon", "rope_theta")
@@ -32,51 +29,8 @@ def check_before_training(plan) -> None:
     """Every check of this module on ``plan`` (called at the end of ``make_plan``)."""
     cfg = plan.config
     plain_name(plan.name, "name")
-    # data.train_files were scanned line by line already (sources.bad_shard_line, in make_plan)
-    for code, source in (cfg.data.get("eval_files") or {}).items():
-        check_encoding(str(source), f"data.eval_files.{code}")
     check_instruction_rows(cfg)
     check_batch_memory(plan)
-
-
-# ---- encoding -----------------------------------------------------------------------------
-
-def _text_files(source: str) -> list[Path]:
-    """The files of a local source to read as text: the file itself, or a folder's text files
-    (not Parquet/Arrow: binary formats that datasets decodes itself)."""
-    path = Path(source)
-    if source.startswith("hub:") or not path.exists():
-        return []
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and
-                                                 (not p.suffix or any(s in TEXT_SUFFIXES for s in p.suffixes)))
-    return [p for p in files if p.suffix not in (".parquet", ".arrow")]
-
-
-def check_encoding(source: str, where: str) -> None:
-    """A local text source (a file, gzipped or not, or a folder's text files) that is not UTF-8
-    throughout: the file, line and byte of the first bad byte."""
-    for file in _text_files(source):
-        decoder = codecs.getincrementaldecoder("utf-8")()
-        line, offset = 1, 0
-        opener = gzip.open if file.suffix == ".gz" else open
-        try:
-            with opener(file, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    try:
-                        decoder.decode(chunk)
-                    except UnicodeDecodeError as exc:
-                        bad = offset + exc.start
-                        line += chunk[:exc.start].count(b"\n")
-                        raise UserError(f"{where}: {file} is not UTF-8 text (byte {bad}, line {line}: "
-                                        f"{chunk[exc.start:exc.start + 4]!r}); convert it, e.g. "
-                                        f"iconv -f latin1 -t utf-8") from None
-                    line += chunk.count(b"\n")
-                    offset += len(chunk)
-                decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            raise UserError(f"{where}: {file} is not UTF-8 text (it ends inside a character)") from None
-        except (OSError, EOFError) as exc:
-            raise UserError(f"{where}: cannot read {file}: {exc}") from None
 
 
 # ---- instruction rows against the field mapping ----------------------------------------------

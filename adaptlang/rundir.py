@@ -210,13 +210,17 @@ class RunDir:
         except (OSError, RuntimeError) as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             if is_disk_full(exc):
-                needs = sum(p.numel() * p.element_size() for p in model.parameters())
-                raise disk_full_error(f"the {stage} model", final, needs) from None
+                raise disk_full_error(f"the {stage} model", final, parameter_bytes(model)) from None
             raise
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
         return final
+
+
+def parameter_bytes(model) -> int:
+    """The bytes of ``model``'s parameters (a saved model's size, about)."""
+    return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 class RunLock:
