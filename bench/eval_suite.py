@@ -3,12 +3,16 @@
     PYTHONPATH=. python bench/eval_suite.py                   # 2 threads, default config
     PYTHONPATH=. python bench/eval_suite.py --model runs/af+replay-s0/stages/instruct/model
     PYTHONPATH=. python bench/eval_suite.py --threads 1 --suite perplexity,nusax
+    PYTHONPATH=. python bench/eval_suite.py --model smollm2-135m --suite perplexity,nusax \
+        --scoring-examples 0 eval.classify.max_examples=20
 
 Without --model, the model is the default ``model=tiny`` built from config (tokenizer
 trained on the pretraining languages as in ``adaptlang run``, weights untrained: an
 untrained model never stops generating early, so FLORES timing is its worst case).
 Prints seconds per benchmark of one evaluation (what every stage of a run pays), and the
-time of scoring NusaX label words with the prompt's cache reused
+forward FLOP rate of each benchmark against the fp32 matmul peak measured in the same run
+(model FLOP utilisation: the body on every token it runs, padding included, attention, and
+the LM head on every row it projects), and the time of scoring NusaX label words with the prompt's cache reused
 (``score_shared_prompt``) versus every (prompt, label) pair run separately
 (``score_separately``), on the same inputs, with the largest difference between the two.
 """
@@ -25,6 +29,39 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from _emit import emit  # noqa: E402
+from _flops import matmul_peak  # noqa: E402
+
+
+class ForwardFlops:
+    """Forward FLOPs the model executes, counted by hooks: the body's matrices (2 per parameter)
+    and attention (4 * layers * hidden * T per token, T the row length) on every token of every
+    row it runs, padding included; the LM head (2 * V * d) on every row it projects."""
+
+    def __init__(self, model):
+        from adaptlang.models import head_and_body
+
+        self.flops = 0.0
+        head, body = head_and_body(model)
+        c = model.config
+        body_params = sum(p.numel() for p in body.parameters()) - body.get_input_embeddings().weight.numel()
+        per_token = 2 * body_params
+        attention = 4 * c.num_hidden_layers * c.hidden_size
+
+        def count_body(_module, args, kwargs, output):
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            shape = ids.shape if ids is not None else kwargs["inputs_embeds"].shape[:2]
+            tokens = shape[0] * shape[1]
+            self.flops += (per_token + attention * shape[1]) * tokens
+
+        def count_head(_module, args, output):
+            self.flops += 2 * head.weight.numel() * args[0].numel() // args[0].shape[-1]
+
+        self.handles = [body.register_forward_hook(count_body, with_kwargs=True),
+                        head.register_forward_hook(count_head)]
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
 
 
 def main() -> None:
@@ -51,25 +88,43 @@ def main() -> None:
     from adaptlang.models import load_pretrained
     from adaptlang.pipeline import initial_model
 
-    cfg = load_config(args.overrides)
+    from adaptlang.named_models import is_named
+
+    chosen = [f"model={args.model}"] if args.model and is_named(args.model) else []
+    cfg = load_config([*chosen, *args.overrides])
     languages = LanguageSet.from_config(cfg.languages)
     started = time.perf_counter()
-    if args.model:
+    if chosen:
+        model, tokenizer = initial_model(cfg, languages)
+    elif args.model:
         model, tokenizer = load_pretrained(args.model)
     else:
         model, tokenizer = initial_model(cfg, languages)
+    model.eval()
     print(f"model ready in {time.perf_counter() - started:.1f}s; torch threads = {torch.get_num_threads()}")
+    peak = matmul_peak()
+    print(f"fp32 matmul peak (1024^3, this run): {peak / 1e9:.1f} GFLOP/s")
 
     total = 0.0
-    seconds = {}
+    seconds, utilisation = {}, {}
+    counter = ForwardFlops(model)
     for name in [n for n in args.suite.split(",") if n]:
+        counter.flops = 0.0
         t = time.perf_counter()
         result = run_benchmarks([name], model, tokenizer, languages, cfg)[name]
         dt = time.perf_counter() - t
         total += dt
         seconds[name] = dt
-        print(f"{name:14s} {dt:7.1f}s  {len(result['languages'])} languages, {len(result['skipped'])} skipped")
+        utilisation[name] = counter.flops / dt / peak
+        print(f"{name:14s} {dt:7.1f}s  {len(result['languages'])} languages, {len(result['skipped'])} skipped; "
+              f"forward {counter.flops / 1e12:.2f} TFLOP, {counter.flops / dt / 1e9:.1f} GFLOP/s = "
+              f"{100 * utilisation[name]:.0f}% of the matmul peak")
+    counter.remove()
     print(f"{'suite total':14s} {total:7.1f}s  ({args.suite}); load average {os.getloadavg()[0]:.1f}")
+    if args.scoring_examples <= 0:
+        emit("eval", seconds=seconds, total_seconds=total, load_average=os.getloadavg()[0],
+             matmul_peak_gflops=peak / 1e9, utilisation=utilisation)
+        return
 
     task = load_task(TASKS_DIR / "nusax.yaml")
     prompts, conts = [], []
@@ -98,7 +153,8 @@ def main() -> None:
           f"{label_tokens} tokens, batch {batch}): shared prompt {shared[0]:.2f}s, separately {separate[0]:.2f}s, "
           f"speed-up x{separate[0] / shared[0]:.2f}; max |difference| {np.abs(shared[1] - separate[1]).max():.2e}")
     emit("eval", seconds=seconds, total_seconds=total, load_average=os.getloadavg()[0],
-         scoring_speedup=separate[0] / shared[0], scoring_max_difference=float(np.abs(shared[1] - separate[1]).max()))
+         matmul_peak_gflops=peak / 1e9, utilisation=utilisation, scoring_speedup=separate[0] / shared[0],
+         scoring_max_difference=float(np.abs(shared[1] - separate[1]).max()))
     if args.harness:
         harness_vs_classify(args, cfg, model, tokenizer, languages)
 

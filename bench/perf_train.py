@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from _emit import emit  # noqa: E402
-from _flops import executed_flops  # noqa: E402
+from _flops import executed_flops, matmul_peak  # noqa: E402
 
 
 def setup(batch_size: int, model_name: str | None = None):
@@ -86,6 +86,7 @@ def run_adaptlang(cfg, model, tokenizer, data, steps, strategies=()):
 
 
 LAST_STATS: dict = {}
+TRAINER_PADDED: dict = {}  # tokens the Trainer's padded batches hold (padding included), over all its runs
 
 
 def run_bare(cfg, model, tokenizer, data, steps):
@@ -122,6 +123,7 @@ def run_trainer(cfg, model, tokenizer, data, steps, tmp):
 
     def collator(features):
         counted["tokens"] += sum(len(f["input_ids"]) for f in features)
+        TRAINER_PADDED["tokens"] = TRAINER_PADDED.get("tokens", 0) + max(len(f["input_ids"]) for f in features) * len(features)
         return base(features)
 
     args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=int(cfg.train.batch_size), max_steps=steps,
@@ -132,15 +134,6 @@ def run_trainer(cfg, model, tokenizer, data, steps, tmp):
     start = time.perf_counter()
     trainer.train()
     return counted["tokens"], time.perf_counter() - start
-
-
-def matmul_peak(n=1024, repeat=10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    start = time.perf_counter()
-    for _ in range(repeat):
-        torch.mm(a, b)
-    return 2 * n**3 * repeat / (time.perf_counter() - start)
 
 
 def loop_flops(model, tokens: int, loss_tokens: int, seq_len: int) -> float:
@@ -209,6 +202,13 @@ def main() -> None:
           f"GFLOP/s = MFU {achieved / peak:.1%} over the wall time of train_stage, {loop_mfu:.1%} over its loop's own "
           f"time (no optimizer set-up, no end-of-stage gc) (body 6N + attention on every token, LM head on labelled "
           f"tokens only)")
+    # The ratio adaptlang / Trainer can reach at equal FLOP rates: per useful token, the Trainer runs
+    # the body on its padding too and the LM head on every position (prompts included).
+    useful = sum(t for t, _ in runs["HF Trainer"])
+    trainer_flops = loop_flops(model, TRAINER_PADDED["tokens"], TRAINER_PADDED["tokens"], int(mean_len))
+    bound = (trainer_flops / useful) / (flops / plain_stats["tokens"])
+    print(f"FLOPs per useful token, Trainer / adaptlang = {bound:.2f}: the ratio adaptlang / Trainer at equal FLOP "
+          f"rates (Trainer's batches are {useful / TRAINER_PADDED['tokens']:.1%} useful tokens)")
     blocks = lm_blocks(data, int(cfg.train.block_size))
     LAST_STATS.clear()
     block_tokens, block_seconds = run_adaptlang(cfg, copy.deepcopy(model), tokenizer, blocks, args.steps)
@@ -222,7 +222,7 @@ def main() -> None:
          loop_mfu=loop_mfu, vs_trainer=rate["adaptlang"] / rate["HF Trainer"],
          vs_bare=rate["adaptlang"] / rate["bare loop"], af_replay=rate["adaptlang af+replay"] / rate["adaptlang"],
          af_replay_loop_share=share["adaptlang af+replay"], plain_loop_share=share["adaptlang"],
-         peak_gflops=peak / 1e9, achieved_gflops=achieved / 1e9, mfu=achieved / peak)
+         peak_gflops=peak / 1e9, achieved_gflops=achieved / 1e9, mfu=achieved / peak, flop_bound_vs_trainer=bound)
     profile(cfg, copy.deepcopy(model), tokenizer, data)
 
 

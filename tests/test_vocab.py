@@ -254,6 +254,20 @@ def test_lora_body_option_merges_adapters_back(tokenizer):
     assert bits(model.get_input_embeddings().weight[:n_old]) == bits(before["emb"])
 
 
+def test_full_body_option_trains_the_body_and_new_rows_but_not_old_rows(tokenizer):
+    model, merged, strategy, ctx, before = small_setup(tokenizer, True, "mean", body="full", head="new")
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any("trainable_tokens_delta" in n for n in names) and any("q_proj" in n for n in names)
+    assert not any("embed_tokens" in n and "delta" not in n for n in names), "old embedding rows would train"
+    q_before = model.model.layers[0].self_attn.q_proj.weight.detach().clone()
+    model = train(model, merged, strategy, ctx)
+    assert is_plain(model)
+    assert not torch.equal(model.model.layers[0].self_attn.q_proj.weight, q_before), "the body did not train"
+    n_old = before["emb"].shape[0]
+    emb = model.get_input_embeddings().weight
+    assert bits(emb[:n_old]) == bits(before["emb"]) and model.get_output_embeddings().weight is emb
+
+
 def test_works_on_a_model_loaded_by_path(tokenizer, tmp_path):
     make_model(tokenizer).save_pretrained(tmp_path / "base")
     tokenizer.save_pretrained(tmp_path / "base")
@@ -278,7 +292,7 @@ def test_works_on_a_model_loaded_by_path(tokenizer, tmp_path):
     ({"init": "zeros"}, "strategy.vocab.init='zeros'. Valid: focus, mean, random, subword-mean"),
     ({"init": "subword_mean"}, "Did you mean 'subword-mean'?"),
     ({"head": "old"}, "strategy.vocab.head='old'"),
-    ({"body": "full"}, "strategy.vocab.body='full'"),
+    ({"body": "adapters"}, "strategy.vocab.body='adapters'. Valid: frozen, full, lora"),
     ({"vocab_size": 0}, "must be a positive number"),
 ])
 def test_bad_options_are_user_errors(options, fragment):

@@ -13,6 +13,7 @@ A continuation's score is the summed log-probability of its tokens (lm-evaluatio
 """
 from __future__ import annotations
 
+import inspect
 from typing import Sequence
 
 import torch
@@ -33,6 +34,12 @@ def _by_length(fn, model, prompts, continuations, pad_id, batch_size):
     for k, i in enumerate(order):
         out[i] = scores[k]
     return out
+
+
+def cache_keyword(model) -> str:
+    """The forward argument that takes a KV cache: ``cache`` since transformers 5.2 (which
+    warns on ``past_key_values``), ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def score_shared_prompt(model, prompts: Sequence[list[int]], continuations: Sequence[Sequence[list[int]]],
@@ -80,7 +87,7 @@ def _shared(model, prompts: Sequence[list[int]], continuations: Sequence[Sequenc
                 scores[b, j] = first[b, C[b][j][0]]
         rest = max(len(x) for c in C for x in c) - 1
         if rest > 0:
-            cache = res.past_key_values
+            cache = res.cache if hasattr(res, "cache") else res.past_key_values  # transformers >= 5.2 / older
             cache.batch_repeat_interleave(n_labels)  # row b*n_labels + j = prompt b, label j
             feed = torch.full((B * n_labels, rest), pad_id, dtype=torch.long)
             cmask = torch.zeros((B * n_labels, rest), dtype=torch.long)
@@ -93,7 +100,7 @@ def _shared(model, prompts: Sequence[list[int]], continuations: Sequence[Sequenc
             cpos = lengths[:, None] + torch.arange(rest)[None, :]
             full_mask = torch.cat([mask.repeat_interleave(n_labels, dim=0), cmask.to(device)], dim=1)
             logits = model(input_ids=feed.to(device), attention_mask=full_mask, position_ids=cpos.to(device),
-                           past_key_values=cache, use_cache=True).logits.float()
+                           **{cache_keyword(model): cache}, use_cache=True).logits.float()
             logp = torch.log_softmax(logits, dim=-1).cpu()
             for b in range(B):
                 for j in range(n_labels):

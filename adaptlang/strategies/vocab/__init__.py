@@ -25,7 +25,8 @@ At the start of the stage it acts in (``stages: [adapt]``) this strategy
    frozen base tensor, so no gradient, AdamW moment or weight decay can touch them), the LM
    head (``head: all``, the paper's "new language modeling head"; ``head: new`` trains only its
    new rows, also through TrainableTokens), and, if ``body: lora``, LoRA adapters on every
-   linear layer of the body (peft). Everything else is frozen (``body: frozen``, the paper).
+   linear layer of the body (peft), or, if ``body: full``, every body weight (not the old
+   embedding/head rows) at ``train.lr``. Otherwise the body is frozen (``body: frozen``, the paper).
 
 At the end of the stage the peft layers are merged and removed, so the saved model is a
 plain transformers model. Notes (metrics.json ``strategy_notes.vocab``): tokens added, merge
@@ -40,7 +41,11 @@ Deviations and choices the paper leaves open (also in README):
 * with tied input/output embeddings the LM head *is* the embedding matrix: only its new rows
   train (old rows stay frozen), whatever ``head`` says;
 * the paper's head is "replaced"; we keep the old head rows as the starting point of the new
-  head (``head: all`` then trains all of it).
+  head (``head: all`` then trains all of it);
+* ``body: lora`` and ``body: full`` are beyond the paper, which freezes the body. On a trained
+  checkpoint with a short budget the frozen body cannot use the new rows well enough to
+  improve the new languages (docs/real-checkpoints.md has the SmolLM2 figures), so
+  ``experiment=pretrained`` trains the body as well.
 """
 from __future__ import annotations
 
@@ -62,7 +67,7 @@ from .report import vocab_report_section
 log = logging.getLogger("adaptlang")
 INITS = ("random", "mean", "subword-mean", "focus")
 HEADS = ("all", "new")
-BODIES = ("frozen", "lora")
+BODIES = ("frozen", "lora", "full")
 TOKENS_ADAPTER, LORA_ADAPTER = "vocab_tokens", "vocab_lora"
 FERTILITY_SENTENCES = 200
 RATIO_KEY = "strategy.vocab.embedding_lr_ratio"
@@ -172,7 +177,8 @@ class VocabularyExpansion(Strategy):
         return {} if self.embedding_lr_ratio is None else {"embedding_lr_ratio": self.embedding_lr_ratio}
 
     def claims(self) -> frozenset[str]:
-        return self.owns | ({"body.adapters"} if self.body == "lora" else set())
+        # body: full trains the very weights lora would wrap: the two cannot share a stage either
+        return self.owns | ({"body.adapters"} if self.body in ("lora", "full") else set())
 
     @classmethod
     def check_plan(cls, plan, me) -> None:
@@ -292,6 +298,7 @@ class VocabularyExpansion(Strategy):
 
         emb, head = model.get_input_embeddings(), model.get_output_embeddings()
         tied = head is not None and head.weight is emb.weight
+        embedding_ids = {id(emb.weight)} | ({id(head.weight)} if head is not None else set())
         targets = [module_name(model, emb)]
         if head is not None and not tied and self.head == "new":
             targets.append(module_name(model, head))
@@ -308,7 +315,8 @@ class VocabularyExpansion(Strategy):
                                   target_modules="all-linear")
                 self.tuners.append(LoraModel(model, lora, LORA_ADAPTER))
         for name, p in model.named_parameters():
-            p.requires_grad = "trainable_tokens_delta" in name or "lora_" in name
+            p.requires_grad = ("trainable_tokens_delta" in name or "lora_" in name
+                               or (self.body == "full" and id(p) not in embedding_ids))
         if head is not None and not tied and self.head == "all":
             model.get_output_embeddings().weight.requires_grad = True
         log.info("vocab: trainable: %d new embedding rows, LM head %s, body %s", len(self.new_ids),
