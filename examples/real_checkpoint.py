@@ -21,6 +21,7 @@ OUT = os.environ.get("ADAPTLANG_EXAMPLE_OUT", "runs/examples")
 cfg = adaptlang.load_config([
     "model=smollm2-135m", "languages=laptop",    # en/fr/es/it kept, tr/pl taught
     "strategy.vocab.vocab_size=400",             # a small tr/pl vocabulary for the example
+    "strategy.vocab.body=frozen",                # the AF paper's frozen body (the default trains it): English answers stay as they were
     "train.max_steps=2", "train.batch_size=2", "train.block_size=32", "train.max_length=48",
     "data.max_lines_per_language=40", "eval.max_sentences=2", "eval.benchmarks=[perplexity,samples]",
     "eval.samples.max_new_tokens=12", "name=real-checkpoint", f"output_dir={OUT}", "overwrite=true",

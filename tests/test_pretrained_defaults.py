@@ -43,7 +43,7 @@ def test_a_trained_checkpoint_gets_adapt_then_instruct_with_vocab_and_replay(lla
     assert shown["model"].startswith("trained checkpoint") and "no from-scratch" in shown["experiment"]
     adapt = plan.stage("adapt")
     assert adapt.train["lr"] == pytest.approx(2e-5) and adapt.train["embedding_lr_ratio"] == pytest.approx(250)
-    assert plan.strategy("vocab").options["head"] == "new"
+    assert plan.strategy("vocab").options["head"] == "new" and plan.strategy("vocab").options["body"] == "full"
 
 
 def test_the_command_line_still_chooses(llama_dir):
