@@ -134,6 +134,19 @@ def test_composes_with_vocab_new_rows_head_and_adapters_body_frozen(tokenizer):
     assert not torch.equal(model.model.layers[0].self_attn.q_proj.weight, q0), "LoRA update not merged"
 
 
+def test_with_vocab_body_full_lora_freezes_the_weights_it_wraps(tokenizer):
+    ctx = context("strategy=vocab+lora")
+    vocab = build_strategy("vocab", vocab_size=800, languages="fr", protect="en", init="mean", fertility="none",
+                           body="full")
+    model, merged = setup(vocab, make_model(tokenizer), tokenizer, ctx)
+    assert model.model.layers[0].self_attn.q_proj.weight.requires_grad, "vocab body=full trains the body"
+    model, merged = setup(build_strategy("lora"), model, merged, ctx)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert any("lora_A" in n for n in trainable) and any("trainable_tokens_delta" in n for n in trainable)
+    assert not any(n.endswith("base_layer.weight") and "embed" not in n for n in trainable), "wrapped weights train"
+    assert any("norm" in n for n in trainable), "the rest of vocab's choice (the norms) is kept"
+
+
 def test_vocab_body_lora_together_with_lora_is_refused_in_the_plan():
     from adaptlang.plan import make_plan
 

@@ -14,7 +14,9 @@ classes on the transformers model, no PeftModel wrapper) and freezes the base we
   embedding rows via TrainableTokens, the LM head); lora keeps that choice and adds the
   body adapters, so the recipe is "new rows + head + adapters, body frozen". Rule: when
   some earlier strategy of the stage froze a parameter, the parameters it left trainable
-  stay trainable; when nothing was frozen, everything but the adapters is frozen.
+  stay trainable, except the weights the adapters wrap, which stay frozen as LoRA and (IA)3
+  define them (so ``vocab body: full`` + lora trains the new rows, the adapters and the body's
+  norms); when nothing was frozen, everything but the adapters is frozen.
   ``vocab``'s own ``body: lora`` option injects LoRA itself; using it together with this
   strategy in one stage would wrap the same layers twice: both then claim ``body.adapters``
   and the plan refuses the combination before anything runs (use one).
@@ -68,6 +70,15 @@ def _body_adapters(model) -> list[str]:
     from peft.tuners.lora import LoraLayer
 
     return [n for n, m in model.named_modules() if isinstance(m, (LoraLayer, IA3Layer))]
+
+
+def _wrapped_weights(model) -> set[int]:
+    """ids of the weights and biases that LoRA / (IA)3 layers wrap (their ``base_layer``)."""
+    from peft.tuners.ia3 import IA3Layer
+    from peft.tuners.lora import LoraLayer
+
+    return {id(p) for m in model.modules() if isinstance(m, (LoraLayer, IA3Layer))
+            for p in m.get_base_layer().parameters(recurse=False)}
 
 
 @register_strategy("lora")
@@ -124,9 +135,10 @@ class Adapters(Strategy):
         except ValueError as exc:  # e.g. target modules not found in this architecture
             raise UserError(f"strategy.lora: {str(exc).splitlines()[0]}") from None
         marker = "lora_" if self.method == "lora" else "ia3_l"
+        wrapped = _wrapped_weights(model)  # the adapters' base weights stay frozen, whatever was kept
         trainable = 0
         for name, p in model.named_parameters():
-            p.requires_grad = marker in name or id(p) in keep
+            p.requires_grad = marker in name or (id(p) in keep and id(p) not in wrapped)
             trainable += p.numel() if marker in name else 0
         ctx.notes["adapters"] = {"method": self.method, "adapter_parameters": trainable,
                                  "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),

@@ -177,8 +177,8 @@ class VocabularyExpansion(Strategy):
         return {} if self.embedding_lr_ratio is None else {"embedding_lr_ratio": self.embedding_lr_ratio}
 
     def claims(self) -> frozenset[str]:
-        # body: full trains the very weights lora would wrap: the two cannot share a stage either
-        return self.owns | ({"body.adapters"} if self.body in ("lora", "full") else set())
+        # with body: full, a lora strategy in the same stage freezes the weights it wraps (lora's rule)
+        return self.owns | ({"body.adapters"} if self.body == "lora" else set())
 
     @classmethod
     def check_plan(cls, plan, me) -> None:
