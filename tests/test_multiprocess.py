@@ -93,8 +93,8 @@ def test_two_sharded_processes_give_the_one_process_loss_curve_and_weights(tmp_p
     assert max(abs(a - b) for a, b in zip(r0["weights"], one["weights"])) <= 1e-5, "final parameters differ"
 
 
-# with ewc, si and agem (test_ewc_si_and_agem_...): every built-in strategy runs sharded
-SHARDED_GROUPS = ["af+vocab+lora+merge+replay+xling", "lwf+mlm"]
+# every built-in strategy, in whole sharded pipelines (ewc, si and agem against one process: test_ewc_si_and_agem_...)
+SHARDED_GROUPS = ["af+vocab+lora+merge+replay+xling", "lwf+mlm+ewc+si+agem"]
 
 
 def test_every_strategy_trains_sharded_and_a_sharded_run_resumes(tmp_path):

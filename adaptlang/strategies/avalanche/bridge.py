@@ -16,8 +16,8 @@ next (plain, merged) stage see the same parameter names.
 
 Sharded (``train.fsdp``; inside the loop the parameters are DTensors): a plugin's whole
 per-parameter tensors stay whole (its state, checkpointed as in one process); a penalty runs
-the plugin's own code on this rank's pieces (``PlainView(pieces=True)``, ``param_pieces``) and
-its value is summed over the ranks (``plugin_penalty``).
+the plugin's own code on this rank's pieces (``PlainView(part="pieces")``, ``param_pieces``)
+and its value is summed over the ranks (``plugin_penalty``).
 
 avalanche-lib is imported lazily (only when such a strategy is built): it needs torchvision,
 which the default install does not have (see README).
