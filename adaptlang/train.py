@@ -238,7 +238,7 @@ def resume_tally(checkpointer: Checkpointer | None, model, optimizer, scheduler,
                  stage: str, accelerator) -> Tally:
     """The loop's counts from ``checkpointer``'s latest checkpoint, which also restores the model,
     the optimizer, the schedule, the stream, the strategies and the RNGs; fresh without one."""
-    if sharded(accelerator) and checkpointer is not None and checkpointer.candidates() and not checkpointer.fresh:
+    if sharded(accelerator) and checkpointer is not None and not checkpointer.fresh and checkpointer.candidates():
         # whole state dicts, every rank takes its shard; only with one to load: gathering the state of an
         # optimizer that has none yet initializes it (torch steps it once at lr 0, counting a step for AdamW)
         model, optimizer = full_states(model, optimizer)
