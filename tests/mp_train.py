@@ -100,6 +100,9 @@ def plain_transformers(model) -> bool:
 
 MEMORY = {"ewc": {"ewc_lambda": 1e4, "fisher_batches": 2}, "si": {"si_lambda": 1e3, "eps": 1e-7},
           "agem": {"patterns_per_experience": 16, "sample_size": 4}}
+# AdamW's step is scale-free: where an element's gradient cancels to ~0, the 1- and 2-process
+# roundings differ relatively much and move it by up to lr; a smaller lr keeps that well under 1e-5
+MEMORY_TCFG = {**TCFG, "lr": 1e-3}
 
 
 class Interrupted(Exception):
@@ -132,7 +135,7 @@ def memory_stage(model, tokenizer, strategies, steps, accelerator, name, index, 
     for strategy in strategies:
         stream = strategy.setup_data(stream, ctx)
     recorder = Recorder()
-    model, _ = train_stage(model, tokenizer, stream, [*strategies, recorder], OmegaConf.create(TCFG), steps,
+    model, _ = train_stage(model, tokenizer, stream, [*strategies, recorder], OmegaConf.create(MEMORY_TCFG), steps,
                            accelerator, ctx, checkpointer)
     ctx.model = model
     return model, recorder.losses, ctx
