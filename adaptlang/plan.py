@@ -385,8 +385,4 @@ def make_plan(cfg: DictConfig, composed: Composed | None = None) -> Plan:
     for planned in plan.strategies:
         type(composed.get(planned.name)).check_plan(plan, planned)
     check_before_training(plan)
-    unsharded = [p.name for p in plan.strategies if not getattr(composed.get(p.name), "shards", True)]
-    if cfg.train.get("fsdp", False) and unsharded:
-        raise UserError(f"train.fsdp=true: strategy {listing(unsharded)} cannot run sharded yet (its per-parameter "
-                        f"tensors are not sharded); run it with train.fsdp=false")
     return plan

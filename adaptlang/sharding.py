@@ -18,10 +18,13 @@ What the sharding covers and what it does not:
   merges, LwF's teacher), the evaluations and the saved stage model see the plain
   transformers model they set up, as in one process.
 * Inside the loop, a strategy that reads or writes parameters sees sharded DTensors:
-  ``local`` gives this rank's piece of a parameter and ``local_like`` the same piece of a
-  whole tensor of the parameter's shape (af's reset draws the whole matrix, as one process
-  does, and keeps this rank's rows). EWC, SI and A-GEM keep whole per-parameter tensors and
-  are refused under ``train.fsdp`` (``Strategy.shards``).
+  ``local`` gives this rank's piece of a parameter and ``local_like`` (``piece``) the same
+  piece of a whole tensor of the parameter's shape (af's reset draws the whole matrix, as one
+  process does, and keeps this rank's rows). EWC and SI keep their per-parameter tensors
+  whole (as one process does; that is what checkpoints hold) and compute their penalties on
+  this rank's pieces, the value summed over the ranks (``summed_over_ranks``); SI's path
+  integral is formed per piece and gathered whole every step; A-GEM all-reduces its dot
+  products (adaptlang.strategies.avalanche).
 * Mid-stage checkpoints gather the whole model and optimizer state (``full_states``) and
   rank 0 writes them as in one process; a resume hands every rank its shard back.
 """
@@ -82,6 +85,29 @@ def local_like(whole: torch.Tensor, param) -> torch.Tensor:
     from torch.distributed.tensor import distribute_tensor
 
     return distribute_tensor(whole.to(param.device), param.device_mesh, param.placements, src_data_rank=None).to_local()
+
+
+def holds_shards(model) -> bool:
+    """``model`` is the sharded copy being trained: its parameters are DTensors, but for those
+    of a unit gathered whole at the moment (the root's, between its forward and backward)."""
+    return any(is_dtensor(p) for p in model.parameters())
+
+
+def piece(whole: torch.Tensor, param) -> torch.Tensor:
+    """This rank's piece of ``whole``, a tensor of ``param``'s full shape or that tensor
+    flattened (returned flattened then too)."""
+    part = local_like(whole.reshape(param.shape), param)
+    return part.reshape(-1) if whole.dim() == 1 else part
+
+
+def summed_over_ranks(partial: torch.Tensor) -> torch.Tensor:
+    """``partial``, this rank's part of a sum over the parameters' pieces, given the whole
+    sum's value on every rank (all-reduced) while its gradient stays that of this rank's
+    part: exactly the whole sum's gradient for this rank's pieces, which FSDP leaves
+    unaveraged (they reach the sharded parameters directly, not through the reduce-scatter)."""
+    total = partial.detach().clone()
+    torch.distributed.all_reduce(total)
+    return partial + (total - partial.detach())
 
 
 def plain_copy(module, **parameters):

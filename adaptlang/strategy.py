@@ -106,7 +106,6 @@ class Strategy:
     builds_examples: ClassVar[bool] = False  # setup_data makes the stage's new examples itself
     changes: ClassVar[frozenset[str]] = frozenset()  # lasting model changes: "vocabulary"
     remembers: ClassVar[str | None] = None  # "model" | "parameters" | "examples"
-    shards: ClassVar[bool] = True  # runs under train.fsdp (its hooks take sharded parameters; adaptlang.sharding)
 
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)

@@ -238,7 +238,9 @@ def resume_tally(checkpointer: Checkpointer | None, model, optimizer, scheduler,
                  stage: str, accelerator) -> Tally:
     """The loop's counts from ``checkpointer``'s latest checkpoint, which also restores the model,
     the optimizer, the schedule, the stream, the strategies and the RNGs; fresh without one."""
-    if sharded(accelerator) and checkpointer is not None:  # whole state dicts: every rank takes its shard
+    if sharded(accelerator) and checkpointer is not None and not checkpointer.fresh and checkpointer.candidates():
+        # whole state dicts, every rank takes its shard; only with one to load: gathering the state of an
+        # optimizer that has none yet initializes it (torch steps it once at lr 0, counting a step for AdamW)
         model, optimizer = full_states(model, optimizer)
     resumed = checkpointer.load(model, optimizer, scheduler, stream, strategies) if checkpointer is not None else None
     if not resumed:
@@ -334,6 +336,7 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
     forward, compilation = forward_path(model, state.model, strategies, bool(tcfg.get("compile", False)), accelerator)
     tally = resume_tally(checkpointer, state.model, inner_optimizer, scheduler, stream, strategies, ctx.name,
                          accelerator)
+    state.step = tally.first_step - 1  # steps done: a resumed stage's hooks see its checkpoint's (A-GEM seeds by it)
     checkpointing = bool(tcfg.get("gradient_checkpointing", False))
     if checkpointing:  # recompute activations in the backward pass: memory for time
         state.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

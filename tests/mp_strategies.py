@@ -16,26 +16,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import adaptlang  # noqa: E402
 from adaptlang.composition import compose  # noqa: E402
-from adaptlang.strategy import Strategy  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from conftest import QUICK  # noqa: E402
+from mp_train import Interrupted, StopAt  # noqa: E402
 
 SETTINGS = [o for o in QUICK if not o.startswith("train.max_steps")] + [
     "device=cpu", "train.fsdp=true", "train.max_steps=4", "train.checkpoint_every=2", "eval.max_sentences=2"]
-
-
-class Interrupted(Exception):
-    pass
-
-
-class StopAt(Strategy):
-    """Raises on every rank after the given step of its stage (a checkpoint was written before)."""
-    name = "stop"
-
-    def on_step_end(self, state):
-        if state.step == 3:
-            raise Interrupted()
 
 
 def loads_plain(run: Path) -> bool:
@@ -71,7 +58,7 @@ def main(out: str, groups: list[str]) -> None:
                                         "where": [ln for ln in traceback.format_exc().splitlines() if "File" in ln][-6:]}
     cfg = adaptlang.load_config(SETTINGS + [f"strategy={groups[0]}", f"output_dir={out_dir}", "name=cut"])
     composed = compose(OmegaConf.to_container(cfg.strategy))
-    composed.items.append((StopAt(), ("adapt",)))
+    composed.items.append((StopAt(3), ("adapt",)))
     try:
         adaptlang.run(cfg, composed)
         results["interrupted"] = False

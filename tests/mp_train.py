@@ -1,10 +1,15 @@
-"""Run by tests/test_multiprocess.py, as one process or under ``accelerate launch``: one
-training stage with af and replay on a tiny model (``main``), or two stages with EWC, whose
-importances from the first stage penalize the second (``main_ewc``, argv[2] == "ewc");
-writes per-step losses and every rank's final weights checksum to the folder in argv[1]."""
+"""Run by tests/test_multiprocess.py, as one process, under ``accelerate launch`` or ``torchrun``:
+one training stage with af and replay on a tiny model (``main``), or two stages with EWC, SI
+and A-GEM together, whose importances and memory from the first stage act in the second, the
+second also interrupted after a checkpoint and resumed (``main_memory``; argv[2] == "memory",
+argv[4:] the modes, "ddp" and/or "fsdp" (sharded), run one after the other in the same
+processes, each into its own subfolder); writes per-step losses and every rank's final weights
+to the folder in argv[1]."""
+import copy
 import json
 import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -14,6 +19,7 @@ from accelerate import Accelerator  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from adaptlang import instructions  # noqa: E402
+from adaptlang.checkpoint import Checkpointer  # noqa: E402
 from adaptlang.composition import build_strategy  # noqa: E402
 from adaptlang.sources import read_text  # noqa: E402
 from adaptlang.data import ExampleStream  # noqa: E402
@@ -92,26 +98,87 @@ def plain_transformers(model) -> bool:
     return type(model).__name__ == "MistralForCausalLM" and not any(isinstance(p, DTensor) for p in model.parameters())
 
 
-def main_ewc(out: str, steps: int = 4) -> None:
+MEMORY = {"ewc": {"ewc_lambda": 1e4, "fisher_batches": 2}, "si": {"si_lambda": 1e3, "eps": 1e-7},
+          "agem": {"patterns_per_experience": 16, "sample_size": 4}}
+# AdamW's step is scale-free: where an element's gradient cancels to ~0, the 1- and 2-process
+# roundings differ relatively much and move it by up to lr; a smaller lr keeps that well under 1e-5
+MEMORY_TCFG = {**TCFG, "lr": 1e-3}
 
-    ewc, recorder = build_strategy("ewc", ewc_lambda=1e4, fisher_batches=2), Recorder()  # before the process group, as the pipeline
-    accelerator = Accelerator(cpu=True)  # does: avalanche refuses to be imported on rank > 0 once it exists
-    model, tokenizer, ctx, stream = setup("adapt", 1, stream_seed=3)
-    tcfg = OmegaConf.create(TCFG)
-    model, _ = train_stage(model, tokenizer, ewc.setup_data(stream, ctx), [ewc, recorder], tcfg, steps, accelerator, ctx)
+
+class Interrupted(Exception):
+    pass
+
+
+class StopAt(Strategy):
+    """Raises on every rank after the given step (a checkpoint was written before)."""
+    name = "stop"
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, state):
+        if state.step == self.step:
+            raise Interrupted()
+
+
+def memory_strategies(state: dict | None = None) -> list[Strategy]:
+    """ewc, si and agem (built before the process group: avalanche refuses to be imported on
+    rank > 0 once it exists), with the state of a first stage when given."""
+    built = [build_strategy(name, **kwargs) for name, kwargs in MEMORY.items()]
+    for strategy in built if state else ():
+        strategy.load_state_dict(copy.deepcopy(state[strategy.name]))
+    return built
+
+
+def memory_stage(model, tokenizer, strategies, steps, accelerator, name, index, seed, checkpointer=None):
+    model, tokenizer, ctx, stream = setup(name, index, stream_seed=seed, model=model, tokenizer=tokenizer)
+    for strategy in strategies:
+        stream = strategy.setup_data(stream, ctx)
+    recorder = Recorder()
+    model, _ = train_stage(model, tokenizer, stream, [*strategies, recorder], OmegaConf.create(MEMORY_TCFG), steps,
+                           accelerator, ctx, checkpointer)
     ctx.model = model
-    ewc.on_stage_end(ctx)  # importances on the first stage's batches: every rank draws the same ones
-    importances = [float(imp.data.double().sum()) for imp in ewc.plugin.importances[0].values()]
-    model, tokenizer, ctx, stream = setup("instruct", 2, stream_seed=4, model=model, tokenizer=tokenizer)
-    model, _ = train_stage(model, tokenizer, ewc.setup_data(stream, ctx), [ewc, recorder], tcfg, steps, accelerator, ctx)
+    return model, recorder.losses, ctx
+
+
+def main_memory(out: str, steps: int = 4, fsdp: bool = False) -> None:
+    """Stage 1 (adapt) and stage 2 (instruct), with ewc, si and agem acting in both; then stage 2
+    again with checkpoints, cut after step 3 (checkpoint at step 2) and resumed from there."""
+    strategies = memory_strategies()
+    accelerator = make_accelerator(fsdp)
+    model, first_losses, ctx = memory_stage(None, None, strategies, steps, accelerator, "adapt", 1, 3)
+    for strategy in strategies:
+        strategy.on_stage_end(ctx)
+    tokenizer, first = ctx.tokenizer, {s.name: copy.deepcopy(s.state_dict()) for s in strategies}
+    first_model = copy.deepcopy(model)  # a cut stage leaves its model released (sharded): every run starts anew
+    ewc, si, agem = strategies
+    model, losses, ctx = memory_stage(copy.deepcopy(first_model), tokenizer, strategies, steps, accelerator,
+                                      "instruct", 2, 4)
+    result = {"world": accelerator.num_processes, "sharded": sharded(accelerator), "losses": first_losses + losses,
+              "ewc_importances": [float(i.data.double().sum()) for i in ewc.plugin.importances[0].values()],
+              "si_importances": [float(i.data.double().sum()) for i in si.plugin.ewc_data[1].values()],
+              "ewc_penalty": float(ewc.penalty(model).detach()), "si_penalty": float(si.penalty(model).detach()),
+              "agem_projections": agem.projections, "plain": plain_transformers(model), "weights": all_weights(model)}
+    folder, resumed = Path(out) / "checkpoints", []  # rank 0 writes, every rank reads
+    for cut in (True, False):
+        again = memory_strategies(first)
+        checkpointer = Checkpointer(folder, every=2, owner=accelerator.is_main_process)
+        try:
+            model, resumed, _ = memory_stage(copy.deepcopy(first_model), tokenizer,
+                                             [*again, StopAt(3)] if cut else again, steps, accelerator,
+                                             "instruct", 2, 4, checkpointer)
+        except Interrupted:
+            accelerator.free_memory()  # the cut stage's prepared model and optimizer, as a new process would
+    result["resumed_losses"], result["resumed_weights"] = resumed, all_weights(model)
     with open(os.path.join(out, f"rank{accelerator.process_index}.json"), "w") as f:
-        json.dump({"world": accelerator.num_processes, "losses": recorder.losses, "importances": importances,
-                   "penalty": float(ewc.penalty(model).detach()), **checksums(model)}, f)
+        json.dump(result, f)
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    if sys.argv[2:3] == ["ewc"]:
-        main_ewc(sys.argv[1], *(int(a) for a in sys.argv[3:]))
+    if sys.argv[2:3] == ["memory"]:
+        for mode in sys.argv[4:]:  # ddp, fsdp: one after the other in the same processes
+            os.makedirs(os.path.join(sys.argv[1], mode), exist_ok=True)
+            main_memory(os.path.join(sys.argv[1], mode), int(sys.argv[3]), fsdp=mode == "fsdp")
     else:
         main(sys.argv[1], *(int(a) for a in sys.argv[2:4]), fsdp=sys.argv[4:5] == ["fsdp"])

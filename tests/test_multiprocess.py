@@ -1,8 +1,9 @@
 """Two processes (CPU, gloo, launched by ``accelerate launch``; sharded with ``train.fsdp``, by
-torchrun) train like one process with the
-same global batch: the same per-step losses and final weights within float tolerance, with
-af resets and the replay buffer identical on both ranks, and EWC's importances (estimated at
-a stage end) the same on both ranks and as in one process (tests/mp_train.py is the script)."""
+torchrun) train like one process with the same global batch: the same per-step losses and
+final weights within float tolerance, with af resets and the replay buffer identical on both
+ranks, and EWC's and SI's importances, their penalties and A-GEM's projections the same on
+both ranks and as in one process, replicated (DDP) and sharded, a cut and resumed stage
+equal to its uninterrupted run (tests/mp_train.py is the script)."""
 import importlib.util
 import json
 import os
@@ -92,8 +93,8 @@ def test_two_sharded_processes_give_the_one_process_loss_curve_and_weights(tmp_p
     assert max(abs(a - b) for a, b in zip(r0["weights"], one["weights"])) <= 1e-5, "final parameters differ"
 
 
-# every built-in strategy that shards (ewc, si and agem are refused: tests/test_sharding.py)
-SHARDED_GROUPS = ["af+vocab+lora+merge+replay+xling", "lwf+mlm"]
+# every built-in strategy, in whole sharded pipelines (ewc, si and agem against one process: test_ewc_si_and_agem_...)
+SHARDED_GROUPS = ["af+vocab+lora+merge+replay+xling", "lwf+mlm+ewc+si+agem"]
 
 
 def test_every_strategy_trains_sharded_and_a_sharded_run_resumes(tmp_path):
@@ -108,16 +109,30 @@ def test_every_strategy_trains_sharded_and_a_sharded_run_resumes(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("avalanche") is None and not os.environ.get("CI"),
                     reason="avalanche-lib not installed (the README's test command installs it)")
-def test_ewc_importances_and_penalized_stage_agree_across_two_processes(tmp_path):
-    (tmp_path / "one").mkdir()
-    (tmp_path / "two").mkdir()
-    mp_train.main_ewc(str(tmp_path / "one"), 4)
-    launch(tmp_path / "two", 2, "ewc", "4")
-    one = json.loads((tmp_path / "one" / "rank0.json").read_text())
-    r0, r1 = (json.loads((tmp_path / "two" / f"rank{r}.json").read_text()) for r in (0, 1))
-    assert r0 == r1, "the two ranks disagree (importances, penalty, losses or weights)"
-    assert sum(one["importances"]) > 0 and one["penalty"] > 0  # EWC really acted in the second stage
-    assert r0["importances"] == pytest.approx(one["importances"], rel=1e-4, abs=1e-9)
-    assert r0["losses"] == pytest.approx(one["losses"], rel=1e-5, abs=1e-5)
-    assert r0["penalty"] == pytest.approx(one["penalty"], rel=1e-3)
-    assert r0["weights_abs"] == pytest.approx(one["weights_abs"], rel=1e-6)
+def test_ewc_si_and_agem_agree_with_one_process_replicated_and_sharded_and_resume(tmp_path):
+    """Two stages with ewc, si and agem together (the first stage's importances, anchors and
+    memory act in the second); two processes, first replicated (DDP) then sharded (FSDP2), in
+    one torchrun. Sharded, the penalties run on each rank's pieces summed over the ranks, SI's
+    path integral is gathered every step, A-GEM's dot products are all-reduced."""
+    mp_train.main_memory(str(tmp_path), 4)  # one process
+    torchrun(tmp_path, 2, "memory", "4", "ddp", "fsdp")
+    one = json.loads((tmp_path / "rank0.json").read_text())
+    assert one["ewc_penalty"] > 0 and one["si_penalty"] > 0 and one["agem_projections"] > 0, "a strategy did not act"
+    assert sum(one["ewc_importances"]) > 0 and sum(one["si_importances"]) > 0
+    assert len(set(round(x, 3) for x in one["losses"])) > 4, "the loss curve should move"
+    for mode in ("ddp", "fsdp"):
+        r0, r1 = (json.loads((tmp_path / mode / f"rank{r}.json").read_text()) for r in (0, 1))
+        assert r0 == r1, f"{mode}: the two ranks disagree (importances, penalties, losses or weights)"
+        assert r0["world"] == 2 and r0["sharded"] == (mode == "fsdp") and r0["plain"]
+        assert r0["agem_projections"] == one["agem_projections"], mode
+        for key in ("ewc_importances", "si_importances"):
+            assert r0[key] == pytest.approx(one[key], rel=1e-5, abs=1e-8), (mode, key)
+        for key in ("ewc_penalty", "si_penalty"):
+            assert r0[key] == pytest.approx(one[key], rel=1e-5), (mode, key)
+        assert r0["losses"] == pytest.approx(one["losses"], rel=1e-5, abs=1e-5), mode
+        assert len(r0["weights"]) == len(one["weights"]) == 22112
+        assert max(abs(a - b) for a, b in zip(r0["weights"], one["weights"])) <= 1e-5, f"{mode}: final parameters differ"
+    for mode, run in (("one process", one), ("ddp", json.loads((tmp_path / "ddp" / "rank0.json").read_text())),
+                      ("fsdp", r0)):  # stage 2 cut after step 3, resumed from its step-2 checkpoint: bit for bit
+        assert run["resumed_losses"] == run["losses"][-2:] and run["resumed_weights"] == run["weights"], \
+            f"{mode}: the resumed stage differs from the uninterrupted one"

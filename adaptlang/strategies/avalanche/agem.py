@@ -14,6 +14,13 @@ computed in the ``on_gradients`` hook (after the step's backward passes, before 
 followed by Avalanche's projection. The memory holds token ids and labels (JSON, so it is
 checkpointed). Every draw is seeded by (seed, stage, "agem.reference/<step>"): all ranks
 project identically.
+
+Sharded (``train.fsdp``; ``sharded_projection``): FSDP's parameters are not those the forward
+differentiates (it gathers whole copies), so g_ref is a backward through the sharded model
+into ``.grad`` (the step's gradient set aside meanwhile): every rank runs the same memory
+batch, the reduce-scatter's average is g_ref, and each rank holds its piece. The dot products
+g . g_ref and g_ref . g_ref are summed over the pieces and all-reduced, and each rank
+projects its piece: Avalanche's formula on the whole vector, element for element.
 """
 from __future__ import annotations
 
@@ -24,14 +31,13 @@ import torch
 from .bridge import Bridge, avalanche, lm_gradients
 from ...batching import labels_of, make_batch
 from ...errors import UserError
+from ...sharding import holds_shards, local
 from ...strategy import StageContext, Strategy, TrainState, register_strategy
 
 
 @register_strategy("agem")
 class AGEM(Strategy):
     """Project each step's gradient so that the loss on an episodic memory does not increase."""
-    shards = False  # train.fsdp refused: its gradient projection needs the whole gradient vector, the gradients are sharded
-
     phase = "memory"  # its memory is drawn from the stage's final data stream
     remembers = "examples"  # token ids: still valid after a vocabulary grows
 
@@ -50,15 +56,18 @@ class AGEM(Strategy):
         self.projections = 0
         return stream
 
-    def reference_gradient(self, model, tokenizer, seed: int) -> torch.Tensor:
+    def memory_batch(self, tokenizer, seed: int, device) -> dict:
         sample = random.Random(seed).sample(self.memory, min(self.sample_size, len(self.memory)))
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         batch = make_batch(sample, pad, None)
         batch.pop("num_tokens", None)
+        return {k: v.to(device) for k, v in batch.items()}
+
+    def reference_gradient(self, model, tokenizer, seed: int) -> torch.Tensor:
         device = next(model.parameters()).device
         named = list(model.named_parameters())  # every trainable tensor of this stage, adapters included
         trainable = [p for _, p in named if p.requires_grad]
-        grads = iter(lm_gradients(model, {k: v.to(device) for k, v in batch.items()}, trainable))
+        grads = iter(lm_gradients(model, self.memory_batch(tokenizer, seed, device), trainable))
         return torch.cat([next(grads).reshape(-1) if p.requires_grad else torch.zeros(p.numel(), device=device)
                           for _, p in named])
 
@@ -67,6 +76,10 @@ class AGEM(Strategy):
             return
         ctx = state.ctx
         seed = ctx.seed_for(f"agem.reference/{state.step}")
+        if holds_shards(state.model):
+            self.sharded_projection(state.model, ctx.tokenizer, seed)
+            ctx.notes["agem_projections"] = self.projections
+            return
         self.plugin.reference_gradients = self.reference_gradient(state.model, ctx.tokenizer, seed)
         self.plugin.buffers = [self.memory]  # non-empty: the plugin projects
         current = torch.cat([p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), device=p.device)
@@ -77,6 +90,32 @@ class AGEM(Strategy):
         bridge.model = state.model  # A-GEM projects this stage's gradients: all of them, adapters included
         self.plugin.after_backward(bridge)
         ctx.notes["agem_projections"] = self.projections
+
+    @torch.no_grad()
+    def sharded_projection(self, model, tokenizer, seed: int) -> None:
+        """Avalanche's ``after_backward`` on a sharded model: g_ref by FSDP's backward, the dot
+        products all-reduced, each rank projecting its pieces of the gradients."""
+        params = list(model.parameters())
+        step_grads = [p.grad for p in params]
+        for p in params:
+            p.grad = None
+        with torch.enable_grad():
+            model(**self.memory_batch(tokenizer, seed, next(model.parameters()).device)).loss.backward()
+        reference = [p.grad for p in params]
+        for p, g in zip(params, step_grads):
+            p.grad = g
+        pairs = [(local(g), local(r)) for g, r in zip(step_grads, reference)
+                 if g is not None and r is not None]  # 0 elsewhere: no term, nothing to project
+        refs = [local(r) for r in reference if r is not None]
+        zero = torch.zeros((), device=params[0].device)
+        dots = torch.stack([sum((torch.dot(g.reshape(-1), r.reshape(-1)) for g, r in pairs), zero),
+                            sum((torch.dot(r.reshape(-1), r.reshape(-1)) for r in refs), zero)])
+        torch.distributed.all_reduce(dots)
+        if dots[0] < 0:
+            self.projections += 1
+            alpha2 = dots[0] / dots[1]
+            for g, r in pairs:
+                g.sub_(r * alpha2)
 
     def on_stage_end(self, ctx: StageContext) -> None:
         rng = random.Random(ctx.seed_for("agem.memory"))

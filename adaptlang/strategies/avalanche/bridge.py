@@ -14,6 +14,11 @@ Parameters are shown to the plugins through ``PlainView``: peft adapter tensors 
 and ``.base_layer`` is removed from names, so a stage trained with lora/vocab adapters and the
 next (plain, merged) stage see the same parameter names.
 
+Sharded (``train.fsdp``; inside the loop the parameters are DTensors): a plugin's whole
+per-parameter tensors stay whole (its state, checkpointed as in one process); a penalty runs
+the plugin's own code on this rank's pieces (``PlainView(part="pieces")``, ``param_pieces``)
+and its value is summed over the ranks (``plugin_penalty``).
+
 avalanche-lib is imported lazily (only when such a strategy is built): it needs torchvision,
 which the default install does not have (see README).
 """
@@ -27,6 +32,7 @@ import torch
 
 from ...batching import make_batch
 from ...errors import UserError
+from ...sharding import is_dtensor, local, piece, summed_over_ranks
 
 ADAPTER_MARKERS = ("lora_", "ia3_l", "trainable_tokens_delta")
 
@@ -50,17 +56,21 @@ def avalanche(module: str, name: str):
 
 
 class PlainView:
-    """The model's own parameters under their plain transformers names (no peft adapters)."""
+    """The model's own parameters under their plain transformers names (no peft adapters).
+    Sharded, ``part`` picks: "pieces", this rank's pieces of the sharded ones (differentiable),
+    or "whole", those gathered whole at the moment (FSDP's root unit between its forward and
+    backward)."""
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, model, part: str | None = None):
+        self.model, self.part = model, part
 
     def named_parameters(self, prefix: str = "", recurse: bool = True):
         if not recurse:  # the view is one flat "layer" (Avalanche walks modules only to skip BatchNorm)
             return
         for name, p in self.model.named_parameters():
-            if not any(m in name for m in ADAPTER_MARKERS):
-                yield prefix + name.replace(".base_layer", ""), p
+            if any(m in name for m in ADAPTER_MARKERS) or (self.part and (self.part == "pieces") != is_dtensor(p)):
+                continue
+            yield prefix + name.replace(".base_layer", ""), local(p) if self.part else p
 
     def named_modules(self):
         yield "", self
@@ -78,19 +88,61 @@ class PlainView:
 class Bridge(SimpleNamespace):
     """The attributes of an Avalanche SupervisedTemplate that the plugins read."""
 
-    def __init__(self, model, optimizer=None, experiences: int = 0, device=None):
-        super().__init__(model=PlainView(model), optimizer=optimizer, clock=SimpleNamespace(train_exp_counter=experiences),
+    def __init__(self, model, optimizer=None, experiences: int = 0, device=None, part: str | None = None):
+        super().__init__(model=PlainView(model, part), optimizer=optimizer,
+                         clock=SimpleNamespace(train_exp_counter=experiences),
                          device=device or next(model.parameters()).device, loss=None, experience=None,
                          train_mb_size=None, mb_x=None, mb_output=None, _criterion=None)
 
 
-def plugin_penalty(plugin, model, experiences: int) -> torch.Tensor:
+def plugin_penalty(plugin, model, experiences: int, pieces: dict | None = None) -> torch.Tensor:
     """The regularization term a penalty plugin (EWC, SI) adds to the loss now: its
-    ``before_backward`` run on a zero loss."""
-    bridge = Bridge(model, experiences=experiences)
+    ``before_backward`` run on a zero loss.
+
+    Sharded: ``pieces`` holds the plugin's per-parameter attributes as this rank's pieces
+    (e.g. ``{"importances": ...}``, from ``param_pieces``). The term is a sum over parameter
+    elements, taken in two parts: over the parameters gathered whole at the moment (FSDP's
+    root unit after its forward: every rank takes the same whole term, and the reduce-scatter
+    averages its equal gradients), and over this rank's pieces of the sharded ones, with
+    ``pieces`` standing in for the plugin's whole tensors and the value summed over the ranks
+    (``summed_over_ranks``; each rank's gradient is its pieces' share of the whole one)."""
+    if pieces is None:
+        return _penalty(plugin, Bridge(model, experiences=experiences))
+    whole_part = _penalty(plugin, Bridge(model, experiences=experiences, part="whole"))
+    whole = {key: getattr(plugin, key) for key in pieces}
+    try:
+        for key, value in pieces.items():
+            setattr(plugin, key, value)
+        pieces_part = _penalty(plugin, Bridge(model, experiences=experiences, part="pieces"))
+    finally:
+        for key, value in whole.items():
+            setattr(plugin, key, value)
+    return whole_part + summed_over_ranks(pieces_part)
+
+
+def _penalty(plugin, bridge: Bridge) -> torch.Tensor:
     bridge.loss = torch.zeros((), device=bridge.device)
     plugin.before_backward(bridge)
     return bridge.loss
+
+
+def param_pieces(params: dict, model) -> dict:
+    """``{name: ParamData}`` of this rank's pieces of a plugin's whole tensors ``params`` (of a
+    parameter's shape, or flattened), for the same-named sharded parameters of ``model``. A
+    tensor of a parameter that grew since (vocab) is first expanded with zeros, as the plugin's
+    own penalty does (``ParamData.expand``)."""
+    ParamData = avalanche("avalanche.training.utils", "ParamData")
+    sharded = dict((name, p) for name, p in PlainView(model).named_parameters() if is_dtensor(p))
+    out = {}
+    for name, data in params.items():
+        param = sharded.get(name)
+        if param is None:  # not sharded now (or not a parameter): the pieces' part skips it
+            continue
+        if len(data.shape) == param.dim():
+            data.expand(param.shape)
+        part = piece(data.data, param)
+        out[name] = ParamData(name, init_tensor=part, device=part.device)
+    return out
 
 
 def params_state(params: dict) -> dict:

@@ -15,6 +15,12 @@ torch.autograd.grad. Parameters are the model's own (peft adapter tensors exclud
 "new parameters do not count"). Default stages: all three, so that the pretraining stage
 provides the first importances. Importances and anchors are part of the state (tensors, in
 safetensors), so a killed run resumes bit for bit.
+
+Sharded (``train.fsdp``): importances are estimated at the stage end, when the model is whole
+again on every rank, on the same batches on every rank (the stream is identical there), so
+they are one process's; they and the anchors stay whole (the checkpointed state), and the
+penalty is Avalanche's, run on this rank's pieces of them and of the parameters and summed
+over the ranks (``bridge.plugin_penalty``; the pieces are cut once a stage).
 """
 from __future__ import annotations
 
@@ -22,9 +28,10 @@ import torch
 
 from collections import defaultdict
 
-from .bridge import (Bridge, PlainView, avalanche, draw_batches, lm_gradients, params_from_state,
-                                params_state, place, plugin_penalty)
+from .bridge import (Bridge, PlainView, avalanche, draw_batches, lm_gradients, param_pieces, params_from_state,
+                     params_state, place, plugin_penalty)
 from ...errors import UserError
+from ...sharding import holds_shards
 from ...strategy import StageContext, Strategy, TrainState, register_strategy
 
 
@@ -60,8 +67,6 @@ def lm_ewc_plugin(ewc_lambda: float, mode: str, decay_factor):
 @register_strategy("ewc")
 class EWC(Strategy):
     """Penalize moving parameters that were important (Fisher) for earlier stages."""
-    shards = False  # train.fsdp refused: its importances and saved parameters are whole tensors, the penalty's parameters sharded
-
     phase = "memory"  # estimates importances on the stage's final data stream
     remembers = "parameters"  # anchors and importances; rows added later are not penalized
 
@@ -77,9 +82,10 @@ class EWC(Strategy):
         self.stages_done = 0
         self.stream = None
         self.batch_size = 8
+        self.pieces = None  # sharded: this rank's pieces of the anchors and importances, cut once a stage
 
     def setup_data(self, stream, ctx: StageContext):
-        self.stream, self.batch_size = stream, int(ctx.train.batch_size)
+        self.stream, self.batch_size, self.pieces = stream, int(ctx.train.batch_size), None
         device = next(ctx.model.parameters()).device
         for params in [*self.plugin.saved_params.values(), *self.plugin.importances.values()]:
             place(params, device)
@@ -87,7 +93,12 @@ class EWC(Strategy):
 
     def penalty(self, model) -> torch.Tensor:
         """lambda * the EWC penalty of ``model`` now (Avalanche's before_backward)."""
-        return plugin_penalty(self.plugin, model, self.stages_done)
+        if not holds_shards(model):
+            return plugin_penalty(self.plugin, model, self.stages_done)
+        if self.pieces is None:
+            self.pieces = {key: defaultdict(dict, {k: param_pieces(v, model) for k, v in getattr(self.plugin, key).items()})
+                           for key in ("saved_params", "importances")}
+        return plugin_penalty(self.plugin, model, self.stages_done, self.pieces)
 
     def extra_loss(self, batch, outputs, state: TrainState):
         return self.penalty(state.model) if self.stages_done else None
@@ -100,7 +111,7 @@ class EWC(Strategy):
         self.plugin.after_training_exp(bridge)
         self.stages_done += 1
         ctx.notes["ewc_stages_consolidated"] = self.stages_done
-        self.stream = None
+        self.stream = self.pieces = None
 
     def state_dict(self) -> dict:
         return {"stages_done": self.stages_done,
@@ -108,7 +119,7 @@ class EWC(Strategy):
                 "importances": {str(k): params_state(v) for k, v in self.plugin.importances.items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        self.stages_done = int(state["stages_done"])
+        self.stages_done, self.pieces = int(state["stages_done"]), None
         self.plugin.saved_params = defaultdict(dict, {int(k): params_from_state(v)
                                                       for k, v in state.get("saved_params", {}).items()})
         self.plugin.importances = defaultdict(dict, {int(k): params_from_state(v)

@@ -22,13 +22,21 @@ which on a CPU model is a *view* of the live parameter (``.cpu()`` does not copy
 saved anchor and the pre-step weights then follow the parameters and SI's penalty and path
 integral are always zero on CPU (on GPU ``.cpu()`` copies). We copy the stored tensors right
 after those calls (``_own``), which changes nothing where Avalanche already copied.
+
+Sharded (``train.fsdp``): the anchors, importances and path integral stay whole on every rank
+(the checkpointed state; the stage's start and end see the whole model, as in one process).
+The penalty is Avalanche's on this rank's pieces, summed over the ranks
+(``bridge.plugin_penalty``); each step's path-integral increment g * delta-theta is formed on
+the sharded gradients and parameters (DTensors, elementwise as in one process) and gathered
+whole into the trajectory (one all-gather of a parameter-sized vector a step).
 """
 from __future__ import annotations
 
 import torch
 
-from .bridge import Bridge, avalanche, params_from_state, params_state, place, plugin_penalty
+from .bridge import Bridge, avalanche, param_pieces, params_from_state, params_state, place, plugin_penalty
 from ...errors import UserError
+from ...sharding import holds_shards
 from ...strategy import StageContext, Strategy, TrainState, register_strategy
 
 
@@ -40,8 +48,6 @@ def _own(params: dict) -> None:
 @register_strategy("si")
 class SynapticIntelligence(Strategy):
     """Penalize moving parameters whose past movement reduced the loss most."""
-    shards = False  # train.fsdp refused: its importances and trajectory are whole tensors, the parameters and gradients sharded
-
     phase = "memory"
     remembers = "parameters"  # anchors and importances; parameters that grew are expanded by Avalanche
 
@@ -51,6 +57,8 @@ class SynapticIntelligence(Strategy):
         self.SI = avalanche("avalanche.training.plugins", "SynapticIntelligencePlugin")
         self.plugin = self.SI(si_lambda=float(si_lambda), eps=float(eps))
         self.stages_done = 0
+        self.pieces = None  # sharded: this rank's pieces of the anchors and importances, cut once a stage
+        self.before_step: dict = {}  # sharded: each parameter (DTensor) and its gradient before the step
 
     def setup_data(self, stream, ctx: StageContext):
         """Avalanche's before_training_exp, once every strategy has set the model up (a vocabulary
@@ -61,17 +69,26 @@ class SynapticIntelligence(Strategy):
             place(params, device)
         self.plugin.before_training_exp(Bridge(model, experiences=self.stages_done))
         _own(self.plugin.ewc_data[0])  # the stage's starting weights (init_batch)
+        self.pieces = None
         return stream
 
     def penalty(self, model) -> torch.Tensor:
         """lambda * the SI penalty of ``model`` now (Avalanche's before_backward)."""
-        return plugin_penalty(self.plugin, model, self.stages_done)
+        if not holds_shards(model):
+            return plugin_penalty(self.plugin, model, self.stages_done)
+        if self.pieces is None:
+            self.pieces = {"ewc_data": tuple(param_pieces(data, model) for data in self.plugin.ewc_data)}
+        return plugin_penalty(self.plugin, model, self.stages_done, self.pieces)
 
     def extra_loss(self, batch, outputs, state: TrainState):
         return self.penalty(state.model) if self.stages_done else None
 
     def on_gradients(self, state: TrainState) -> None:
         view = Bridge(state.model).model
+        if holds_shards(state.model):
+            self.before_step = {name: (p.detach().clone(), p.grad.detach().clone())
+                                for name, p in self.SI.allowed_parameters(view, self.plugin.excluded_parameters)}
+            return
         self.SI.pre_update(view, self.plugin.syn_data, self.plugin.excluded_parameters)
         self.SI.extract_grad(view, self.plugin.syn_data["grad"], self.plugin.excluded_parameters)
         _own(self.plugin.syn_data["old_theta"])
@@ -80,6 +97,12 @@ class SynapticIntelligence(Strategy):
     @torch.no_grad()
     def on_step_end(self, state: TrainState) -> None:
         syn = self.plugin.syn_data
+        if self.before_step:
+            params = dict(self.SI.allowed_parameters(Bridge(state.model).model, self.plugin.excluded_parameters))
+            for name, (old_theta, grad) in self.before_step.items():
+                syn["trajectory"][name].data += (grad * (params[name].detach() - old_theta)).full_tensor().reshape(-1)
+            self.before_step = {}
+            return
         self.SI.extract_weights(Bridge(state.model).model, syn["new_theta"], self.plugin.excluded_parameters)
         for name in syn["trajectory"]:  # the rest of Avalanche's post_update
             syn["trajectory"][name].data += syn["grad"][name].data * (syn["new_theta"][name].data
@@ -95,7 +118,7 @@ class SynapticIntelligence(Strategy):
                 "syn_data": {k: params_state(d) for k, d in self.plugin.syn_data.items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        self.stages_done = int(state["stages_done"])
+        self.stages_done, self.pieces = int(state["stages_done"]), None
         if "ewc_data" in state:
             self.plugin.ewc_data = tuple(params_from_state(d) for d in state["ewc_data"])
             self.plugin.syn_data = {k: params_from_state(d) for k, d in state["syn_data"].items()}
