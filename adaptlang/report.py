@@ -162,11 +162,24 @@ def render_report(metrics: dict, cfg=None) -> str:
             lines.append(f"| {code} | {v['class']} | {fmt_metric('ppl_token', v.get('ppl_token'))} | "
                          f"{fmt_metric('bits_per_char', v.get('bits_per_char'))} | {v.get('source', '?')} |")
     lines += _benchmark_tables(metrics)
+    lines += model_lines(metrics)
     env = metrics["environment"]
     lines += ["", "## Environment", "", ", ".join(f"{k} {v}" for k, v in env.items()), ""]
     if cfg is not None:
         lines += ["## Resolved config", "", "```yaml", to_yaml(cfg).rstrip(), "```", ""]
     return "\n".join(lines)
+
+
+def model_lines(metrics: dict) -> list[str]:
+    """Where a complete run's adapted model is, and how to export it."""
+    trained = [n for n, st in metrics["stages"].items() if not st.get("starting_model")]
+    if metrics.get("status") != "complete" or not trained:
+        return []
+    return ["", "## The adapted model", "",
+            f"[`stages/{trained[-1]}/model`](stages/{trained[-1]}/model) holds the last stage's model and tokenizer, "
+            f"a plain transformers checkpoint (`AutoModelForCausalLM.from_pretrained`). "
+            "`adaptlang export <this folder> --out DIR` writes it checked: reloaded, its logits compared "
+            "with the run's (export.json)."]
 
 
 def mixture_lines(stages: dict) -> list[str]:

@@ -50,7 +50,9 @@ def test_run_directory_is_complete(finished_run):
     before = metrics["stages"]["pretrain"]["eval"]["perplexity"]["classes"]["pretraining"]["bits_per_char"]
     after = metrics["stages"]["adapt"]["eval"]["perplexity"]["classes"]["pretraining"]["bits_per_char"]
     assert delta == pytest.approx(after - before)
-    assert "## Forgetting: change from stage `pretrain`" in (run / "report.md").read_text()
+    report = (run / "report.md").read_text()
+    assert "## Forgetting: change from stage `pretrain`" in report
+    assert "[`stages/instruct/model`](stages/instruct/model)" in report and (run / "stages/instruct/model").is_dir()
     config = (run / "config.yaml").read_text()
     assert "every: 2" in config and "stages:\n    - pretrain" in config
 
