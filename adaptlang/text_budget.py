@@ -20,13 +20,13 @@ from dataclasses import dataclass
 
 import pyarrow.compute as pc
 
+from .data import CUT_ROWS, token_ids
 from .errors import UserError
 from .mixture import target_shares
 from .sources import line_limit, text_dataset, training_source
 
 EXACT_ROWS = 5000
 SAMPLE_ROWS = 2000
-MAP_BATCH = 1000  # rows per datasets.map batch in lm_examples: each batch drops its remainder
 
 
 @dataclass(frozen=True)
@@ -52,13 +52,13 @@ def text_size(text, tokenizer, block_size: int) -> TextSize:
     chars = sum(pc.sum(pc.utf8_length(batch.column("text"))).as_py() or 0
                 for batch in text.with_format("arrow").iter(batch_size=10_000))
     if rows <= EXACT_ROWS:
-        lengths = _lengths(tokenizer(list(text["text"]), add_special_tokens=False)["input_ids"])
-        blocks = sum(sum(lengths[i:i + MAP_BATCH]) // block_size for i in range(0, rows, MAP_BATCH))
+        lengths = _lengths(token_ids(tokenizer, text["text"]))
+        blocks = sum(sum(lengths[i:i + CUT_ROWS]) // block_size for i in range(0, rows, CUT_ROWS))
         return TextSize(rows, chars, sum(lengths), blocks, True)
     sample = list(text.select([i * rows // SAMPLE_ROWS for i in range(SAMPLE_ROWS)])["text"])
-    sample_tokens = sum(len(x) for x in tokenizer(sample, add_special_tokens=False)["input_ids"])
+    sample_tokens = sum(len(x) for x in token_ids(tokenizer, sample))
     tokens = round(chars * sample_tokens / max(1, sum(len(t) for t in sample))) + rows
-    dropped = math.ceil(rows / MAP_BATCH) * block_size // 2  # each map batch's remainder, half a block on average
+    dropped = math.ceil(rows / CUT_ROWS) * block_size // 2  # each group's remainder, half a block on average
     return TextSize(rows, chars, tokens, max(0, tokens - dropped) // block_size, False)
 
 
