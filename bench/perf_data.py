@@ -11,7 +11,10 @@ lines a shard), in a fresh child process:
   per-language streams mixed with ``data.mixture.alpha=0.3``, blocks in ``data.cache_dir``);
 * draw 200 batches of 16 blocks and collate them (the loop's data work): tokens/s;
 * prepare again with the same cache (the blocks are found, not tokenized again);
-* print peak RSS (ru_maxrss) of this data work (before any training in the process).
+* print peak RSS (ru_maxrss) of this data work (before any training in the process), and the
+  peak of its anonymous memory alone (RssAnon, sampled every 0.2 s): RSS also counts the pages
+  of the memory-mapped Arrow files it has read, which grow with the corpus but are the page
+  cache's, given back under pressure.
 
 Then, once, the training loop on the tiny default model (8 steps, batch 16 x 128 tokens):
 its tokens/s is the rate the data pipeline has to keep up with.
@@ -47,6 +50,19 @@ from adaptlang.strategy import StageContext
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 
+import threading
+peak_anon = [0]
+
+
+def sample_anon():  # the process's own memory (heap), without the file pages it maps (Arrow, libraries)
+    while True:
+        for line in open("/proc/self/status"):
+            if line.startswith("RssAnon:"):
+                peak_anon[0] = max(peak_anon[0], int(line.split()[1]) // 1024)
+        time.sleep(0.2)
+
+
+threading.Thread(target=sample_anon, daemon=True).start()
 overrides, tok, train_steps = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 tokenizer = AutoTokenizer.from_pretrained(tok)
 plan = make_plan(load_config(overrides))
@@ -74,6 +90,7 @@ start = time.perf_counter()
 stage_stream(stage, tokenizer, ctx)
 out["prepare_cached_seconds"] = time.perf_counter() - start
 out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # of the data work alone
+out["peak_anon_mb"] = peak_anon[0]  # the same without file-backed pages (memory-mapped Arrow, shared libraries)
 if train_steps:
     from accelerate import Accelerator
     from adaptlang.models import build_model
@@ -144,11 +161,11 @@ def main() -> None:
                          **row})
     train = rows[0].get("train_tokens_per_second")
     print(f"{'corpus':>6s} {'MB':>7s} {'rows':>9s} {'read s':>7s} {'blocks':>9s} {'prepare s':>9s} {'cached s':>8s} "
-          f"{'tokenize tok/s':>14s} {'draw tok/s':>11s} {'peak RSS MB':>11s}")
+          f"{'tokenize tok/s':>14s} {'draw tok/s':>11s} {'peak RSS MB':>11s} {'anon MB':>8s}")
     for r in rows:
         print(f"{r['scale']:5d}x {r['corpus_mb']:7.1f} {r['rows']:9d} {r['read_seconds']:7.1f} {r['blocks']:9d} "
               f"{r['prepare_seconds']:9.1f} {r['prepare_cached_seconds']:8.1f} {r['pipeline_tokens_per_second']:14,.0f} "
-              f"{r['draw_tokens_per_second']:11,.0f} {r['peak_rss_mb']:11.0f}")
+              f"{r['draw_tokens_per_second']:11,.0f} {r['peak_rss_mb']:11.0f} {r.get('peak_anon_mb', 0):8.0f}")
     if train:
         print(f"training loop (tiny default, batch 16 x 128): {train:,.0f} tokens/s; tokenizing / training "
               f"{rows[0]['pipeline_tokens_per_second'] / train:.1f}x, drawing / training "
