@@ -5,8 +5,10 @@ Text comes from adaptlang.sources, batches are made by adaptlang.batching.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 import uuid
+from array import array
 from pathlib import Path
 from typing import Iterator
 
@@ -15,12 +17,40 @@ import datasets
 from .errors import UserError
 from .seeds import derive_seed
 
+CUT_ROWS = 1000  # texts whose tokens are joined and cut into blocks together
+
 
 def tokenizer_fingerprint(tokenizer) -> str:
     """A hash of everything that decides a tokenizer's ids (a fast tokenizer's full JSON)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     text = backend.to_str() if backend is not None else datasets.fingerprint.Hasher.hash(tokenizer)
     return hashlib.sha256(f"{text}\x1f{tokenizer.eos_token_id}".encode()).hexdigest()[:16]
+
+
+def _plain_fast(tokenizer) -> bool:
+    """A transformers fast tokenizer whose call goes straight to its Rust backend (no class of
+    its own that rewrites the text or the call)."""
+    try:
+        from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    except ImportError:
+        return False
+    kind = type(tokenizer)
+    return (isinstance(tokenizer, TokenizersBackend) and kind.__call__ is PreTrainedTokenizerBase.__call__
+            and kind._encode_plus is TokenizersBackend._encode_plus and not hasattr(tokenizer, "_switch_to_input_mode")
+            and hasattr(tokenizer._tokenizer, "encode_batch_fast"))
+
+
+def token_ids(tokenizer, texts: list[str]) -> list[list[int]]:
+    """``tokenizer(texts, add_special_tokens=False)["input_ids"]``; for a plain fast tokenizer
+    through its backend's ``encode_batch_fast`` (the same ids without offsets or Python-side
+    conversion: 1.6-2x the tokens/s on the tiny default's tokenizer, docs/data.md)."""
+    if not _plain_fast(tokenizer):
+        return tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    backend = tokenizer._tokenizer
+    if backend.encode_special_tokens != tokenizer.split_special_tokens:  # as the call sets it
+        backend.encode_special_tokens = tokenizer.split_special_tokens
+    return [e.ids for e in backend.encode_batch_fast(list(texts), add_special_tokens=False)]
 
 
 def lm_examples(texts, tokenizer, block_size: int, cache_dir: str | None = None, source_key: str | None = None,
@@ -39,13 +69,17 @@ def lm_examples(texts, tokenizer, block_size: int, cache_dir: str | None = None,
     ds = texts if isinstance(texts, datasets.Dataset) else datasets.Dataset.from_dict({"text": list(texts)})
 
     def tokenize(batch):
-        ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
-        flat = [t for x in ids for t in x + [eos]]
-        n = len(flat) // block_size * block_size
-        return {"input_ids": [flat[i : i + block_size] for i in range(0, n, block_size)]}
+        ids = token_ids(tokenizer, batch["text"])
+        blocks = []
+        for start in range(0, len(ids), CUT_ROWS):
+            flat = list(itertools.chain.from_iterable(x + [eos] for x in ids[start:start + CUT_ROWS]))
+            n = len(flat) // block_size * block_size
+            blocks += [flat[i : i + block_size] for i in range(0, n, block_size)]
+        return {"input_ids": blocks}
 
-    # blocks are cut within each map batch of 1000 texts (a remainder shorter than a block
-    # at the end of a batch is dropped, as in run_clm's group_texts)
+    # blocks are cut within each group of 1000 texts (a remainder shorter than a block at the
+    # end of a group is dropped, as in run_clm's group_texts); the tokenizer is called on 10
+    # groups at a time (fewer calls, the same blocks)
     features = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32"))})
     name = uuid.uuid4().hex
     if cache_dir is not None and source_key is not None:
@@ -54,7 +88,7 @@ def lm_examples(texts, tokenizer, block_size: int, cache_dir: str | None = None,
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
     kwargs = {"keep_in_memory": True} if cache_dir is None else {
         "cache_file_name": str(Path(cache_dir) / f"blocks-{name}.arrow"), "load_from_cache_file": True}
-    return ds.map(tokenize, batched=True, batch_size=1000, remove_columns=ds.column_names, features=features,
+    return ds.map(tokenize, batched=True, batch_size=10 * CUT_ROWS, remove_columns=ds.column_names, features=features,
                   new_fingerprint=name, num_proc=num_proc if num_proc > 1 else None, **kwargs)
 
 
@@ -71,8 +105,9 @@ class ExampleStream:
         self.position = 0
         self._order = self._permutation()
 
-    def _permutation(self) -> list[int]:
-        order = list(range(len(self.examples)))
+    def _permutation(self) -> array:
+        # 8 bytes per example (a list of ints takes 36): the same shuffle, as the draws depend only on the length
+        order = array("q", range(len(self.examples)))
         random.Random(derive_seed(self.seed, "", f"epoch/{self.epoch}")).shuffle(order)
         return order
 

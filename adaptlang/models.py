@@ -46,6 +46,18 @@ def train_tokenizer(texts: Iterable[str], cfg: Any, seed: int = 0):
     return tokenizer
 
 
+def tokenizer_from_config(cfg: Any, languages):
+    """The tokenizer of a model built from config: sentencepiece trained on the training text of
+    ``model.tokenizer.languages``, seeded by the run's seed (the same pieces every time)."""
+    from .seeds import derive_seed
+    from .sources import text_for
+
+    codes = languages.resolve(cfg.model.tokenizer.get("languages", "pretraining"))
+    texts, _ = text_for(codes, languages, cfg)
+    lines = (t for ds in texts.values() for batch in ds.iter(batch_size=1000) for t in batch["text"])
+    return train_tokenizer(lines, cfg.model.tokenizer, derive_seed(int(cfg.seed), "", "model"))
+
+
 def _train_spm(texts: Sequence[str], cfg: Any, model: io.BytesIO) -> None:
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(texts),

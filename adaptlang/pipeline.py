@@ -32,13 +32,12 @@ from .composition import Composed
 from .config import to_yaml
 from .errors import UserError
 from .forgetting import forgetting
-from .models import build_model, count_parameters, load_pretrained, train_tokenizer
+from .models import build_model, count_parameters, load_pretrained, tokenizer_from_config
 from .plan import Plan, make_plan
 from .report import write_report
 from .rundir import (DiskFull, RunDir, RunLock, check_space, disk_full_error, is_disk_full, write_atomic,
                      write_json)
 from .seeds import derive_seed
-from .sources import text_for
 from .stage_runner import run_stage
 from .state_io import load_state, save_state
 from .tempdirs import BlockCache
@@ -59,14 +58,10 @@ def initial_model(cfg: DictConfig, languages, tokenizer=None):
     if "hidden_size" not in mcfg or "tokenizer" not in mcfg:
         raise UserError("model: set model.name_or_path=PATH_OR_HUB_NAME, or choose a model config that builds "
                         "one (model=tiny)")
-    codes = languages.resolve(mcfg.tokenizer.get("languages", "pretraining"))
-    texts, _ = text_for(codes, languages, cfg)
     started = time.perf_counter()
-    lines = (t for ds in texts.values() for batch in ds.iter(batch_size=1000) for t in batch["text"])
-    seed = derive_seed(int(cfg.seed), "", "model")
-    tokenizer = train_tokenizer(lines, mcfg.tokenizer, seed)
+    tokenizer = tokenizer_from_config(cfg, languages)
     print(f"sentencepiece tokenizer: {len(tokenizer)} pieces in {time.perf_counter() - started:.1f}s")
-    return build_model(mcfg, tokenizer, seed), tokenizer
+    return build_model(mcfg, tokenizer, derive_seed(int(cfg.seed), "", "model")), tokenizer
 
 
 def environment() -> dict:

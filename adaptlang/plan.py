@@ -42,6 +42,7 @@ from .prechecks import check_before_training, check_model_config
 from .rundir import plain_name, run_name
 from .schedules import check_schedule
 from .sources import bad_shard_line, check_source, training_source
+from .text_budget import check_budgets
 from .trackers import check_trackers, tracker_names
 
 DATA_KINDS = ("text", "instructions")
@@ -385,4 +386,5 @@ def make_plan(cfg: DictConfig, composed: Composed | None = None) -> Plan:
     for planned in plan.strategies:
         type(composed.get(planned.name)).check_plan(plan, planned)
     check_before_training(plan)
+    plan.warnings += check_budgets(plan)  # data.mixture.repeat=false: no stage needs more text than there is
     return plan

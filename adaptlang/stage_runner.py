@@ -79,6 +79,12 @@ def stage_stream(stage: PlannedStage, tokenizer, ctx: StageContext, cache_dir: s
             return mixed_stream(stage, texts, tokenizer, ctx, cache_dir)
         corpus = datasets.concatenate_datasets(list(texts.values()))
         blocks = text_blocks(corpus, list(texts), tokenizer, ctx, cache_dir)
+        draws = stage.steps * int(ctx.train.batch_size) * int(ctx.train.get("grad_accum", 1))
+        if stage.mixture is not None and not stage.mixture.repeat and draws > len(blocks):
+            block_size = int(ctx.train.block_size)
+            raise UserError(f"stage '{stage.name}': data.mixture.repeat=false, but it needs {draws * block_size:,} "
+                            f"tokens and its text has {len(blocks) * block_size:,}; give fewer steps/tokens, more "
+                            "text, or repeat=true")
         return ExampleStream(blocks, ctx.seed_for("data"), name=f"stage {stage.name}")
     examples = []
     for source in stage.sources:

@@ -6,9 +6,9 @@ from omegaconf import OmegaConf
 from adaptlang import UserError
 from adaptlang.sources import FLORES_EVAL, FLORES_POOL, flores_lines, heldout_texts, read_text
 from adaptlang.batching import collate
-from adaptlang.data import ExampleStream, lm_examples
+from adaptlang.data import ExampleStream, lm_examples, token_ids
 from adaptlang.instructions import encode
-from adaptlang.languages import LanguageSet, load_table
+from adaptlang.languages import CORPORA, LanguageSet, load_table
 
 
 def cfg(**data):
@@ -77,6 +77,19 @@ def test_lm_blocks(tokenizer):
     assert len(ds) > 3 and all(len(x) == 16 for x in ds["input_ids"])
     assert ds.column_names == ["input_ids"]  # an LM block's labels are its inputs
     assert collate([ds[0]], 0)["labels"].tolist() == [ds[0]["input_ids"]]
+
+
+def test_lm_blocks_are_those_of_the_plain_tokenizer_call_cut_every_1000_texts(tokenizer):
+    texts = read_text(str(CORPORA / "ntrex128" / "rus.txt.gz"), 1500)
+    texts += read_text(str(CORPORA / "ntrex128" / "eng-US.txt.gz"), 1000)
+    assert token_ids(tokenizer, texts[:50] + ["<s> </s> \t x"]) == tokenizer(texts[:50] + ["<s> </s> \t x"],
+                                                                          add_special_tokens=False)["input_ids"]
+    expected = []
+    for start in range(0, len(texts), 1000):  # the blocks before the tokenizer was called 10 groups at a time
+        flat = [t for x in tokenizer(texts[start:start + 1000], add_special_tokens=False)["input_ids"]
+                for t in x + [tokenizer.eos_token_id]]
+        expected += [flat[i:i + 64] for i in range(0, len(flat) // 64 * 64, 64)]
+    assert list(lm_examples(texts, tokenizer, 64)["input_ids"]) == expected
 
 
 def test_example_stream_is_seeded_and_covers_each_epoch():

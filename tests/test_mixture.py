@@ -1,14 +1,20 @@
 """Language mixtures of text stages: target shares, realized tokens, budgets, replay (issue #28)."""
+import dataclasses
+
 import pytest
 import yaml
 
 from adaptlang import UserError, load_config
-from adaptlang.data import ExampleStream
+from adaptlang import text_budget
+from adaptlang.data import ExampleStream, lm_examples
+from adaptlang.languages import CORPORA
 from adaptlang.mixture import Mixture, MixedStream, parse_tokens, target_shares
 from adaptlang.plan import make_plan
 from adaptlang.report import lr_curves, mixture_lines
 from adaptlang.schedules import lr_curve
+from adaptlang.sources import text_dataset
 from adaptlang.stage_runner import run_stage
+from adaptlang.text_budget import text_size
 
 from conftest import QUICK, make_model
 
@@ -118,12 +124,40 @@ def test_bad_mixture_and_budget_input_is_one_line(args, message):
         _plan(*args)
 
 
-def test_a_budget_beyond_the_text_is_refused_without_repetition(tokenizer):
-    plan = _plan("data.mixture.alpha=0", "data.mixture.repeat=false", "train.max_steps=null",
-                 "experiment.stages.0.steps=null", "experiment.stages.0.tokens=1M")
-    with pytest.raises(UserError, match=r"language en needs 250,\d+ tokens .* data.mixture.repeat=false"):
-        run_stage(plan.stage("pretrain"), [], make_model(tokenizer), tokenizer, seed=0, languages=plan.languages,
-                  config=plan.config)
+BEYOND = ["data.mixture.repeat=false", "train.max_steps=null", "experiment.stages.0.steps=null",
+          "experiment.stages.0.tokens=1M"]
+
+
+def test_a_budget_beyond_the_text_is_refused_by_the_plan():
+    # 40 lines of en: a few thousand tokens, against a quarter of 1M
+    with pytest.raises(UserError, match=r"^stage 'pretrain': language en has [\d,]+ tokens \(40 rows, [\d,]+ blocks "
+                                        r"of 32\) but the stage's budget takes 250,\d+ of it \(25\.0% of 1,000,\d+\) "
+                                        r"and data\.mixture\.repeat=false"):
+        _plan("data.mixture.alpha=0", *BEYOND)
+    with pytest.raises(UserError, match=r"^stage 'pretrain': data\.mixture\.repeat=false, but it needs 1,000,\d+ "
+                                        r"tokens and its text \(en ru fi sw\) has [\d,]+ in blocks of 32"):
+        _plan(*BEYOND)  # no mixture: one concatenated stream
+    _plan("data.mixture.alpha=0", *BEYOND[:-1], "experiment.stages.0.tokens=1k")  # within the text: planned
+
+
+def test_a_budget_beyond_the_text_is_refused_at_the_stage_start_too(tokenizer):
+    plan = _plan("data.mixture.alpha=0", "data.mixture.repeat=false", "experiment.stages.0.steps=2")
+    stage = dataclasses.replace(plan.stage("pretrain"), steps=10_000)  # past the plan's check
+    with pytest.raises(UserError, match=r"language en needs [\d,]+ tokens .* data.mixture.repeat=false"):
+        run_stage(stage, [], make_model(tokenizer), tokenizer, seed=0, languages=plan.languages, config=plan.config)
+
+
+def test_the_plan_counts_a_texts_blocks_as_the_stage_cuts_them(tokenizer, monkeypatch):
+    text = text_dataset(str(CORPORA / "ntrex128" / "eng-US.txt.gz"), 1500)
+    exact = text_size(text, tokenizer, 32)
+    assert exact.exact and exact.rows == 1500
+    assert exact.blocks == len(lm_examples(text, tokenizer, 32))
+    monkeypatch.setattr(text_budget, "EXACT_ROWS", 100)
+    monkeypatch.setattr(text_budget, "SAMPLE_ROWS", 300)
+    estimate = text_size(text, tokenizer, 32)
+    assert not estimate.exact and estimate.chars == exact.chars
+    assert abs(estimate.tokens - exact.tokens) < 0.05 * exact.tokens
+    assert abs(estimate.blocks - exact.blocks) < 0.05 * exact.blocks
 
 
 @pytest.mark.parametrize("name, shape", [

@@ -66,3 +66,20 @@ def test_blocks_are_cached_by_source_tokenizer_and_block_size_and_reused(tmp_pat
     assert source_fingerprint(str(folder), None) != key
     parallel = lm_examples(texts, tokenizer, 8, str(tmp_path / "p"), key, num_proc=2)
     assert len(parallel) > 0 and len(list((tmp_path / "p").glob("blocks-*.arrow"))) == 2  # one per process
+
+
+def test_a_hub_source_with_a_config_is_read_from_a_dataset_repository_on_disk(tmp_path):
+    # the hub: path of sources (load_dataset(name, config, streaming=True)), on a repository
+    # laid out as on the hub, with per-language configs in its README card (no network)
+    repo = tmp_path / "repo"
+    for code, rows in {"fr": ["un", "", "deux", "trois"], "de": ["eins"]}.items():
+        (repo / code).mkdir(parents=True)
+        pq.write_table(pa.table({"text": rows, "url": ["u"] * len(rows)}), repo / code / "train-00000.parquet")
+    (repo / "README.md").write_text("---\nconfigs:\n" + "".join(
+        f"- config_name: {c}\n  data_files:\n  - split: train\n    path: {c}/*.parquet\n" for c in ("fr", "de")) + "---\n")
+    assert read_text(f"hub:{repo}:fr") == ["un", "deux", "trois"]
+    assert read_text(f"hub:{repo}:fr", limit=2) == ["un", "deux"]
+    assert read_text(f"hub:{repo}:de") == ["eins"]
+    pq.write_table(pa.table({"body": ["x"]}), repo / "de" / "train-00000.parquet")
+    with pytest.raises(UserError, match=r"hub:.*:de: no 'text' column \(columns: body\)"):
+        read_text(f"hub:{repo}:de")
