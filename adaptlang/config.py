@@ -89,10 +89,11 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 # Keys that take either a class name or a list of language codes.
 EITHER_STR_OR_LIST = ("languages", "benchmarks", "sources")
+EITHER_STR_OR_LIST_KEYS = ("eval.stages",)  # all | last | stage names
 
 
 def _check_type(key: str, old: Any, new: Any) -> None:
-    if old is None or new is None or key.rsplit(".", 1)[-1] in EITHER_STR_OR_LIST:
+    if old is None or new is None or key.rsplit(".", 1)[-1] in EITHER_STR_OR_LIST or key in EITHER_STR_OR_LIST_KEYS:
         return
     if isinstance(old, bool) != isinstance(new, bool):
         raise UserError(f"{key}={new!r}: expected {type(old).__name__} (like {old!r}), got {type(new).__name__}")
