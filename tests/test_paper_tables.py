@@ -55,3 +55,20 @@ def test_ia_instruct_from_a_shared_prefix_equals_the_full_run(tmp_path):
     assert sorted(a) == sorted(b) and all(a[k].equal(b[k]) for k in a)
     figures = [json.loads((p / "metrics.json").read_text())["stages"]["instruct"]["eval"] for p in (full, shared)]
     assert figures[0] == figures[1]
+
+
+@pytest.mark.parametrize("experiment, stages", [("paper", ["pretrain", "adapt", "instruct"]),
+                                                ("paper_baseline", ["pretrain", "instruct"])])
+def test_paper_experiments_take_the_papers_data_at_mistral_400m(experiment, stages):
+    """AF paper section 4 and Limitations: Wikipedia 20231101, 10B pretraining tokens, OpenOrca."""
+    from adaptlang.plan import stage_steps
+
+    cfg = load_config([f"experiment={experiment}", "model=mistral-400m", "strategy=none"])
+    assert [s.name for s in cfg.experiment.stages] == stages and "at_model" not in cfg.experiment
+    pretrain, instruct = cfg.experiment.stages[0], cfg.experiment.stages[-1]
+    assert pretrain.tokens == "10B" and stage_steps(cfg, pretrain) == 38147  # 10e9 / (32 x 8 x 1024)
+    assert list(instruct.data.sources) == ["openorca"] and instruct.steps == 11368  # 2.91M / 256
+    assert cfg.data.instructions.openorca.path == "hub:Open-Orca/OpenOrca"
+    assert len(cfg.data.train_files) == 26 and cfg.data.train_files.se == "hub:wikimedia/wikipedia:20231101.se"
+    tiny = load_config([f"experiment={experiment}", "strategy=none"])  # any other model: the tiny stages
+    assert [s.steps for s in tiny.experiment.stages][0] == 300 and not tiny.data.train_files
