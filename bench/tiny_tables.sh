@@ -9,13 +9,15 @@
 # are trained once, as the zero-shot row (experiment=ia_zeroshot); each other row is the
 # (IA)1 stage alone (experiment=ia_instruct) from that row's tune model. Evaluation: NusaX and
 # NusaWrites after the last stage only, the first $ROWS test rows per language, 6 prompts.
-# AF: grid=af_paper, perplexity / isotropy / 4-shot FLORES after the last stage only.
+# AF: grid=af_paper, perplexity and isotropy (Tables 1-2) after the last stage only.
+# docs/reproduce.md's batch: SEEDS=0 ... af; SEEDS="1 2" ... ia; SEEDS="1 2" ... af (after seed 0 of ia).
 set -uo pipefail
 OUT=${1:?usage: bash bench/tiny_tables.sh OUT_DIR [ia|af|all]}
 WHAT=${2:-all}
 PY=${PYTHON:-python}
 SEEDS=${SEEDS:-0 1 2}
 ROWS=${ROWS:-40}
+AF_EVAL=${AF_EVAL:-perplexity,isotropy}   # add flores_4shot for Table 3 (greedy generation: slower)
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1   # one core
 run() { "$PY" -m adaptlang.cli run "$@"; }
 IA_EVAL=(languages=nusax "eval.benchmarks=[nusax,nusawrites]" eval.stages=last
@@ -36,7 +38,7 @@ fi
 
 if [[ $WHAT == af || $WHAT == all ]]; then
   for s in $SEEDS; do   # seed by seed, so that an interrupted batch leaves whole seeds
-    run grid=af_paper seed="$s" "eval.benchmarks=[perplexity,isotropy,flores_4shot]" eval.stages=last \
+    run grid=af_paper seed="$s" "eval.benchmarks=[$AF_EVAL]" eval.stages=last \
       "output_dir=$OUT/af"
   done
   "$PY" -m adaptlang.cli compare "$OUT"/af/*-s* --baseline "$OUT/af/Baseline-s0" --out "$OUT/compare-af"
