@@ -7,7 +7,8 @@ Order of application (torchtune's habit):
   2. group selections (``model=``, ``languages=``, ``experiment=``): the named file from
      ``configs/<group>/`` (or a path to a YAML file) becomes that key's value; an
      experiment's ``settings`` (dotted keys, e.g. ``train.schedule: linear``) are applied
-     after step 3, before step 4;
+     after step 3, before step 4; its ``at_model`` entry for the chosen model (e.g.
+     ``mistral-400m``) replaces its stages and adds settings (``apply_at_model``);
   3. ``strategy=a+b``: each name's defaults from ``configs/strategy/<name>.yaml`` go under
      ``strategy.<name>``, in the order given (adaptlang.composition.compose sets them up by phase);
   4. every other ``dotted.key=value`` override, checked against the keys that exist: a
@@ -89,10 +90,11 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 # Keys that take either a class name or a list of language codes.
 EITHER_STR_OR_LIST = ("languages", "benchmarks", "sources")
+EITHER_STR_OR_LIST_KEYS = ("eval.stages",)  # all | last | stage names
 
 
 def _check_type(key: str, old: Any, new: Any) -> None:
-    if old is None or new is None or key.rsplit(".", 1)[-1] in EITHER_STR_OR_LIST:
+    if old is None or new is None or key.rsplit(".", 1)[-1] in EITHER_STR_OR_LIST or key in EITHER_STR_OR_LIST_KEYS:
         return
     if isinstance(old, bool) != isinstance(new, bool):
         raise UserError(f"{key}={new!r}: expected {type(old).__name__} (like {old!r}), got {type(new).__name__}")
@@ -195,6 +197,7 @@ def load_config(overrides: Iterable[str] = (), base: str | Path | None = None) -
         raw = read_yaml(CONFIG_ROOT / "base.yaml")
 
     selections = {k: v for k, v in pairs if k in GROUPS or k == "strategy"}
+    model_choice = selections.get("model", raw.get("model"))
     for group in GROUPS:
         choice = selections.get(group, raw.get(group))
         if isinstance(choice, str):
@@ -208,6 +211,8 @@ def load_config(overrides: Iterable[str] = (), base: str | Path | None = None) -
             raw[group] = choice  # experiment={stages: [...]}
         elif group in selections:
             raise UserError(f"{group}={choice!r}: expected a name from {listing(group_options(group))}")
+    if isinstance(raw.get("experiment"), dict):
+        apply_at_model(raw["experiment"], model_choice)
     stages = raw["experiment"].get("stages") if isinstance(raw.get("experiment"), dict) else None
     if not isinstance(stages, list) or not stages or not all(isinstance(s, dict) for s in stages):
         raise UserError(f"experiment={selections.get('experiment', raw.get('experiment'))!s:.80}: needs a 'stages' "
@@ -239,6 +244,26 @@ def load_config(overrides: Iterable[str] = (), base: str | Path | None = None) -
     order_strategies(list(cfg.strategy.keys()))  # an unknown phase fails here; the section keeps the given order
     check_values(cfg)
     return cfg
+
+
+def apply_at_model(experiment: dict, model_choice: Any) -> None:
+    """An experiment file's ``at_model: {MODEL: {stages, settings}}``: with ``model=MODEL`` its
+    stages replace the experiment's and its settings are added to (and win over) the
+    experiment's, e.g. the AF paper's stated data at its 400M size (configs/experiment/paper.yaml).
+    The mapping is dropped either way: the resolved config holds what runs."""
+    variants = experiment.pop("at_model", None) or {}
+    name = Path(str(model_choice)).stem if isinstance(model_choice, str) else None
+    variant = variants.get(name) if name else None
+    if isinstance(variant, str):  # another experiment's entry, its stages of this experiment's names
+        names = [st.get("name") for st in experiment.get("stages") or []]
+        variant = dict((load_group("experiment", variant).get("at_model") or {}).get(name) or {})
+        variant["stages"] = [st for st in variant.get("stages") or [] if st.get("name") in names]
+    if not variant:
+        return
+    if variant.get("stages"):
+        experiment["stages"] = variant["stages"]
+    if variant.get("settings"):
+        experiment["settings"] = {**(experiment.get("settings") or {}), **variant["settings"]}
 
 
 def fit_default_stages(cfg: DictConfig) -> None:

@@ -308,7 +308,7 @@ def run_one_stage(session: Session, stage, model, tokenizer, step_offset: int) -
     trained = {"strategies": result.strategies, "train": result.train, "setup_seconds": result.setup_seconds,
                "strategy_notes": result.notes, "parameters": result.parameters}
     evaluate_as(session, stage.name, model, tokenizer, step_offset + stage.steps, trained,
-                model_dir=folder / "model")
+                model_dir=folder / "model", benchmarks=plan.benchmarks if plan.evaluates(stage.name) else [])
     if session.main:
         checkpointer.clear()
     session.accelerator.wait_for_everyone()
@@ -316,14 +316,16 @@ def run_one_stage(session: Session, stage, model, tokenizer, step_offset: int) -
 
 
 def evaluate_as(session: Session, name: str, model, tokenizer, step: int, entry: dict | None = None,
-                model_dir: Path | None = None) -> dict:
-    """Run the plan's benchmarks on ``model`` as stage ``name`` and record them: metrics.json's
-    ``stages.<name>`` (``entry``, then vocab_size, eval, eval_seconds and ``model_dir``) is
-    written, and the figures go to the trackers at ``step``. Returns the stage's entry."""
+                model_dir: Path | None = None, benchmarks: list[str] | None = None) -> dict:
+    """Run ``benchmarks`` (default: the plan's) on ``model`` as stage ``name`` and record them:
+    metrics.json's ``stages.<name>`` (``entry``, then vocab_size, eval, eval_seconds and
+    ``model_dir``) is written, and the figures go to the trackers at ``step``. Returns the
+    stage's entry; a stage that eval.stages leaves out has ``eval: {}``."""
     plan = session.plan
     started = time.perf_counter()
-    results = run_benchmarks(plan.benchmarks, model, tokenizer, plan.languages, plan.config)
-    if session.trackers:
+    names = plan.benchmarks if benchmarks is None else benchmarks
+    results = run_benchmarks(names, model, tokenizer, plan.languages, plan.config) if names else {}
+    if session.trackers and results:
         session.accelerator.log(benchmark_figures(results), step=step)
     record = {**(entry or {}), "vocab_size": len(tokenizer), "eval": results,
               "eval_seconds": round(time.perf_counter() - started, 3)}

@@ -96,6 +96,10 @@ class Plan:
     def active(self, stage: str) -> list[PlannedStrategy]:
         return [s for s in self.strategies if stage in s.stages]
 
+    def evaluates(self, stage: str) -> bool:
+        """Whether the benchmarks run after ``stage`` (eval.stages: all | last | stage names)."""
+        return stage in evaluated_stages(self.config, [s.name for s in self.stages])
+
     @property
     def evaluates_base(self) -> bool:
         """Whether the starting model is evaluated as stage ``base`` (eval.base: auto = for a
@@ -124,6 +128,7 @@ class Plan:
             } for s in self.stages],
             "strategies (set-up order)": [s.name for s in self.strategies] or "none",
             "evaluation after each stage": {"benchmarks": self.benchmarks,
+                                            "stages": [s.name for s in self.stages if self.evaluates(s.name)],
                                             "max_sentences": self.config.eval.get("max_sentences")},
             "training text": self._text_by_source(),
             "progress and tracking": {
@@ -172,6 +177,24 @@ def _text_figures(stage: PlannedStage, has_text) -> dict:
         out["target shares"] = ("p_i ~ n_i^alpha over the tokens available, counted when the stage's text is "
                                 "tokenized (train.log; metrics.json target_shares)")
     return out
+
+
+def evaluated_stages(cfg: DictConfig, names: list[str]) -> list[str]:
+    """The stages after which the benchmarks run (``eval.stages``); a name not among ``names``
+    is a UserError listing them."""
+    setting = cfg.eval.get("stages", "all")
+    if isinstance(setting, str):
+        if setting == "all":
+            return list(names)
+        if setting == "last":
+            return names[-1:]
+        setting = [setting]
+    chosen = [str(s) for s in setting]
+    for stage in chosen:
+        if stage not in names:
+            raise UserError(f"eval.stages: unknown stage '{stage}'.{suggest(stage, names)} Use all, last, "
+                            f"or stage names of this experiment: {listing(names)}")
+    return [n for n in names if n in chosen]
 
 
 def stage_train_config(cfg: DictConfig, stage: DictConfig) -> DictConfig:
@@ -353,6 +376,7 @@ def make_plan(cfg: DictConfig, composed: Composed | None = None) -> Plan:
     check_model_config(cfg)
     benchmarks = list(cfg.eval.benchmarks)
     check_benchmarks(benchmarks, cfg, languages)
+    evaluated_stages(cfg, names)
     for key in ("pretrained_languages", "seen_languages"):  # the classification status (benchmarks/classify.py)
         value = (cfg.eval.get("classify") or {}).get(key)
         if value is not None:

@@ -73,7 +73,8 @@ def test_mlm_trains_on_flores_only_by_default():
 def test_ia_paper_grid_and_experiment_evaluate_both_benchmarks():
     runs, _ = expand(["grid=ia_paper"])
     for run in runs:
-        assert list(load_config(run.overrides).eval.benchmarks) == ["perplexity", "nusax", "nusawrites"]
+        cfg = load_config(run.overrides)
+        assert list(cfg.eval.benchmarks) == ["perplexity", "nusax", "nusawrites"] and cfg.eval.stages == "last"
     cfg = load_config(["experiment=ia_paper", "languages=nusax"])
     assert list(cfg.eval.benchmarks) == ["nusax", "nusawrites"] and cfg.eval.classify.scoring == "sequence_mean"
 

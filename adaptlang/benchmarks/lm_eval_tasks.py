@@ -63,12 +63,16 @@ from ._scoring import score_shared_prompt
 from .classify import STATUSES, language_status
 
 HERE = Path(__file__).parent / "harness_tasks"
-SHIPPED = ("xcopa", "sib200")
+# The AF paper's Appendix C prompts as harness tasks (af_xcopa, af_belebele, af_xquad, af_mlqa:
+# groups of per-language tasks, harness_tasks/af_paper/_generate_configs.py writes them)
+PAPER_TASKS = HERE / "af_paper"
+SHIPPED = ("xcopa", "sib200", "af_xcopa")
 # The AF paper's downstream suite: the 6 tasks of Aggarwal et al. (2024) whose prompts its
-# Appendix C prints (XNLI, XCOPA, Belebele, XQuAD, MLQA, XL-Sum; translation is flores_4shot).
-# XL-Sum is not a task of lm-evaluation-harness 0.4.x; add it with an include_path YAML
-# (docs/lm-eval.md). XStoryCloze is not in the paper's suite (it ran here until issue 30).
-SUITES = {"af_paper": ["xnli", "xcopa", "belebele", "xquad", "mlqa"]}
+# Appendix C prints (XNLI, XCOPA, Belebele, XQuAD, MLQA, XL-Sum; translation is flores_4shot),
+# with those prompts (PAPER_TASKS). XNLI keeps the harness's prompt: its figure is missing from
+# our copy of the paper. XL-Sum is not a task of lm-evaluation-harness 0.4.x; add it with an
+# include_path YAML (docs/lm-eval.md). XStoryCloze is not in the paper's suite.
+SUITES = {"af_paper": ["xnli", "af_xcopa", "af_belebele", "af_xquad", "af_mlqa"]}
 SPLIT_ALIASES = {"validation": ("validation", "val", "dev"), "test": ("test",), "train": ("train",)}
 EXTENSIONS = (".jsonl", ".json")
 
@@ -98,11 +102,14 @@ def _options(cfg) -> dict:
     expanded = []
     for n in names:
         expanded += SUITES.get(n, [n])
+    include = [str(p) for p in (o.get("include_path") or [])]
+    if any(n.startswith("af_") for n in expanded):
+        include.append(str(PAPER_TASKS))
     return {"tasks": list(dict.fromkeys(expanded)), "num_fewshot": int(o.get("num_fewshot") or 0),
             "limit": None if o.get("limit") is None else int(o["limit"]),
             "batch_size": int(o.get("batch_size") or 32),
             "shared_prompt": bool(o.get("shared_prompt", True)),
-            "include_path": [str(p) for p in (o.get("include_path") or [])],
+            "include_path": include,
             "local_data": {str(k): str(v) for k, v in (o.get("local_data") or {}).items()}}
 
 
@@ -201,7 +208,9 @@ def _language_of(leaf: str, spec, table: dict) -> str | None:
     for p in parts[1:] + parts[:1]:
         if p in table:
             return p
-    return dataset_name if re.fullmatch(r"[a-z]{2,3}", dataset_name) else None  # a language outside the table (xcopa ht, qu)
+    if re.fullmatch(r"[a-z]{2,3}", dataset_name):
+        return dataset_name  # a language outside the table (xcopa ht, qu)
+    return parts[-1] if len(parts) > 1 and re.fullmatch(r"[a-z]{2,3}", parts[-1]) else None  # xquad_el
 
 
 def _sib200_languages(languages) -> tuple[dict[str, str], dict[str, str]]:
@@ -253,7 +262,7 @@ def _plan_specs(opts: dict, languages, folder: Path | None) -> tuple[list[tuple[
     """[(task name asked for, leaf name, spec for the harness)], dropped counts, skipped.
     With ``folder`` None only checks (nothing is written, SIB-200 is not expanded)."""
     _harness()
-    local = {"xcopa": str(CORPORA / "xcopa"), **opts["local_data"]}
+    local = {"xcopa": str(CORPORA / "xcopa"), "af_xcopa": str(CORPORA / "xcopa"), **opts["local_data"]}
     out, dropped, skipped = [], {}, {}
     tm = _manager_for(opts)
     for name in opts["tasks"]:
