@@ -14,7 +14,7 @@ FLOP utilisation against the measured fp32 matmul peak -- on this mixture, where
 no loss, and on language-modelling blocks, where every token does -- and the top ops of a
 profile.
 
-    python bench/perf_train.py [--steps 40] [--batch-size 16] [--repeats 3] [--model smollm2-135m|DIR]
+    python bench/perf_train.py [--steps 40] [--batch-size 16] [--repeats 3] [--model smollm2-135m|DIR] [--max-length 192]
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def setup(batch_size: int, model_name: str | None = None):
     examples = []
     for a, b in zip(new[:2000], past[:2000]):
         examples += [a, b]  # the 1:1 replay mixture
-    encoded = instructions.encode_all(examples, tokenizer, 192)
+    encoded = instructions.encode_all(examples, tokenizer, MAX_LENGTH)
     return cfg, model, tokenizer, encoded
 
 
@@ -59,7 +59,7 @@ def lm_blocks(data, size: int) -> list[dict]:
 
 
 def tcfg(cfg, packing=True):
-    return OmegaConf.merge(cfg.train, {"packing": packing, "max_length": 192, "lr": 5e-4, "log_every": 10**9})
+    return OmegaConf.merge(cfg.train, {"packing": packing, "max_length": MAX_LENGTH, "lr": 5e-4, "log_every": 10**9})
 
 
 def ctx(cfg):
@@ -86,6 +86,7 @@ def run_adaptlang(cfg, model, tokenizer, data, steps, strategies=()):
 
 
 LAST_STATS: dict = {}
+MAX_LENGTH = 192  # tokens an example is cut to (the default instruct stage's train.max_length); --max-length
 TRAINER_PADDED: dict = {}  # tokens the Trainer's padded batches hold (padding included), over all its runs
 
 
@@ -97,7 +98,7 @@ def run_bare(cfg, model, tokenizer, data, steps):
 
     stream = ExampleStream(data, 0)
     bs = int(cfg.train.batch_size)
-    batches = [make_batch([next(stream) for _ in range(bs)], tokenizer.pad_token_id, 192) for _ in range(steps)]
+    batches = [make_batch([next(stream) for _ in range(bs)], tokenizer.pad_token_id, MAX_LENGTH) for _ in range(steps)]
     opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01, betas=(0.9, 0.95))
     sched = get_cosine_schedule_with_warmup(opt, max(1, steps // 10), steps)
     tokens = 0
@@ -155,7 +156,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each loop, alternating; the median counts")
     parser.add_argument("--model", help="a named checkpoint (smollm2-135m) or a model folder (default: the tiny model)")
+    parser.add_argument("--max-length", type=int, default=192,
+                        help="tokens an example is cut to and the packing width (default: the instruct stage's 192)")
     args = parser.parse_args()
+    global MAX_LENGTH
+    MAX_LENGTH = args.max_length
     cfg, model, tokenizer, data = setup(args.batch_size, args.model)
     lengths = [len(x) for x in data["input_ids"]]
     print(f"data: {len(data)} examples, mean length {sum(lengths) / len(lengths):.0f} tokens "
