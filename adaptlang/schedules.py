@@ -13,7 +13,9 @@
 
 Every stage builds its own schedule: each stage warms up again and decays again (re-warm and
 re-decay, Ibrahim et al. 2024, arXiv 2403.08763, section 5); a stage's own
-``train.warmup_ratio: 0`` starts it at its peak lr instead (no re-warm).
+``train.warmup_ratio: 0`` starts it at its peak lr instead (no warmup; the lr still jumps back
+to the peak, so this is not "no re-warming": for that, continue at a low constant lr, e.g.
+``schedule: constant`` with a small ``lr``, as ``grid=cpt_replay``'s re-warm-off runs do).
 """
 from __future__ import annotations
 
