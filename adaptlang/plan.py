@@ -72,6 +72,11 @@ class PlannedStage:
     replay_languages: tuple[str, ...] = ()  # earlier text stages' languages replayed (mixture.replay > 0)
     tokens: int | None = None  # the stage's token budget (``tokens:``), from which ``steps`` was computed
 
+    @property
+    def block_draws(self) -> int:
+        """Examples (language-modelling blocks, in a text stage) the stage draws in all its steps."""
+        return self.steps * int(self.train["batch_size"]) * int(self.train.get("grad_accum", 1))
+
 
 @dataclass
 class Plan:

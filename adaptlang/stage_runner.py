@@ -38,6 +38,7 @@ from .plan import PlannedStage
 from .seeds import derive_seed
 from .sources import line_limit, source_fingerprint, text_for, training_source
 from .strategy import StageContext, Strategy
+from .text_budget import refuse_short_stream
 from .train import train_stage
 from .yamlfiles import CONFIG_ROOT, read_yaml
 
@@ -79,12 +80,8 @@ def stage_stream(stage: PlannedStage, tokenizer, ctx: StageContext, cache_dir: s
             return mixed_stream(stage, texts, tokenizer, ctx, cache_dir)
         corpus = datasets.concatenate_datasets(list(texts.values()))
         blocks = text_blocks(corpus, list(texts), tokenizer, ctx, cache_dir)
-        draws = stage.steps * int(ctx.train.batch_size) * int(ctx.train.get("grad_accum", 1))
-        if stage.mixture is not None and not stage.mixture.repeat and draws > len(blocks):
-            block_size = int(ctx.train.block_size)
-            raise UserError(f"stage '{stage.name}': data.mixture.repeat=false, but it needs {draws * block_size:,} "
-                            f"tokens and its text has {len(blocks) * block_size:,}; give fewer steps/tokens, more "
-                            "text, or repeat=true")
+        if stage.mixture is not None and not stage.mixture.repeat:
+            refuse_short_stream(stage, list(texts), len(blocks))
         return ExampleStream(blocks, ctx.seed_for("data"), name=f"stage {stage.name}")
     examples = []
     for source in stage.sources:
@@ -127,7 +124,7 @@ def mixed_stream(stage: PlannedStage, texts: dict, tokenizer, ctx: StageContext,
                                       name=f"stage {stage.name}, language {code}")
     available = {code: len(s) * block_size for code, s in streams.items()}
     shares = target_shares(available, stage.mixture, list(texts), list(past))
-    draws = stage.steps * int(ctx.train.batch_size) * int(ctx.train.get("grad_accum", 1))
+    draws = stage.block_draws
     for code, share in shares.items():
         needed = math.ceil(share * draws)
         log.info("stage %s: %s target share %.4f: %d of %d tokens available (%.2f epochs)", stage.name, code, share,

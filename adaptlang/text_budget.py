@@ -93,16 +93,11 @@ def check_budgets(plan, tokenizer=None) -> list[str]:
 
 def _refuse_overdraw(stage, sizes: dict[str, TextSize]) -> None:
     block_size = int(stage.train["block_size"])
-    draws = stage.steps * int(stage.train["batch_size"]) * int(stage.train.get("grad_accum", 1))
+    draws = stage.block_draws
     own = [c for c in stage.languages if c in sizes]
     past = [c for c in stage.replay_languages if c in sizes]
     if not stage.mixture.active:  # one concatenated stream: every language runs out together
-        total = sum(s.blocks for s in sizes.values())
-        if draws > total:
-            raise UserError(f"stage '{stage.name}': data.mixture.repeat=false, but it needs {draws * block_size:,} "
-                            f"tokens and its text ({' '.join(own)}) has {'' if all(s.exact for s in sizes.values()) else 'about '}"
-                            f"{total * block_size:,} in blocks of {block_size}; give fewer steps/tokens, more text, "
-                            "or repeat=true")
+        refuse_short_stream(stage, own, sum(s.blocks for s in sizes.values()), all(s.exact for s in sizes.values()))
         return
     shares = target_shares({c: s.blocks * block_size for c, s in sizes.items()}, stage.mixture, own, past)
     for code, share in shares.items():
@@ -111,6 +106,17 @@ def _refuse_overdraw(stage, sizes: dict[str, TextSize]) -> None:
             raise UserError(f"stage '{stage.name}': language {code} has {sizes[code].describe(block_size)} but the "
                             f"stage's budget takes {needed * block_size:,} of it ({share:.1%} of {draws * block_size:,}) "
                             "and data.mixture.repeat=false; give fewer steps/tokens, more text, or repeat=true")
+
+
+def refuse_short_stream(stage, codes, blocks: int, exact: bool = True) -> None:
+    """Refuse (one line) an unmixed text stage with ``data.mixture.repeat: false`` that draws more
+    blocks than its text (``codes``, concatenated) holds: by the plan, and again at the stage start."""
+    if stage.block_draws > blocks:
+        block_size = int(stage.train["block_size"])
+        raise UserError(f"stage '{stage.name}': data.mixture.repeat=false, but it needs "
+                        f"{stage.block_draws * block_size:,} tokens and its text ({' '.join(codes)}) has "
+                        f"{'' if exact else 'about '}{blocks * block_size:,} in blocks of {block_size}; give fewer "
+                        "steps/tokens, more text, or repeat=true")
 
 
 def plan_tokenizer(plan):

@@ -13,6 +13,7 @@ A continuation's score is the summed log-probability of its tokens (lm-evaluatio
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Sequence
 
@@ -39,7 +40,12 @@ def _by_length(fn, model, prompts, continuations, pad_id, batch_size):
 def cache_keyword(model) -> str:
     """The forward argument that takes a KV cache: ``cache`` since transformers 5.2 (which
     warns on ``past_key_values``), ``past_key_values`` before."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return _cache_keyword(type(model))
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_keyword(model_class) -> str:  # read once per class, not per batch
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
 def score_shared_prompt(model, prompts: Sequence[list[int]], continuations: Sequence[Sequence[list[int]]],
