@@ -189,4 +189,22 @@ def full_states(model, optimizer) -> tuple[FullModelState, FullOptimizerState]:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
     model_sd, optim_sd = get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True))
-    return FullModelState(model, model_sd), FullOptimizerState(model, optimizer, optim_sd)
+    return FullModelState(model, owning_storage(model_sd)), FullOptimizerState(model, optimizer, optim_sd)
+
+
+def owning_storage(state: dict) -> dict:
+    """The state with every tensor owning its whole storage. A tensor sharded unevenly (a vocabulary
+    of 2,001 rows over 2 ranks) is gathered as a view of a padded buffer, which safetensors refuses
+    to save ("None is covering the entire storage"). Tensors that shared one view (tied embeddings)
+    share one copy."""
+    copies: dict[tuple, torch.Tensor] = {}
+    owned = {}
+    for name, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor) or tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size():
+            owned[name] = tensor
+            continue
+        key = (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()))
+        if key not in copies:
+            copies[key] = tensor.clone()
+        owned[name] = copies[key]
+    return owned

@@ -23,6 +23,13 @@ from mp_train import Interrupted, StopAt  # noqa: E402
 
 SETTINGS = [o for o in QUICK if not o.startswith("train.max_steps")] + [
     "device=cpu", "train.fsdp=true", "train.max_steps=4", "train.checkpoint_every=2", "eval.max_sentences=2"]
+# the strategies' own data work kept small: this test is about sharding, not tokenizers or bitext
+SMALLER = {"vocab": ["strategy.vocab.vocab_size=2000", "strategy.vocab.fertility=none"],
+           "xling": ["strategy.xling.max_pairs=16"]}
+
+
+def settings(group: str) -> list[str]:
+    return SETTINGS + [f"strategy={group}"] + [o for name in group.split("+") for o in SMALLER.get(name, [])]
 
 
 def loads_plain(run: Path) -> bool:
@@ -42,7 +49,7 @@ def stage_weights(run: Path) -> dict[str, bytes]:
 def main(out: str, groups: list[str]) -> None:
     out_dir = Path(out)
     results = {"groups": {}}
-    configs = [adaptlang.load_config(SETTINGS + [f"strategy={group}", f"output_dir={out_dir}", f"name=group{i}"])
+    configs = [adaptlang.load_config(settings(group) + [f"output_dir={out_dir}", f"name=group{i}"])
                for i, group in enumerate(groups)]
     # every group's strategies built before the first run starts the process group, as adaptlang run does
     # (avalanche-lib cannot be imported first on rank 1 after that)
@@ -56,7 +63,7 @@ def main(out: str, groups: list[str]) -> None:
             import traceback
             results["groups"][group] = {"error": f"{type(exc).__name__}: {exc}",
                                         "where": [ln for ln in traceback.format_exc().splitlines() if "File" in ln][-6:]}
-    cfg = adaptlang.load_config(SETTINGS + [f"strategy={groups[0]}", f"output_dir={out_dir}", "name=cut"])
+    cfg = adaptlang.load_config(settings(groups[0]) + [f"output_dir={out_dir}", "name=cut"])
     composed = compose(OmegaConf.to_container(cfg.strategy))
     composed.items.append((StopAt(3), ("adapt",)))
     try:
