@@ -48,14 +48,17 @@ def pack_rows(lengths: list[int], width: int) -> list[list[int]]:
 
 
 def collate_packed(examples: list[dict], pad_id: int, width: int,
-                   rows: list[list[int]] | None = None) -> dict[str, torch.Tensor]:
+                   rows: list[list[int]] | None = None, segments: bool = False) -> dict[str, torch.Tensor]:
     """Several examples per row, each attending only to itself.
 
     Position ids restart at every example and a 4D block-diagonal causal mask keeps
     attention inside each example, so every example's logits -- and so its loss -- equal
     those it gets alone (tests/test_packing.py). Each example starts with a token whose
     label is -100 (BOS of an instruction) or is a full LM block, so no loss crosses a
-    boundary. The mask is additive (0 = attend, dtype min = blocked)."""
+    boundary. The mask is additive (0 = attend, dtype min = blocked).
+
+    ``segments``: also give each row's example lengths, its padding last, zero-filled
+    (``segments``, rows x most examples in a row), for adaptlang.segment_attention."""
     if rows is None:  # ``rows``: pack_rows' grouping, when the caller has it already
         rows = pack_rows([len(e["input_ids"]) for e in examples], width)
     longest = max(sum(len(examples[i]["input_ids"]) for i in row) for row in rows)
@@ -78,11 +81,17 @@ def collate_packed(examples: list[dict], pad_id: int, width: int,
         tokens += start
         allowed[r, torch.arange(start, longest), torch.arange(start, longest)] = True  # padding sees itself
     mask = torch.zeros(allowed.shape, dtype=torch.float32).masked_fill_(~allowed, torch.finfo(torch.float32).min)
-    return {"input_ids": ids, "labels": labels, "position_ids": positions, "attention_mask": mask[:, None],
-            "num_tokens": torch.tensor(tokens)}
+    batch = {"input_ids": ids, "labels": labels, "position_ids": positions, "attention_mask": mask[:, None],
+             "num_tokens": torch.tensor(tokens)}
+    if segments:
+        lengths = [[len(examples[i]["input_ids"]) for i in row] for row in rows]
+        lengths = [row + [longest - sum(row)] if sum(row) < longest else row for row in lengths]
+        batch["segments"] = torch.tensor([row + [0] * (max(map(len, lengths)) - len(row)) for row in lengths])
+    return batch
 
 
-def make_batch(examples: list[dict], pad_id: int, pack_width: int | None) -> dict[str, torch.Tensor]:
+def make_batch(examples: list[dict], pad_id: int, pack_width: int | None,
+               segments: bool = False) -> dict[str, torch.Tensor]:
     """Pack variable-length examples when ``pack_width`` is set; equal-length blocks need no packing.
 
     Where packing leaves every example in a row of its own (examples nearly as long as the
@@ -90,12 +99,12 @@ def make_batch(examples: list[dict], pad_id: int, pack_width: int | None) -> dic
     attention then gives each example exactly what the block-diagonal mask would (right
     padding comes after every real token, and padded positions carry no label), and SDPA's
     causal kernel skips the masked half of the scores, which a dense mask makes it compute
-    (the default instruct stage's attention: ~2x faster)."""
+    (the default instruct stage's attention: ~2x faster). ``segments``: see collate_packed."""
     lengths = [len(e["input_ids"]) for e in examples]
     if pack_width and len(set(lengths)) > 1:
         rows = pack_rows(lengths, pack_width)
         if len(rows) < len(examples):
-            return collate_packed(examples, pad_id, pack_width, rows)
+            return collate_packed(examples, pad_id, pack_width, rows, segments)
         batch = collate(examples, pad_id)
         del batch["attention_mask"]
         return batch

@@ -246,17 +246,20 @@ def head_and_body(model):
 _PACKING: dict[tuple, bool] = {}
 
 
-def packs_correctly(model, pad_id: int) -> bool:
+def packs_correctly(model, pad_id: int, segments: bool = False) -> bool:
     """Whether this model, given a packed row (position ids restarting per example and a 4-D
     block-diagonal mask, adaptlang.batching.collate_packed), computes for each example the
     logits it computes alone. Rotary and learned-position families (Llama, Mistral, Qwen2,
     Gemma, Phi-3, GPT-2, GPT-NeoX) do; BLOOM builds ALiBi from a 2-D mask and cannot take
     it, so it trains on padded rows instead. Probed once per architecture and dtype, on
-    two short examples, so no family ever leaks attention across examples silently."""
+    two short examples, so no family ever leaks attention across examples silently.
+
+    ``segments``: the same, with the model's attention set to adaptlang.segment_attention
+    and the row's example lengths given (the caller sets it so; this only probes it)."""
     from .batching import collate, collate_packed
 
     param = next(model.parameters())
-    key = (type(model).__name__, param.dtype, param.device.type)
+    key = (type(model).__name__, param.dtype, param.device.type, segments)
     if key not in _PACKING:
         vocab = model.get_input_embeddings().weight.shape[0]
         examples = [{"input_ids": [(7 * i + 3) % vocab for i in range(n)]} for n in (5, 3)]
@@ -265,7 +268,7 @@ def packs_correctly(model, pad_id: int) -> bool:
         model.eval()
         try:
             with torch.no_grad():
-                packed = collate_packed(examples, pad_id, 8)
+                packed = collate_packed(examples, pad_id, 10, segments=segments)  # 2 tokens of padding
                 packed.pop("num_tokens")
                 packed.pop("labels")
                 packed["attention_mask"] = packed["attention_mask"].to(param.dtype)
@@ -284,6 +287,23 @@ def packs_correctly(model, pad_id: int) -> bool:
             model.train(was_training)
         _PACKING[key] = ok
     return _PACKING[key]
+
+
+def attend_per_example(model, pad_id: int) -> str | None:
+    """Switch ``model`` to adaptlang.segment_attention for packed training where its attention
+    is transformers' SDPA and the switched model passes ``packs_correctly``; returns the
+    implementation to restore afterwards (None: not switched)."""
+    from . import segment_attention
+
+    previous = getattr(model.config, "_attn_implementation", None)
+    if previous != "sdpa":
+        return None
+    segment_attention.register()
+    model.set_attn_implementation(segment_attention.NAME)
+    if packs_correctly(model, pad_id, segments=True):
+        return previous
+    model.set_attn_implementation(previous)
+    return None
 
 
 def count_parameters(model) -> dict[str, int]:

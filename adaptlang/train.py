@@ -41,7 +41,7 @@ from .batching import make_batch
 from .data import ExampleStream
 from .errors import UserError
 from .fused_loss import fuses, linear_cross_entropy
-from .models import head_and_body, packs_correctly
+from .models import attend_per_example, head_and_body, packs_correctly
 from .progress import Progress
 from .schedules import lr_curve, make_scheduler
 from .sharding import full_states, release, sharded, sharding_copy, unshard
@@ -154,11 +154,14 @@ class Batches:
     pad_id: int
     pack_width: int | None
     dtype: torch.dtype
+    segments: bool = False  # packed rows carry their example lengths for adaptlang.segment_attention
+    restore_attention: str | None = None  # the model's own attention, put back at the stage end
 
     def draw(self, stream: ExampleStream) -> dict:
         share = self.size // self.world
         examples = [next(stream) for _ in range(self.size)]
-        return make_batch(examples[self.rank * share:(self.rank + 1) * share], self.pad_id, self.pack_width)
+        return make_batch(examples[self.rank * share:(self.rank + 1) * share], self.pad_id, self.pack_width,
+                          self.segments)
 
     def on_device(self, batch: dict, device) -> dict:
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -168,12 +171,16 @@ class Batches:
 
     @property
     def layout(self) -> str:
-        return "block-diagonal mask + per-example positions" if self.pack_width else "padding"
+        if not self.pack_width:
+            return "padding"
+        return ("per-example attention + per-example positions" if self.segments
+                else "block-diagonal mask + per-example positions")
 
 
 def plan_batches(tokenizer, model, tcfg: Any, accelerator, stage: str) -> Batches:
     """The stage's ``Batches``; packing is turned off for a family that cannot keep packed
-    examples apart."""
+    examples apart. Packed, a model on SDPA attends per example (adaptlang.segment_attention:
+    no score between two examples is computed) once it passes the same probe that way."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     batch_size, world = int(tcfg.batch_size), accelerator.num_processes
     if batch_size % world:
@@ -184,8 +191,9 @@ def plan_batches(tokenizer, model, tcfg: Any, accelerator, stage: str) -> Batche
         pack_width = None  # this family cannot keep packed examples apart: pad them instead
         log.info("stage %s: packing off for %s (its attention cannot take a block-diagonal mask with "
                  "per-example positions); examples are padded", stage, type(model).__name__)
+    restore = attend_per_example(model, pad_id) if pack_width else None
     return Batches(batch_size, int(tcfg.grad_accum), world, accelerator.process_index, pad_id, pack_width,
-                   next(model.parameters()).dtype)
+                   next(model.parameters()).dtype, segments=restore is not None, restore_attention=restore)
 
 
 def forward_path(model, bare, strategies: list[Strategy], compile_: bool, accelerator):
@@ -270,11 +278,14 @@ def show_step(bar: Progress, accelerator, stage: str, step: int, loss: float, lr
                          f"train/{stage}/loss": loss}, step=step)
 
 
-def hand_back(model, accelerator, checkpointing: bool, plain=None):
-    """The trained model, unwrapped and as it came: no gradient checkpointing, no input-grad hook;
+def hand_back(model, accelerator, checkpointing: bool, plain=None, attention: str | None = None):
+    """The trained model, unwrapped and as it came: no gradient checkpointing, no input-grad hook,
+    its own attention implementation (``attention``, where the stage switched it);
     sharded, the model as it came (``plain``), its parameters gathered whole on every rank."""
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
+    if attention is not None:
+        unwrapped.set_attn_implementation(attention)
     if plain is not None:
         unwrapped = unshard(unwrapped, plain)
     if checkpointing:
@@ -390,4 +401,4 @@ def train_stage(model, tokenizer, stream: ExampleStream, strategies: list[Strate
     bar.close()
     seconds = time.perf_counter() - start
     stats = {**figures(tally, seconds, steps, batches, compilation, ctx.name), "lr_by_step": lr_curve(tcfg, steps)}
-    return hand_back(model, accelerator, checkpointing, plain), stats
+    return hand_back(model, accelerator, checkpointing, plain, batches.restore_attention), stats

@@ -15,6 +15,7 @@ no loss, and on language-modelling blocks, where every token does -- and the top
 profile.
 
     python bench/perf_train.py [--steps 40] [--batch-size 16] [--repeats 3] [--model smollm2-135m|DIR] [--max-length 192]
+                               [--trainer-only]   # adaptlang against the Trainer alone (a real checkpoint's long runs)
 """
 from __future__ import annotations
 
@@ -116,7 +117,18 @@ def run_bare(cfg, model, tokenizer, data, steps):
     return tokens, time.perf_counter() - start
 
 
+def drawn(data, n: int):
+    """The first ``n`` examples adaptlang's loop draws (ExampleStream, seed 0), in its order."""
+    from datasets import Dataset
+
+    from adaptlang.data import ExampleStream
+
+    stream = ExampleStream(data, 0)
+    return Dataset.from_list([{k: list(v) for k, v in next(stream).items()} for _ in range(n)])
+
+
 def run_trainer(cfg, model, tokenizer, data, steps, tmp):
+    """The Trainer on the very examples, in the same order and batches, that adaptlang's loop draws."""
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     base = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
@@ -130,8 +142,10 @@ def run_trainer(cfg, model, tokenizer, data, steps, tmp):
     args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=int(cfg.train.batch_size), max_steps=steps,
                              learning_rate=5e-4, weight_decay=0.01, adam_beta2=0.95, lr_scheduler_type="cosine",
                              warmup_steps=max(1, steps // 10), max_grad_norm=1.0, logging_steps=10**6, save_strategy="no",
-                             report_to=[], use_cpu=True, seed=0, dataloader_num_workers=0, disable_tqdm=True)
-    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=collator)
+                             report_to=[], use_cpu=True, seed=0, dataloader_num_workers=0, disable_tqdm=True,
+                             train_sampling_strategy="sequential")
+    same = drawn(data, steps * int(cfg.train.batch_size))
+    trainer = Trainer(model=model, args=args, train_dataset=same, data_collator=collator)
     start = time.perf_counter()
     trainer.train()
     return counted["tokens"], time.perf_counter() - start
@@ -158,6 +172,8 @@ def main() -> None:
     parser.add_argument("--model", help="a named checkpoint (smollm2-135m) or a model folder (default: the tiny model)")
     parser.add_argument("--max-length", type=int, default=192,
                         help="tokens an example is cut to and the packing width (default: the instruct stage's 192)")
+    parser.add_argument("--trainer-only", action="store_true",
+                        help="run adaptlang and the HF Trainer only: no bare loop, strategies, LM blocks or profile")
     args = parser.parse_args()
     global MAX_LENGTH
     MAX_LENGTH = args.max_length
@@ -174,6 +190,8 @@ def main() -> None:
         "adaptlang af+replay": lambda: run_adaptlang(cfg, copy.deepcopy(model), tokenizer, data, args.steps,
                                                      [build_strategy("replay", size=1000), build_strategy("af", every=10)]),
     }
+    if args.trainer_only:
+        variants = {k: variants[k] for k in ("adaptlang", "HF Trainer")}
     runs: dict[str, list] = {k: [] for k in variants}
     hooks: dict[str, list] = {k: [] for k in variants}
     names = list(variants)
@@ -193,11 +211,12 @@ def main() -> None:
     for k, (t, s) in results.items():
         print(f"{k:22s} {t:9d} {s:8.2f} {rate[k]:9.0f}  {', '.join(f'{a / b:.0f}' for a, b in runs[k])}")
     print(f"\nadaptlang / HF Trainer        = {rate['adaptlang'] / rate['HF Trainer']:.2f}x  (target >= 2.0)")
-    print(f"adaptlang / bare loop         = {rate['adaptlang'] / rate['bare loop']:.2f}x  (target >= 0.95)")
-    print(f"af+replay / no strategy       = {rate['adaptlang af+replay'] / rate['adaptlang']:.3f}  (target >= 0.95)")
-    share = {k: sum(hooks[k]) / sum(sec for _, sec in runs[k]) for k in ("adaptlang", "adaptlang af+replay")}
-    print(f"time in strategy hooks + batch drawing: {share['adaptlang af+replay']:.2%} with af+replay, "
-          f"{share['adaptlang']:.2%} without")
+    if not args.trainer_only:
+        print(f"adaptlang / bare loop         = {rate['adaptlang'] / rate['bare loop']:.2f}x  (target >= 0.95)")
+        print(f"af+replay / no strategy       = {rate['adaptlang af+replay'] / rate['adaptlang']:.3f}  (target >= 0.95)")
+        share = {k: sum(hooks[k]) / sum(sec for _, sec in runs[k]) for k in ("adaptlang", "adaptlang af+replay")}
+        print(f"time in strategy hooks + batch drawing: {share['adaptlang af+replay']:.2%} with af+replay, "
+              f"{share['adaptlang']:.2%} without")
     peak = matmul_peak()
     mean_len = sum(lengths) / len(lengths)
     flops = loop_flops(model, plain_stats["tokens"], plain_stats["loss_tokens"], int(mean_len))
@@ -214,6 +233,12 @@ def main() -> None:
     bound = (trainer_flops / useful) / (flops / plain_stats["tokens"])
     print(f"FLOPs per useful token, Trainer / adaptlang = {bound:.2f}: the ratio adaptlang / Trainer at equal FLOP "
           f"rates (Trainer's batches are {useful / TRAINER_PADDED['tokens']:.1%} useful tokens)")
+    print(f"adaptlang's packing: {plain_stats['packing']}")
+    if args.trainer_only:
+        emit("train", tokens_per_second=rate, vs_trainer=rate["adaptlang"] / rate["HF Trainer"], loop_mfu=loop_mfu,
+             peak_gflops=peak / 1e9, achieved_gflops=achieved / 1e9, mfu=achieved / peak, flop_bound_vs_trainer=bound,
+             max_length=MAX_LENGTH)
+        return
     blocks = lm_blocks(data, int(cfg.train.block_size))
     LAST_STATS.clear()
     block_tokens, block_seconds = run_adaptlang(cfg, copy.deepcopy(model), tokenizer, blocks, args.steps)

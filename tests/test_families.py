@@ -139,7 +139,7 @@ def test_every_strategy_kill_and_resume_and_eval_on_each_family(family, family_d
     assert metrics["status"] == "complete" and list(metrics["stages"]) == ["base", "pretrain", "adapt", "instruct"]
     assert metrics["forgetting"]["baseline"] == "base"
     packing = {s["train"]["packing"] for s in metrics["stages"].values() if "train" in s}
-    assert packing == ({"padding"} if family == "bloom" else {"block-diagonal mask + per-example positions"})
+    assert packing == ({"padding"} if family == "bloom" else {"per-example attention + per-example positions"})
     # kill in the instruct stage, resume: bit for bit the uninterrupted run
     from adaptlang.strategy import STRATEGIES, Strategy, register_strategy
 
@@ -173,7 +173,7 @@ def test_every_strategy_kill_and_resume_and_eval_on_each_family(family, family_d
     # vocab on every tokenizer kind: sentencepiece-style (llama, mistral, gemma, phi3) and byte-level BPE
     second = "vocab+lora+mlm+ewc+si+agem"
     extra = ["strategy.vocab.vocab_size=1200", "strategy.vocab.character_coverage=0.99",
-             "strategy.vocab.protect=en", "strategy.vocab.fertility=none"]
+             "strategy.vocab.protect=en", "strategy.vocab.fertility=none", "strategy.vocab.body=full"]
     path = run(family, family_dirs, languages, tmp_path / "c", second, "strategy.mlm.max_sentences=12",
                "strategy.ewc.fisher_batches=1", *extra)
     metrics = json.loads((path / "metrics.json").read_text())

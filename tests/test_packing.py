@@ -111,3 +111,54 @@ def test_loss_on_targets_equals_the_models_own_loss(model):
         theirs.backward()
         assert torch.allclose(g1, model.lm_head.weight.grad, atol=1e-6)
         model.zero_grad()
+
+
+def test_per_example_attention_gives_the_masked_losses_and_gradients(model):
+    """adaptlang.segment_attention: each example attends to itself alone, from its lengths, not
+    the mask -- given a leaky all-ones mask it still gives every example's own loss -- and the
+    loss and its gradients are those of the block-diagonal mask."""
+    from adaptlang.models import attend_per_example
+
+    exs = examples(9, seed=5)
+    packed = collate_packed(exs, pad_id=0, width=80, segments=True)
+    assert packed["input_ids"].shape[0] < len(exs)
+    lengths = packed["segments"].sum(dim=1)
+    assert (lengths == packed["input_ids"].shape[1]).all()  # every row's examples and its padding
+
+    def loss_and_grads(batch):
+        model.zero_grad(set_to_none=True)
+        loss = model(**{k: v for k, v in batch.items() if k != "num_tokens"}).loss
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    masked = {k: v for k, v in packed.items() if k != "segments"}
+    ref_loss, ref_grads = loss_and_grads(masked)
+    assert attend_per_example(model, pad_id=0) == "sdpa"
+    try:
+        leaky = {**packed, "attention_mask": torch.zeros_like(packed["attention_mask"])}
+        loss, grads = loss_and_grads(leaky)
+        without_segments, _ = loss_and_grads({k: v for k, v in leaky.items() if k != "segments"})
+    finally:
+        model.set_attn_implementation("sdpa")
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    assert grads.keys() == ref_grads.keys()
+    assert all(torch.allclose(grads[n], ref_grads[n], rtol=1e-4, atol=1e-6) for n in grads)
+    assert abs(without_segments - ref_loss) > 1e-3  # the leaky mask alone would mix the examples
+
+
+def test_a_packed_stage_hands_back_the_models_own_attention(model, tokenizer):
+    from accelerate import Accelerator
+    from omegaconf import OmegaConf
+
+    from adaptlang.data import ExampleStream
+    from adaptlang.strategy import StageContext
+    from adaptlang.train import train_stage
+
+    exs = examples(40, seed=1, vocab=model.config.vocab_size)
+    tcfg = OmegaConf.create({"batch_size": 4, "grad_accum": 1, "lr": 1e-3, "weight_decay": 0.0, "betas": [0.9, 0.95],
+                             "eps": 1e-8, "warmup_ratio": 0.0, "max_grad_norm": 1.0, "packing": True,
+                             "max_length": 64, "log_every": 100})
+    ctx = StageContext(name="t", index=0, seed=0, train=tcfg, config=None)
+    trained, stats = train_stage(model, tokenizer, ExampleStream(exs, 0), [], tcfg, 2, Accelerator(cpu=True), ctx)
+    assert stats["packing"] == "per-example attention + per-example positions"
+    assert trained.config._attn_implementation == "sdpa"
