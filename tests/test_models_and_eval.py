@@ -46,6 +46,8 @@ def test_fast_scoring_equals_full_logits(model):
     keep = mask[:, 1:].bool()
     expected = torch.nn.functional.cross_entropy(logits[keep], ids[:, 1:][keep], reduction="sum")
     assert float(sentence_nll(model, ids, mask).sum()) == pytest.approx(float(expected), rel=1e-5)
+    per_row = sentence_nll(model, ids, mask)
+    assert torch.allclose(sentence_nll(model, ids, mask, chunk=5), per_row)  # the head, 5 positions at a time
 
 
 def test_batching_does_not_change_scores(model, tokenizer):

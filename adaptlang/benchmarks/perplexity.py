@@ -67,18 +67,22 @@ def score_groups(model, tokenizer, groups: dict[str, list[str]], batch_size: int
 
 
 @torch.inference_mode()
-def sentence_nll(model, ids, mask) -> torch.Tensor:
+def sentence_nll(model, ids, mask, chunk: int = 1024) -> torch.Tensor:
     """Summed NLL of tokens 1..n given their prefixes, one value per row. The LM head runs only
     on the positions that are scored (padding is never projected onto the vocabulary): with an
-    8000-piece vocabulary and byte-fallback scripts the full logits tensor dominated the cost."""
+    8000-piece vocabulary and byte-fallback scripts the full logits tensor dominated the cost.
+    It projects ``chunk`` positions at a time: a batch of 32 byte-level rows holds thousands of
+    positions, and their logits over a 49,152-piece vocabulary (SmolLM2) took 1-2 GB at once."""
     head, body = head_and_body(model)
     keep = mask[:, 1:].bool()
+    targets = ids[:, 1:][keep]
     if head is None:
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1][keep].float()
+        losses = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
     else:
-        hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
-        logits = head(hidden[keep]).float()
-    losses = torch.nn.functional.cross_entropy(logits, ids[:, 1:][keep], reduction="none")
+        hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1][keep]
+        losses = torch.cat([torch.nn.functional.cross_entropy(head(h).float(), t, reduction="none")
+                            for h, t in zip(hidden.split(chunk), targets.split(chunk))])
     rows = torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(keep)[keep]
     return torch.zeros(ids.shape[0], dtype=losses.dtype, device=losses.device).index_add_(0, rows, losses)
 
