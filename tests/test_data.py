@@ -92,6 +92,35 @@ def test_lm_blocks_are_those_of_the_plain_tokenizer_call_cut_every_1000_texts(to
     assert list(lm_examples(texts, tokenizer, 64)["input_ids"]) == expected
 
 
+def test_blocks_count_their_tokens_per_language_and_stay_the_same(tokenizer, tmp_path):
+    # rus rows 0-1499, eng 1500-2499: the group of texts 1000-1999 has a block mixing both
+    texts = read_text(str(CORPORA / "ntrex128" / "rus.txt.gz"), 1500)
+    texts += read_text(str(CORPORA / "ntrex128" / "eng-US.txt.gz"), 1000)
+    plain = lm_examples(texts, tokenizer, 64)
+    counted = lm_examples(texts, tokenizer, 64, rows_by_language=[1500, 1000])
+    assert list(counted["input_ids"]) == list(plain["input_ids"])
+    expected = []  # every token's language, cut as the ids are
+    for start in range(0, len(texts), 1000):
+        ids = token_ids(tokenizer, texts[start:start + 1000])
+        flat = [int(start + i >= 1500) for i, x in enumerate(ids) for _ in range(len(x) + 1)]
+        for b in range(0, len(flat) // 64 * 64, 64):
+            block = flat[b:b + 64]
+            expected.append([pair for code in (0, 1) if block.count(code) for pair in (code, block.count(code))])
+    assert list(counted["language_tokens"]) == expected
+    assert sum(len(pairs) == 4 for pairs in expected) == 1
+    stream = ExampleStream(counted, seed=0, languages=["ru", "en"])
+    drawn = [next(stream) for _ in range(len(counted) + 5)]  # one epoch and 5 blocks of the next
+    assert all(set(example) == {"input_ids"} for example in drawn)
+    realized = stream.realized()["tokens_by_language"]
+    assert sum(realized.values()) == 64 * len(drawn)
+    assert realized["ru"] >= sum(n for pairs in expected for code, n in zip(pairs[::2], pairs[1::2]) if code == 0)
+    parallel = lm_examples(texts, tokenizer, 64, str(tmp_path), "key", num_proc=2, rows_by_language=[1500, 1000])
+    totals = [sum(n for pairs in parallel["language_tokens"] for c, n in zip(pairs[::2], pairs[1::2]) if c == code)
+              for code in (0, 1)]
+    assert sum(totals) == 64 * len(parallel)
+    assert totals[1] == pytest.approx(sum(len(x) + 1 for x in token_ids(tokenizer, texts[1500:])), abs=2 * 64)
+
+
 def test_example_stream_is_seeded_and_covers_each_epoch():
     items = [{"i": i} for i in range(10)]
     a, b = ExampleStream(items, 3), ExampleStream(items, 3)
