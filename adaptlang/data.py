@@ -16,9 +16,11 @@ from typing import Iterator
 import datasets
 
 from .errors import UserError
+from .mapped_pages import release_mapped_pages
 from .seeds import derive_seed
 
 CUT_ROWS = 1000  # texts whose tokens are joined and cut into blocks together
+RELEASE_EVERY = 64  # draws between two release_mapped_pages of a stream's Arrow files (a draw maps ~256 KB)
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -76,21 +78,21 @@ def lm_examples(texts, tokenizer, block_size: int, cache_dir: str | None = None,
     ds = texts if isinstance(texts, datasets.Dataset) else datasets.Dataset.from_dict({"text": list(texts)})
     ends = list(itertools.accumulate(rows_by_language)) if rows_by_language is not None else None
 
-    def tokenize(batch, indices):
+    def tokenize(batch, indices):  # one group of CUT_ROWS texts
+        release_mapped_pages(ds)  # the text read so far leaves this process's memory (one process: ds is read)
         ids = token_ids(tokenizer, batch["text"])
-        blocks, counts = [], []
-        for start in range(0, len(ids), CUT_ROWS):
-            group = ids[start:start + CUT_ROWS]
-            flat = list(itertools.chain.from_iterable(x + [eos] for x in group))
-            n = len(flat) // block_size * block_size
-            blocks += [flat[i : i + block_size] for i in range(0, n, block_size)]
-            if ends is not None:
-                counts += language_tokens(language_runs(group, indices[start:start + CUT_ROWS], ends), n, block_size)
-        return {"input_ids": blocks} if ends is None else {"input_ids": blocks, "language_tokens": counts}
+        flat = list(itertools.chain.from_iterable(x + [eos] for x in ids))
+        n = len(flat) // block_size * block_size
+        blocks = {"input_ids": [flat[i : i + block_size] for i in range(0, n, block_size)]}
+        if ends is not None:
+            blocks["language_tokens"] = language_tokens(language_runs(ids, indices, ends), n, block_size)
+        return blocks
 
     # blocks are cut within each group of 1000 texts (a remainder shorter than a block at the
-    # end of a group is dropped, as in run_clm's group_texts); the tokenizer is called on 10
-    # groups at a time (fewer calls, the same blocks)
+    # end of a group is dropped, as in run_clm's group_texts). One group a map batch: the
+    # tokenizer's and the batch's memory (Python lists of ids) then peaks at the same size
+    # whatever the corpus (10 groups a batch was as fast but took 60-80 MB more from a corpus
+    # of 10,000 rows a language on, docs/data.md)
     columns = {"input_ids": datasets.Sequence(datasets.Value("int32"))}
     if ends is not None:
         columns["language_tokens"] = datasets.Sequence(datasets.Value("int32"))
@@ -102,8 +104,11 @@ def lm_examples(texts, tokenizer, block_size: int, cache_dir: str | None = None,
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
     kwargs = {"keep_in_memory": True} if cache_dir is None else {
         "cache_file_name": str(Path(cache_dir) / f"blocks-{name}.arrow"), "load_from_cache_file": True}
-    return ds.map(tokenize, batched=True, with_indices=True, batch_size=10 * CUT_ROWS, remove_columns=ds.column_names,
-                  features=features, new_fingerprint=name, num_proc=num_proc if num_proc > 1 else None, **kwargs)
+    blocks = ds.map(tokenize, batched=True, with_indices=True, batch_size=CUT_ROWS, remove_columns=ds.column_names,
+                    features=features, new_fingerprint=name, num_proc=num_proc if num_proc > 1 else None, **kwargs)
+    release_mapped_pages(ds)
+    release_mapped_pages(blocks)  # opening an Arrow file reads a page of every record batch
+    return blocks
 
 
 def language_runs(group: list[list[int]], rows: list[int], ends: list[int]) -> list[tuple[int, int]]:
@@ -155,6 +160,7 @@ class ExampleStream:
         self.seed = seed
         self.name = name
         self.languages = list(languages) if languages is not None else None
+        self.release_every = RELEASE_EVERY  # 0: someone else releases its mapped pages (MixedStream)
         self.language_tokens = [0] * len(self.languages or ())
         self.epoch = 0
         self.position = 0
@@ -176,6 +182,8 @@ class ExampleStream:
             self._order = self._permutation()
         example = self.examples[self._order[self.position]]
         self.position += 1
+        if self.release_every and self.position % self.release_every == 0:
+            release_mapped_pages(self.examples)  # the pages random reads mapped would stay in RSS
         if self.languages is not None:
             pairs = example.pop("language_tokens")
             for i in range(0, len(pairs), 2):

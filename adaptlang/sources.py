@@ -25,6 +25,7 @@ import datasets
 
 from .errors import UserError
 from .languages import CORPORA, LanguageSet
+from .mapped_pages import release_mapped_pages
 
 FLORES_POOL = range(0, 500)
 FLORES_EVAL = range(500, 1012)
@@ -196,6 +197,7 @@ def text_dataset(source: str, limit: int | None = None) -> datasets.Dataset:
         raise UserError(bad_shard_line(source) or _reading_error(source, exc)) from None
     if len(out) == 0:
         raise UserError(f"text source '{source}' has no non-empty text")
+    release_mapped_pages(out)  # the pages that writing and opening it read
     return out
 
 

@@ -1,4 +1,5 @@
 import gzip
+import sys
 
 import pytest
 from omegaconf import OmegaConf
@@ -149,3 +150,33 @@ def test_instruction_loss_only_on_target(tokenizer):
     assert len(ex["input_ids"]) == len(ex["labels"])
     long = encode({"prompt": "word " * 200, "target": "answer " * 200}, tokenizer, 40)
     assert len(long["input_ids"]) == 40 and any(x != -100 for x in long["labels"])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise and /proc/self/smaps: Linux")
+def test_released_pages_of_a_mapped_arrow_file_leave_rss_and_read_back_the_same(tmp_path):
+    import datasets
+
+    from adaptlang.mapped_pages import release_mapped_pages
+
+    blocks = datasets.Dataset.from_dict({"input_ids": [[i] * 256 for i in range(4000)]}).map(
+        lambda batch: batch, batched=True, cache_file_name=str(tmp_path / "blocks.arrow"))
+
+    def resident_kb() -> int:  # this process's resident pages of blocks.arrow
+        total, mapping = 0, ""
+        for line in open("/proc/self/smaps"):
+            fields = line.split()
+            if "-" in fields[0] and not fields[0].endswith(":"):
+                mapping = fields[-1]
+            elif fields[0] == "Rss:" and mapping.endswith("blocks.arrow"):
+                total += int(fields[1])
+        return total
+
+    before = [blocks[i]["input_ids"][0] for i in range(len(blocks))]
+    assert resident_kb() > 1000  # 4 MB read through the mapping
+    release_mapped_pages(blocks)
+    assert resident_kb() < 100
+    assert [blocks[i]["input_ids"][0] for i in range(len(blocks))] == before == list(range(4000))
+    release_mapped_pages(["not a dataset"])  # a list: nothing to release
+    in_memory = datasets.Dataset.from_dict({"input_ids": [[1, 2]] * 10})
+    release_mapped_pages(in_memory)  # held in memory, never advised
+    assert in_memory[9]["input_ids"] == [1, 2]
