@@ -14,6 +14,7 @@ local text/JSONL/CSV/Parquet file, a local dataset folder, or a hub dataset
 """
 from __future__ import annotations
 
+import csv
 import functools
 import hashlib
 import gzip
@@ -68,8 +69,8 @@ def _lines(path: Path):
 
 def bad_shard_line(source: str) -> str | None:
     """The first problem of a local source's shards, as ``file:line: why``: a JSON line that is
-    not JSON or has no ``text`` field, text that is not UTF-8, a Parquet file that is not one
-    or has no ``text`` column (the plan scans user files with it; a failed read names it)."""
+    not JSON or has no ``text`` field, text that is not UTF-8, a CSV header or a Parquet
+    file without a ``text`` column, a Parquet file that is not one (the plan scans user files with it; a failed read names it)."""
     for path in shard_files(source) if not source.startswith("hub:") else []:
         kind = _builder_for(path)
         try:
@@ -84,7 +85,12 @@ def bad_shard_line(source: str) -> str | None:
             for number, raw in _lines(path):
                 offset += len(raw)
                 text = raw.decode("utf-8")
-                if kind == "json" and ".jsonl" in path.suffixes and text.strip():
+                if kind == "csv" and first:
+                    names = next(csv.reader([text.lstrip("\ufeff")]), [])
+                    if "text" not in names:
+                        return f"{path}:1: no 'text' column in the CSV header (columns: {', '.join(names) or 'none'})"
+                    first = False
+                elif kind == "json" and ".jsonl" in path.suffixes and text.strip():
                     record = json.loads(text)
                     if first and (not isinstance(record, dict) or "text" not in record):
                         fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
