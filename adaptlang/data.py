@@ -78,8 +78,10 @@ def lm_examples(texts, tokenizer, block_size: int, cache_dir: str | None = None,
     ds = texts if isinstance(texts, datasets.Dataset) else datasets.Dataset.from_dict({"text": list(texts)})
     ends = list(itertools.accumulate(rows_by_language)) if rows_by_language is not None else None
 
+    read = ds if num_proc <= 1 else None  # the Dataset this process reads (workers read copies of their own)
+
     def tokenize(batch, indices):  # one group of CUT_ROWS texts
-        release_mapped_pages(ds)  # the text read so far leaves this process's memory (one process: ds is read)
+        release_mapped_pages(read)  # the text read so far leaves this process's memory
         ids = token_ids(tokenizer, batch["text"])
         flat = list(itertools.chain.from_iterable(x + [eos] for x in ids))
         n = len(flat) // block_size * block_size

@@ -12,15 +12,15 @@ lines a shard), in a fresh child process:
 * draw 200 batches of 16 blocks and collate them (the loop's data work): tokens/s;
 * prepare again with the same cache (the blocks are found, not tokenized again);
 * print peak RSS (ru_maxrss) of this data work (before any training in the process), and the
-  peak of its anonymous memory alone (RssAnon, sampled every 0.2 s): RSS also counts the pages
-  of the memory-mapped Arrow files it has read, which grow with the corpus but are the page
-  cache's, given back under pressure.
+  peak of its anonymous memory alone (RssAnon, sampled every 0.2 s). RSS also counts the
+  pages of memory-mapped Arrow files that are mapped and were read; adaptlang gives those
+  back as it goes (adaptlang.mapped_pages), so both should stay flat as the corpus grows.
 
 Then, once, the training loop on the tiny default model (8 steps, batch 16 x 128 tokens):
 its tokens/s is the rate the data pipeline has to keep up with.
 
     python bench/perf_data.py [--scales 1,10] [--num-proc 2]
-    python bench/perf_data.py --scales 1,135 --num-proc 1 --train-steps 0   # ~1 GB of shards (docs/data.md)
+    python bench/perf_data.py --scales 1,10,180 --num-proc 1 --train-steps 0   # up to ~1 GB of shards (docs/data.md)
 
 The shards, the ``datasets`` cache and the block cache live under ``--tmp`` (default: the
 system's temporary folder) and are deleted at the end (a 1 GB corpus needs about 3 GB there).
