@@ -70,7 +70,8 @@ def _lines(path: Path):
 def bad_shard_line(source: str) -> str | None:
     """The first problem of a local source's shards, as ``file:line: why``: a JSON line that is
     not JSON or has no ``text`` field, text that is not UTF-8, a CSV header or a Parquet
-    file without a ``text`` column, a Parquet file that is not one (the plan scans user files with it; a failed read names it)."""
+    schema without a ``text`` column, a Parquet file that is not one (the plan scans user
+    files with it; a failed read names it)."""
     for path in shard_files(source) if not source.startswith("hub:") else []:
         kind = _builder_for(path)
         try:
