@@ -29,8 +29,9 @@ from typing import Any, Iterator
 
 from omegaconf import OmegaConf
 
-from .data import ExampleStream
+from .data import RELEASE_EVERY, ExampleStream
 from .errors import UserError
+from .mapped_pages import release_mapped_pages
 
 MIXTURE_KEYS = ("alpha", "weights", "repeat", "replay")
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}
@@ -157,6 +158,8 @@ class MixedStream:
         if not self.codes:
             raise UserError(f"{name}: every language's target share is 0")
         self.streams, self.shares, self.name = streams, shares, name
+        for stream in streams.values():
+            stream.release_every = 0  # released together, every RELEASE_EVERY draws of the mixture
         self.counts = {c: 0 for c in self.codes}
         self.tokens = {c: 0 for c in self.codes}
         self.drawn = 0
@@ -166,6 +169,9 @@ class MixedStream:
 
     def __next__(self) -> dict:
         self.drawn += 1
+        if self.drawn % RELEASE_EVERY == 0:
+            for stream in self.streams.values():
+                release_mapped_pages(stream.examples)
         code = max(self.codes, key=lambda c: self.shares[c] * self.drawn - self.counts[c])
         self.counts[code] += 1
         example = next(self.streams[code])

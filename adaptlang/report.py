@@ -183,18 +183,25 @@ def model_lines(metrics: dict) -> list[str]:
 
 
 def mixture_lines(stages: dict) -> list[str]:
-    """Target beside realized share of every language of the mixed text stages (adaptlang.mixture)."""
-    mixed = {n: st["train"] for n, st in stages.items() if "tokens_by_language" in (st.get("train") or {})}
-    if not mixed:
+    """The tokens each language got in every text stage: realized share and tokens, beside the
+    target share and the epochs of its text where the stage mixes its languages (adaptlang.mixture;
+    a stage without a mixture has no target: "—")."""
+    text = {n: st["train"] for n, st in stages.items() if "tokens_by_language" in (st.get("train") or {})}
+    if not text:
         return []
-    lines = ["", "### Language mixture: target and realized tokens", "",
+    lines = ["", "### Tokens per language: target and realized", "",
              "| stage | language | target share | realized share | tokens | epochs of its text |",
              "|---|---|---:|---:|---:|---:|"]
-    for name, t in mixed.items():
+    for name, t in text.items():
+        target, epochs = t.get("target_shares") or {}, t.get("epochs_by_language") or {}
         for code, tokens in t["tokens_by_language"].items():
-            lines.append(f"| {name} | {code} | {t['target_shares'][code]:.2%} | {t['realized_shares'][code]:.2%} | "
-                         f"{tokens:,} | {t['epochs_by_language'][code]:.2f} |")
+            lines.append(f"| {name} | {code} | {_share(target.get(code))} | {_share(t['realized_shares'][code])} | "
+                         f"{tokens:,} | {'—' if code not in epochs else f'{epochs[code]:.2f}'} |")
     return lines
+
+
+def _share(value) -> str:
+    return "—" if value is None else f"{value:.2%}"
 
 
 def _figures(classes: dict) -> tuple[list[str], list[str]]:

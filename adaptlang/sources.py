@@ -14,6 +14,7 @@ local text/JSONL/CSV/Parquet file, a local dataset folder, or a hub dataset
 """
 from __future__ import annotations
 
+import csv
 import functools
 import hashlib
 import gzip
@@ -25,6 +26,7 @@ import datasets
 
 from .errors import UserError
 from .languages import CORPORA, LanguageSet
+from .mapped_pages import release_mapped_pages
 
 FLORES_POOL = range(0, 500)
 FLORES_EVAL = range(500, 1012)
@@ -67,8 +69,9 @@ def _lines(path: Path):
 
 def bad_shard_line(source: str) -> str | None:
     """The first problem of a local source's shards, as ``file:line: why``: a JSON line that is
-    not JSON or has no ``text`` field, text that is not UTF-8, a Parquet file that is not one
-    or has no ``text`` column (the plan scans user files with it; a failed read names it)."""
+    not JSON or has no ``text`` field, text that is not UTF-8, a CSV header or a Parquet
+    schema without a ``text`` column, a Parquet file that is not one (the plan scans user
+    files with it; a failed read names it)."""
     for path in shard_files(source) if not source.startswith("hub:") else []:
         kind = _builder_for(path)
         try:
@@ -83,7 +86,12 @@ def bad_shard_line(source: str) -> str | None:
             for number, raw in _lines(path):
                 offset += len(raw)
                 text = raw.decode("utf-8")
-                if kind == "json" and ".jsonl" in path.suffixes and text.strip():
+                if kind == "csv" and first:
+                    names = next(csv.reader([text.lstrip("\ufeff")]), [])
+                    if "text" not in names:
+                        return f"{path}:1: no 'text' column in the CSV header (columns: {', '.join(names) or 'none'})"
+                    first = False
+                elif kind == "json" and ".jsonl" in path.suffixes and text.strip():
                     record = json.loads(text)
                     if first and (not isinstance(record, dict) or "text" not in record):
                         fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
@@ -196,6 +204,7 @@ def text_dataset(source: str, limit: int | None = None) -> datasets.Dataset:
         raise UserError(bad_shard_line(source) or _reading_error(source, exc)) from None
     if len(out) == 0:
         raise UserError(f"text source '{source}' has no non-empty text")
+    release_mapped_pages(out)  # the pages that writing and opening it read
     return out
 
 

@@ -78,11 +78,10 @@ def stage_stream(stage: PlannedStage, tokenizer, ctx: StageContext, cache_dir: s
         ctx.notes["trained_languages"] = list(texts)
         if stage.mixture is not None and stage.mixture.active:
             return mixed_stream(stage, texts, tokenizer, ctx, cache_dir)
-        corpus = datasets.concatenate_datasets(list(texts.values()))
-        blocks = text_blocks(corpus, list(texts), tokenizer, ctx, cache_dir)
+        blocks = text_blocks(texts, tokenizer, ctx, cache_dir)
         if stage.mixture is not None and not stage.mixture.repeat:
             refuse_short_stream(stage, list(texts), len(blocks))
-        return ExampleStream(blocks, ctx.seed_for("data"), name=f"stage {stage.name}")
+        return ExampleStream(blocks, ctx.seed_for("data"), name=f"stage {stage.name}", languages=list(texts))
     examples = []
     for source in stage.sources:
         examples += instructions.build(source, list(stage.languages), cfg, ctx.seed_for(f"instructions/{source}"))
@@ -95,19 +94,20 @@ def stage_stream(stage: PlannedStage, tokenizer, ctx: StageContext, cache_dir: s
     return ExampleStream(encoded, ctx.seed_for("data"), name=f"stage {stage.name}")
 
 
-def text_blocks(text, codes: list[str], tokenizer, ctx: StageContext, cache_dir: str | None):
-    """LM blocks of ``text`` (the training text of ``codes``, in order), tokenized by
-    ``data.num_proc`` processes; kept in ``data.cache_dir`` under a key of the text's sources,
-    the tokenizer and the block size when that is set (reused by later runs), else in the
-    run's own temporary cache."""
+def text_blocks(texts: dict, tokenizer, ctx: StageContext, cache_dir: str | None):
+    """LM blocks of ``texts`` (language code -> its training text; joined in that order), each
+    with its tokens per language, tokenized by ``data.num_proc`` processes; kept in
+    ``data.cache_dir`` under a key of the text's sources, the tokenizer and the block size when
+    that is set (reused by later runs), else in the run's own temporary cache."""
     data = ctx.config.data
     keep = data.get("cache_dir")
     key = None
     if keep:
         limit = line_limit(ctx.config)
-        key = "+".join(source_fingerprint(training_source(c, ctx.languages, ctx.config)[0], limit) for c in codes)
+        key = "+".join(source_fingerprint(training_source(c, ctx.languages, ctx.config)[0], limit) for c in texts)
+    text = datasets.concatenate_datasets(list(texts.values()))
     return lm_examples(text, tokenizer, int(ctx.train.block_size), str(keep) if keep else cache_dir, key,
-                       int(data.get("num_proc") or 1))
+                       int(data.get("num_proc") or 1), rows_by_language=[len(t) for t in texts.values()])
 
 
 def mixed_stream(stage: PlannedStage, texts: dict, tokenizer, ctx: StageContext, cache_dir: str | None) -> MixedStream:
@@ -119,9 +119,9 @@ def mixed_stream(stage: PlannedStage, texts: dict, tokenizer, ctx: StageContext,
         past, _ = text_for(list(stage.replay_languages), ctx.languages, ctx.config, require=False)
     streams = {}
     for code, text in {**texts, **past}.items():
-        blocks = text_blocks(text, [code], tokenizer, ctx, cache_dir)
+        blocks = text_blocks({code: text}, tokenizer, ctx, cache_dir)
         streams[code] = ExampleStream(blocks, derive_seed(ctx.seed_for("data"), "", f"mixture/{code}"),
-                                      name=f"stage {stage.name}, language {code}")
+                                      name=f"stage {stage.name}, language {code}", languages=[code])
     available = {code: len(s) * block_size for code, s in streams.items()}
     shares = target_shares(available, stage.mixture, list(texts), list(past))
     draws = stage.block_draws
@@ -205,7 +205,7 @@ def run_stage(stage: PlannedStage, strategies: list[Strategy], model, tokenizer,
     log.info("stage %s: strategies [%s], %d steps", stage.name, ", ".join(s.name for s in strategies), stage.steps)
     model, stats = train_stage(model, tokenizer, stream, strategies, ctx.train, stage.steps, accelerator, ctx,
                                checkpointer, step_offset)
-    if isinstance(own_stream, MixedStream):
+    if isinstance(own_stream, (ExampleStream, MixedStream)):  # text blocks: the tokens drawn per language
         stats.update(own_stream.realized())
     ctx.model = model
     for strategy in reversed(strategies):

@@ -8,19 +8,20 @@ lines a shard), in a fresh child process:
   Arrow in the ``datasets`` cache, here a temporary folder removed afterwards): seconds;
 * prepare the pretrain stage's data as a run does (adaptlang.stage_runner.stage_stream: the
   text (now cached) tokenized into 128-token blocks with ``data.num_proc`` processes, the
-  per-language streams mixed with ``data.mixture.alpha=0.3``, blocks in ``data.cache_dir``);
+  per-language streams mixed with ``data.mixture.alpha=0.3`` (``--no-mixture``: joined and
+  shuffled as one stream, as the default stages), blocks in ``data.cache_dir``);
 * draw 200 batches of 16 blocks and collate them (the loop's data work): tokens/s;
 * prepare again with the same cache (the blocks are found, not tokenized again);
 * print peak RSS (ru_maxrss) of this data work (before any training in the process), and the
-  peak of its anonymous memory alone (RssAnon, sampled every 0.2 s): RSS also counts the pages
-  of the memory-mapped Arrow files it has read, which grow with the corpus but are the page
-  cache's, given back under pressure.
+  peak of its anonymous memory alone (RssAnon, sampled every 0.2 s). RSS also counts the
+  pages of memory-mapped Arrow files that are mapped and were read; adaptlang gives those
+  back as it goes (adaptlang.mapped_pages), so both should stay flat as the corpus grows.
 
 Then, once, the training loop on the tiny default model (8 steps, batch 16 x 128 tokens):
 its tokens/s is the rate the data pipeline has to keep up with.
 
     python bench/perf_data.py [--scales 1,10] [--num-proc 2]
-    python bench/perf_data.py --scales 1,135 --num-proc 1 --train-steps 0   # ~1 GB of shards (docs/data.md)
+    python bench/perf_data.py --scales 1,10,180 --num-proc 1 --train-steps 0   # up to ~1 GB of shards (docs/data.md)
 
 The shards, the ``datasets`` cache and the block cache live under ``--tmp`` (default: the
 system's temporary folder) and are deleted at the end (a 1 GB corpus needs about 3 GB there).
@@ -128,6 +129,8 @@ def main() -> None:
     parser.add_argument("--num-proc", type=int, default=2)
     parser.add_argument("--train-steps", type=int, default=8)
     parser.add_argument("--tmp", default=None, help="folder for the shards and caches (deleted afterwards)")
+    parser.add_argument("--no-mixture", action="store_true",
+                        help="the stage's text joined and shuffled (no data.mixture), as the default stages")
     args = parser.parse_args()
     from adaptlang import load_config
     from adaptlang.languages import CORPORA, LanguageSet
@@ -140,8 +143,10 @@ def main() -> None:
         _, tokenizer = initial_model(cfg, langs)
         tokenizer.save_pretrained(f"{tmp}/tok")
         for i, scale in enumerate(int(s) for s in args.scales.split(",")):
-            overrides = ["data.max_lines_per_language=null", "data.mixture.alpha=0.3", f"data.num_proc={args.num_proc}",
+            overrides = ["data.max_lines_per_language=null", f"data.num_proc={args.num_proc}",
                          f"data.cache_dir={tmp}/cache-{scale}", "experiment.stages.0.steps=8"]
+            if not args.no_mixture:
+                overrides.append("data.mixture.alpha=0.3")
             corpus = 0
             for code in langs.resolve("pretraining"):
                 text = gzip.open(CORPORA / "ntrex128" / f"{langs.table[code].ntrex}.txt.gz", "rt", encoding="utf-8").read()

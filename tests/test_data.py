@@ -1,4 +1,5 @@
 import gzip
+import sys
 
 import pytest
 from omegaconf import OmegaConf
@@ -92,6 +93,35 @@ def test_lm_blocks_are_those_of_the_plain_tokenizer_call_cut_every_1000_texts(to
     assert list(lm_examples(texts, tokenizer, 64)["input_ids"]) == expected
 
 
+def test_blocks_count_their_tokens_per_language_and_stay_the_same(tokenizer, tmp_path):
+    # rus rows 0-1499, eng 1500-2499: the group of texts 1000-1999 has a block mixing both
+    texts = read_text(str(CORPORA / "ntrex128" / "rus.txt.gz"), 1500)
+    texts += read_text(str(CORPORA / "ntrex128" / "eng-US.txt.gz"), 1000)
+    plain = lm_examples(texts, tokenizer, 64)
+    counted = lm_examples(texts, tokenizer, 64, rows_by_language=[1500, 1000])
+    assert list(counted["input_ids"]) == list(plain["input_ids"])
+    expected = []  # every token's language, cut as the ids are
+    for start in range(0, len(texts), 1000):
+        ids = token_ids(tokenizer, texts[start:start + 1000])
+        flat = [int(start + i >= 1500) for i, x in enumerate(ids) for _ in range(len(x) + 1)]
+        for b in range(0, len(flat) // 64 * 64, 64):
+            block = flat[b:b + 64]
+            expected.append([pair for code in (0, 1) if block.count(code) for pair in (code, block.count(code))])
+    assert list(counted["language_tokens"]) == expected
+    assert sum(len(pairs) == 4 for pairs in expected) == 1
+    stream = ExampleStream(counted, seed=0, languages=["ru", "en"])
+    drawn = [next(stream) for _ in range(len(counted) + 5)]  # one epoch and 5 blocks of the next
+    assert all(set(example) == {"input_ids"} for example in drawn)
+    realized = stream.realized()["tokens_by_language"]
+    assert sum(realized.values()) == 64 * len(drawn)
+    assert realized["ru"] >= sum(n for pairs in expected for code, n in zip(pairs[::2], pairs[1::2]) if code == 0)
+    parallel = lm_examples(texts, tokenizer, 64, str(tmp_path), "key", num_proc=2, rows_by_language=[1500, 1000])
+    totals = [sum(n for pairs in parallel["language_tokens"] for c, n in zip(pairs[::2], pairs[1::2]) if c == code)
+              for code in (0, 1)]
+    assert sum(totals) == 64 * len(parallel)
+    assert totals[1] == pytest.approx(sum(len(x) + 1 for x in token_ids(tokenizer, texts[1500:])), abs=2 * 64)
+
+
 def test_example_stream_is_seeded_and_covers_each_epoch():
     items = [{"i": i} for i in range(10)]
     a, b = ExampleStream(items, 3), ExampleStream(items, 3)
@@ -120,3 +150,33 @@ def test_instruction_loss_only_on_target(tokenizer):
     assert len(ex["input_ids"]) == len(ex["labels"])
     long = encode({"prompt": "word " * 200, "target": "answer " * 200}, tokenizer, 40)
     assert len(long["input_ids"]) == 40 and any(x != -100 for x in long["labels"])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise and /proc/self/smaps: Linux")
+def test_released_pages_of_a_mapped_arrow_file_leave_rss_and_read_back_the_same(tmp_path):
+    import datasets
+
+    from adaptlang.mapped_pages import release_mapped_pages
+
+    blocks = datasets.Dataset.from_dict({"input_ids": [[i] * 256 for i in range(4000)]}).map(
+        lambda batch: batch, batched=True, cache_file_name=str(tmp_path / "blocks.arrow"))
+
+    def resident_kb() -> int:  # this process's resident pages of blocks.arrow
+        total, mapping = 0, ""
+        for line in open("/proc/self/smaps"):
+            fields = line.split()
+            if "-" in fields[0] and not fields[0].endswith(":"):
+                mapping = fields[-1]
+            elif fields[0] == "Rss:" and mapping.endswith("blocks.arrow"):
+                total += int(fields[1])
+        return total
+
+    before = [blocks[i]["input_ids"][0] for i in range(len(blocks))]
+    assert resident_kb() > 1000  # 4 MB read through the mapping
+    release_mapped_pages(blocks)
+    assert resident_kb() < 100
+    assert [blocks[i]["input_ids"][0] for i in range(len(blocks))] == before == list(range(4000))
+    release_mapped_pages(["not a dataset"])  # a list: nothing to release
+    in_memory = datasets.Dataset.from_dict({"input_ids": [[1, 2]] * 10})
+    release_mapped_pages(in_memory)  # held in memory, never advised
+    assert in_memory[9]["input_ids"] == [1, 2]

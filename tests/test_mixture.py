@@ -6,13 +6,13 @@ import yaml
 
 from adaptlang import UserError, load_config
 from adaptlang import text_budget
-from adaptlang.data import ExampleStream, lm_examples
+from adaptlang.data import ExampleStream, lm_examples, token_ids
 from adaptlang.languages import CORPORA
 from adaptlang.mixture import Mixture, MixedStream, parse_tokens, target_shares
 from adaptlang.plan import make_plan
 from adaptlang.report import lr_curves, mixture_lines
 from adaptlang.schedules import lr_curve
-from adaptlang.sources import text_dataset
+from adaptlang.sources import text_dataset, text_for
 from adaptlang.stage_runner import run_stage
 from adaptlang.text_budget import text_size
 
@@ -79,6 +79,28 @@ def test_a_mixed_stage_trains_the_target_shares_within_two_points(tokenizer):
     shown = "\n".join(mixture_lines({"pretrain": {"train": train}}))
     en = train["target_shares"]["en"]
     assert f"| pretrain | en | {en:.2%} |" in shown
+
+
+def test_an_unmixed_stage_records_the_tokens_each_language_got(tokenizer):
+    # no mixture: en and sw text joined, blocks shuffled; the stage draws exactly two epochs
+    plan = _plan("experiment.stages.0.data.languages=[en,sw]")
+    stage = plan.stage("pretrain")
+    assert stage.mixture is None or not stage.mixture.active
+    texts, _ = text_for(["en", "sw"], plan.languages, plan.config)
+    text_tokens = {c: sum(len(x) + 1 for x in token_ids(tokenizer, list(t["text"]))) for c, t in texts.items()}
+    blocks = len(lm_examples([x for t in texts.values() for x in t["text"]], tokenizer, 32))
+    stage = dataclasses.replace(stage, steps=2, train={**stage.train, "batch_size": blocks, "grad_accum": 1})
+    result = run_stage(stage, [], make_model(tokenizer), tokenizer, seed=0, languages=plan.languages,
+                       config=plan.config)
+    train = result.train
+    assert list(train["tokens_by_language"]) == ["en", "sw"]
+    assert sum(train["tokens_by_language"].values()) == train["tokens"] == 2 * blocks * 32
+    text_share = text_tokens["en"] / sum(text_tokens.values())
+    assert text_tokens["en"] != text_tokens["sw"]
+    assert train["realized_shares"]["en"] == pytest.approx(text_share, abs=0.02)  # two whole epochs: the text's share
+    assert "target_shares" not in train
+    shown = "\n".join(mixture_lines({"pretrain": {"train": train}}))
+    assert f"| pretrain | sw | — | {train['realized_shares']['sw']:.2%} | {train['tokens_by_language']['sw']:,} | — |" in shown
 
 
 def test_replay_of_past_languages_in_a_text_stage(tokenizer):
@@ -178,7 +200,9 @@ def test_the_report_plots_every_stage_schedule_one_after_another(tmp_path):
     assert len(lr_curve({"lr": 1.0, "schedule": "constant", "warmup_ratio": 0}, 100_000)) == 200
 
 
-def test_a_mixed_stage_resumes_mid_stream_bit_exact(tokenizer, tmp_path):
+@pytest.mark.parametrize("mixture", [["data.mixture.alpha=0.5", "data.mixture.replay=0.2"], []],
+                         ids=["mixed", "unmixed"])
+def test_a_text_stage_resumes_mid_stream_bit_exact(tokenizer, tmp_path, mixture):
     import torch
 
     from adaptlang.checkpoint import Checkpointer
@@ -194,8 +218,8 @@ def test_a_mixed_stage_resumes_mid_stream_bit_exact(tokenizer, tmp_path):
                 raise KeyboardInterrupt
 
     # 3 lines a language: the short texts are repeated, so the resume crosses epochs too
-    plan = _plan("data.mixture.alpha=0.5", "data.mixture.replay=0.2", "data.max_lines_per_language=3",
-                 "experiment.stages.1.data.languages=[fr,ja]", "train.max_steps=8", "train.checkpoint_every=2")
+    plan = _plan(*mixture, "data.max_lines_per_language=3", "experiment.stages.1.data.languages=[fr,ja]",
+                 "train.max_steps=8", "train.checkpoint_every=2")
     stage = plan.stage("adapt")
 
     def run(strategies, checkpointer=None):
@@ -207,7 +231,9 @@ def test_a_mixed_stage_resumes_mid_stream_bit_exact(tokenizer, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run([Crash()], Checkpointer(tmp_path, 2))
     resumed = run([], Checkpointer(tmp_path, 2))
-    assert max(reference.train["epochs_by_language"].values()) > 1
+    if mixture:
+        assert max(reference.train["epochs_by_language"].values()) > 1
+    assert set(reference.train["tokens_by_language"]) >= {"fr", "ja"}
     assert resumed.train["tokens_by_language"] == reference.train["tokens_by_language"]
     for (name, a), (_, b) in zip(resumed.model.named_parameters(), reference.model.named_parameters()):
         assert bits(a) == bits(b), name

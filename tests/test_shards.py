@@ -33,6 +33,7 @@ def test_a_folder_of_mixed_shards_is_read_lazily_in_order(tmp_path):
     ("b.jsonl", '{"text": "ok"}\n{"text": broken\n', r"b\.jsonl:2: not a JSON line"),
     ("b.jsonl", '{"body": "no text"}\n', r"b\.jsonl:1: no 'text' field \(fields: body\)"),
     ("b.txt", b"fine\n\xff\xfe bad\n", r"b\.txt:2: not UTF-8 text"),
+    ("b.csv", "body,n\nx,1\n", r"b\.csv:1: no 'text' column in the CSV header \(columns: body, n\)"),
 ])
 def test_a_bad_shard_is_named_by_file_and_line_before_anything_runs(tmp_path, shard, content, message):
     folder = _corpus(tmp_path / "corpus")
