@@ -90,7 +90,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 # Keys that take either a class name or a list of language codes.
 EITHER_STR_OR_LIST = ("languages", "benchmarks", "sources")
-EITHER_STR_OR_LIST_KEYS = ("eval.stages",)  # all | last | stage names
+EITHER_STR_OR_LIST_KEYS = ("eval.stages", "strategy.replay.source")  # all | last | stage names; one source or several
 
 
 def _check_type(key: str, old: Any, new: Any) -> None:

@@ -3,16 +3,18 @@
 # Table 4 (zero-shot, mlm, (IA)1 r = 0 / 1000 / 10000) and the active-forgetting grid
 # (Baseline / BA / AFA), seeds 0 1 2, on one CPU core.
 #
-#   bash bench/tiny_tables.sh OUT_DIR [ia|af|all]     # e.g. /tmp/tiny-tables all
+#   bash bench/tiny_tables.sh OUT_DIR [ia|ia5|af|all]     # e.g. /tmp/tiny-tables all
 #
 # IA: the rows of one seed share their first two stages (pretrain, English tuning), so they
 # are trained once, as the zero-shot row (experiment=ia_zeroshot); each other row is the
 # (IA)1 stage alone (experiment=ia_instruct) from that row's tune model. Evaluation: NusaX and
 # NusaWrites after the last stage only, the first $ROWS test rows per language, 6 prompts.
+# ia5: Instruct-Align Table 5's other rows (objective ablations, r = 0), from the tune models
+# that `ia` left in OUT_DIR/ia (run `ia` first for the same seeds).
 # AF: grid=af_paper, perplexity and isotropy (Tables 1-2) after the last stage only.
-# docs/reproduce.md's batch: SEEDS=0 ... af; SEEDS="1 2" ... ia; SEEDS="1 2" ... af (after seed 0 of ia).
+# docs/reproduce.md says which seeds of each were run, in which order and at which commit.
 set -uo pipefail
-OUT=${1:?usage: bash bench/tiny_tables.sh OUT_DIR [ia|af|all]}
+OUT=${1:?usage: bash bench/tiny_tables.sh OUT_DIR [ia|ia5|af|all]}
 WHAT=${2:-all}
 PY=${PYTHON:-python}
 SEEDS=${SEEDS:-0 1 2}
@@ -22,16 +24,29 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1   # one core
 run() { "$PY" -m adaptlang.cli run "$@"; }
 IA_EVAL=(languages=nusax "eval.benchmarks=[nusax,nusawrites]" eval.stages=last
          "eval.classify.max_examples=$ROWS" "output_dir=$OUT/ia")
+ia_row() {  # the (IA)1 stage alone from seed $1's zero-shot tune model; the rest: the row's options
+  local s=$1; shift
+  run experiment=ia_instruct model=pretrained "model.name_or_path=$OUT/ia/zero-shot-s$s/stages/tune/model" \
+    eval.base=false "${IA_EVAL[@]}" seed="$s" "$@"
+}
 
 if [[ $WHAT == ia || $WHAT == all ]]; then
   for s in $SEEDS; do
     run experiment=ia_zeroshot strategy=none "${IA_EVAL[@]}" seed="$s" name="zero-shot-s$s"
-    TUNED="model.name_or_path=$OUT/ia/zero-shot-s$s/stages/tune/model"
-    ROW=(experiment=ia_instruct model=pretrained "$TUNED" eval.base=false "${IA_EVAL[@]}" seed="$s")
-    run "${ROW[@]}" strategy=mlm name="mlm-s$s"
+    ia_row "$s" strategy=mlm name="mlm-s$s"
     for r in 0 1000 10000; do
-      run "${ROW[@]}" strategy=xling+replay "strategy.xling.known=[en,id]" strategy.replay.size=$r name="ia-r$r-s$s"
+      ia_row "$s" strategy=xling+replay "strategy.xling.known=[en,id]" strategy.replay.size=$r name="ia-r$r-s$s"
     done
+  done
+  "$PY" -m adaptlang.cli compare "$OUT"/ia/*-s* --baseline "$OUT/ia/zero-shot-s0" --out "$OUT/compare-ia"
+fi
+
+if [[ $WHAT == ia5 || $WHAT == all ]]; then   # grid=ia_paper's Table 5 rows
+  XLING=(strategy=xling+replay "strategy.xling.known=[en,id]" strategy.replay.size=0)
+  for s in $SEEDS; do
+    ia_row "$s" "${XLING[@]}" "strategy.xling.objectives=[word,span]" name="ia-denoising-s$s"
+    ia_row "$s" "${XLING[@]}" "strategy.xling.objectives=[sentence]" name="ia-translation-s$s"
+    ia_row "$s" "${XLING[@]}" "strategy.xling.objectives=[word,span,sentence,monolingual]" name="ia+monolingual-s$s"
   done
   "$PY" -m adaptlang.cli compare "$OUT"/ia/*-s* --baseline "$OUT/ia/zero-shot-s0" --out "$OUT/compare-ia"
 fi

@@ -206,3 +206,55 @@ def test_authors_perturbation_is_redrawn_too(nusax_set):
     builder = Builder(opts.template_data, opts.prompt_languages, nusax_set)
     again = [redraw(e, builder, opts, random.Random(i)) for i, e in enumerate(examples)]
     assert all(e["perturbation"] == "authors" for e in again)
+
+
+def _nusax_english(split: str) -> list[dict]:
+    with open(CORPORA / "nusax" / "sentiment" / "english" / f"{split}.csv", encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_english_sentiment_is_the_train_split_under_prompts_the_evaluation_does_not_use():
+    from omegaconf import OmegaConf
+    from adaptlang import instructions
+
+    examples = instructions.build("english_sentiment", ["en"], OmegaConf.create({}), 0)
+    train = _nusax_english("train")
+    assert len(examples) == len(train) == 500
+    assert [e["target"] for e in examples] == [" " + r["label"] for r in train]
+    assert all(r["text"].strip() in e["prompt"] for e, r in zip(examples, train))
+    test_texts = [r["text"].strip() for r in _nusax_english("test")]
+    assert not any(t in e["prompt"] for e in examples for t in test_texts)
+    evaluated = [part.strip() for name in ("nusax", "nusawrites")
+                 for p in classify.load_task(classify.TASKS_DIR / f"{name}.yaml").prompts
+                 for part in re.split(r"\{text\}|\{label\}", p["template"]) if len(part.strip()) > 12]
+    assert evaluated and not any(part in e["prompt"] for e in examples for part in evaluated)
+    # the same examples whatever the seed: replay's past data is what the tune stage trained on
+    assert instructions.build("english_sentiment", ["en"], OmegaConf.create({}), 7) == examples
+
+
+def test_replay_past_data_may_join_several_sources(tokenizer):
+    from adaptlang import UserError
+    from adaptlang.composition import build_strategy
+    from adaptlang.plan import make_plan
+    from test_replay_policies import new_stream, stage_ctx
+
+    replay = build_strategy("replay", size=300, source=["english", "english_sentiment"], policy="balanced")
+    ctx = stage_ctx(tokenizer)
+    replay.setup_data(new_stream(), ctx)
+    assert ctx.notes["replay_past_available"] == 2175 + 500
+    assert ctx.notes["replay_groups"] == {"en/gsm8k_train_2000": 100, "en/nusax_english_train": 100,
+                                          "en/self_instruct_seed_tasks": 100}
+    with pytest.raises(UserError, match="a source name or a list"):
+        build_strategy("replay", source=[])
+    with pytest.raises(UserError, match="'nope'"):
+        make_plan(load_config(["experiment=ia", "languages=nusax", "strategy=replay",
+                               "strategy.replay.source=[english,nope]"]))
+
+
+@pytest.mark.parametrize("experiment", ["ia", "ia_zeroshot", "ia_instruct"])
+def test_ia_stand_in_tunes_on_sentiment_and_replays_what_it_tuned_on(experiment):
+    cfg = load_config([f"experiment={experiment}", "languages=nusax", "strategy=xling+replay"])
+    tune = [s for s in cfg.experiment.stages if s.name == "tune"]
+    assert all(list(s.data.sources) == ["english", "english_sentiment"] for s in tune)
+    if experiment != "ia_zeroshot":  # it has no (IA)1 stage to replay in
+        assert list(cfg.strategy.replay.source) == ["english", "english_sentiment"]

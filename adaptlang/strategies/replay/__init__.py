@@ -74,6 +74,15 @@ class InterleavedStream:
         self.new.load_state_dict(state["new"])
 
 
+def source_names(source) -> list[str]:
+    """``strategy.replay.source``: one source name, or a list whose examples are concatenated
+    (a model tuned on several sources, e.g. experiment ``ia``'s stand-in: [english, english_sentiment])."""
+    names = [source] if isinstance(source, str) else list(source or [])
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise UserError(f"strategy.replay.source={source!r}: a source name or a list of them, e.g. english")
+    return names
+
+
 @register_strategy("replay")
 class ExperienceReplay(Strategy):
     """Interleave r past instruction examples 1:1 with the stage's new examples."""
@@ -81,7 +90,7 @@ class ExperienceReplay(Strategy):
     owns = frozenset({"data.mixture"})
     phase = "mixture"  # xling and mlm replace the new examples; replay wraps the result
 
-    def __init__(self, size: int, source: str, policy: str, group_by, loss_on_prompt: bool):
+    def __init__(self, size: int, source, policy: str, group_by, loss_on_prompt: bool):
         if int(size) < 0:
             raise UserError(f"strategy.replay.size={size}: must be >= 0")
         if policy not in POLICIES:
@@ -89,7 +98,7 @@ class ExperienceReplay(Strategy):
         if isinstance(group_by, str) or not group_by or not all(isinstance(k, str) for k in group_by):
             raise UserError(f"strategy.replay.group_by={group_by!r}: a list of example keys, e.g. [target_language, origin]")
         self.size = int(size)
-        self.source = str(source)
+        self.sources = source_names(source)
         self.policy = policy
         self.group_by = list(group_by)
         if not isinstance(loss_on_prompt, bool):
@@ -103,7 +112,8 @@ class ExperienceReplay(Strategy):
     def check_plan(cls, plan, me) -> None:
         if int(me.options.get("size", 1)) == 0:
             return
-        instructions.check_source(str(me.options.get("source")), plan.config, where="strategy.replay.source")
+        for name in source_names(me.options.get("source")):
+            instructions.check_source(name, plan.config, where="strategy.replay.source")
         for name in me.stages:
             batch_size = int(plan.stage(name).train["batch_size"])
             if batch_size % 2:
@@ -115,10 +125,11 @@ class ExperienceReplay(Strategy):
             ctx.notes["replay_buffer_size"] = 0
             return stream
         # the past data and the reservoir are the same in every stage: seeds without the stage
-        past = instructions.build(self.source, ["en"], ctx.config, derive_seed(ctx.seed, "", "replay.past"), self.size)
+        seed = derive_seed(ctx.seed, "", "replay.past")
+        past = [e for name in self.sources for e in instructions.build(name, ["en"], ctx.config, seed, self.size)]
         if len(past) < self.size:
             log.warning("strategy.replay.size=%d but source '%s' has %d examples: all of them are replayed",
-                        self.size, self.source, len(past))
+                        self.size, "+".join(self.sources), len(past))
         rng = random.Random(ctx.seed_for("replay.buffer"))
         max_length = int(ctx.train.max_length)
         groups = [group_of(e, self.group_by) for e in past]
