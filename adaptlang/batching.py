@@ -68,25 +68,25 @@ def collate_packed(examples: list[dict], pad_id: int, width: int,
     allowed = torch.zeros((len(rows), longest, longest), dtype=torch.bool)
     causal = torch.ones((longest, longest), dtype=torch.bool).tril()
     tokens = 0
+    lengths = torch.zeros((len(rows), max(map(len, rows)) + 1), dtype=torch.long)  # the examples', then padding
     for r, row in enumerate(rows):
         start = 0
-        for i in row:
+        for k, i in enumerate(row):
             e = examples[i]
-            n = len(e["input_ids"])
+            n = lengths[r, k] = len(e["input_ids"])
             ids[r, start : start + n] = torch.tensor(e["input_ids"])
             labels[r, start : start + n] = torch.tensor(labels_of(e))
             positions[r, start : start + n] = torch.arange(n)
             allowed[r, start : start + n, start : start + n] = causal[:n, :n]
             start += n
         tokens += start
+        lengths[r, len(row)] = longest - start
         allowed[r, torch.arange(start, longest), torch.arange(start, longest)] = True  # padding sees itself
     mask = torch.zeros(allowed.shape, dtype=torch.float32).masked_fill_(~allowed, torch.finfo(torch.float32).min)
     batch = {"input_ids": ids, "labels": labels, "position_ids": positions, "attention_mask": mask[:, None],
              "num_tokens": torch.tensor(tokens)}
     if segments:
-        lengths = [[len(examples[i]["input_ids"]) for i in row] for row in rows]
-        lengths = [row + [longest - sum(row)] if sum(row) < longest else row for row in lengths]
-        batch["segments"] = torch.tensor([row + [0] * (max(map(len, lengths)) - len(row)) for row in lengths])
+        batch["segments"] = lengths
     return batch
 
 

@@ -154,14 +154,18 @@ class Batches:
     pad_id: int
     pack_width: int | None
     dtype: torch.dtype
-    segments: bool = False  # packed rows carry their example lengths for adaptlang.segment_attention
-    restore_attention: str | None = None  # the model's own attention, put back at the stage end
+    restore_attention: str | None = None  # switched to adaptlang.segment_attention: the model's own, put back at the end
 
     def draw(self, stream: ExampleStream) -> dict:
         share = self.size // self.world
         examples = [next(stream) for _ in range(self.size)]
         return make_batch(examples[self.rank * share:(self.rank + 1) * share], self.pad_id, self.pack_width,
                           self.segments)
+
+    @property
+    def segments(self) -> bool:
+        """Packed rows carry their examples' lengths (adaptlang.segment_attention)."""
+        return self.restore_attention is not None
 
     def on_device(self, batch: dict, device) -> dict:
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -193,7 +197,7 @@ def plan_batches(tokenizer, model, tcfg: Any, accelerator, stage: str) -> Batche
                  "per-example positions); examples are padded", stage, type(model).__name__)
     restore = attend_per_example(model, pad_id) if pack_width else None
     return Batches(batch_size, int(tcfg.grad_accum), world, accelerator.process_index, pad_id, pack_width,
-                   next(model.parameters()).dtype, segments=restore is not None, restore_attention=restore)
+                   next(model.parameters()).dtype, restore_attention=restore)
 
 
 def forward_path(model, bare, strategies: list[Strategy], compile_: bool, accelerator):
