@@ -3,7 +3,7 @@
 # Table 4 (zero-shot, mlm, (IA)1 r = 0 / 1000 / 10000) and the active-forgetting grid
 # (Baseline / BA / AFA), seeds 0 1 2, on one CPU core.
 #
-#   bash bench/tiny_tables.sh OUT_DIR [ia|ia5|af|all]     # e.g. /tmp/tiny-tables all
+#   bash bench/tiny_tables.sh OUT_DIR [ia|ia5|af|af_lm_eval|all]    # e.g. /tmp/tiny-tables all
 #
 # IA: the rows of one seed share their first two stages (pretrain, English tuning), so they
 # are trained once, as the zero-shot row (experiment=ia_zeroshot); each other row is the
@@ -12,13 +12,19 @@
 # ia5: Instruct-Align Table 5's other rows (objective ablations, r = 0), from the tune models
 # that `ia` left in OUT_DIR/ia (run `ia` first for the same seeds).
 # AF: grid=af_paper, perplexity and isotropy (Tables 1-2) after the last stage only.
+# af_lm_eval: the AF paper's downstream tasks (Tables 7-11) on the instruct models that `af`
+# left in OUT_DIR/af, each evaluated by `adaptlang eval --run` into OUT_DIR/af-lm-eval:
+# af_xcopa (vendored) and, with XQUAD=folder written by `python -m
+# adaptlang.benchmarks.squad_local xquad.*.json --out folder`, af_xquad; $LIMIT rows per language.
 # docs/reproduce.md says which seeds of each were run, in which order and at which commit.
 set -uo pipefail
-OUT=${1:?usage: bash bench/tiny_tables.sh OUT_DIR [ia|ia5|af|all]}
+OUT=${1:?usage: bash bench/tiny_tables.sh OUT_DIR [ia|ia5|af|af_lm_eval|all]}
 WHAT=${2:-all}
 PY=${PYTHON:-python}
 SEEDS=${SEEDS:-0 1 2}
 ROWS=${ROWS:-40}
+LIMIT=${LIMIT:-100}
+XQUAD=${XQUAD:-}
 AF_EVAL=${AF_EVAL:-perplexity,isotropy}   # add flores_4shot for Table 3 (greedy generation: slower)
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1   # one core
 run() { "$PY" -m adaptlang.cli run "$@"; }
@@ -57,4 +63,17 @@ if [[ $WHAT == af || $WHAT == all ]]; then
       "output_dir=$OUT/af"
   done
   "$PY" -m adaptlang.cli compare "$OUT"/af/*-s* --baseline "$OUT/af/Baseline-s0" --out "$OUT/compare-af"
+fi
+
+if [[ $WHAT == af_lm_eval || $WHAT == all ]]; then
+  TASKS=af_xcopa; LOCAL=()
+  if [[ -n $XQUAD ]]; then TASKS=af_xcopa,af_xquad; LOCAL=("eval.lm_eval.local_data.af_xquad=$XQUAD"); fi
+  for s in $SEEDS; do
+    for run_dir in "$OUT"/af/*-s"$s"; do
+      "$PY" -m adaptlang.cli eval "$run_dir/stages/instruct/model" --config "$run_dir/config.yaml" \
+        "eval.benchmarks=[lm_eval]" "eval.lm_eval.tasks=[$TASKS]" "eval.lm_eval.limit=$LIMIT" "${LOCAL[@]}" \
+        --run "$OUT/af-lm-eval/$(basename "$run_dir")"
+    done
+  done
+  "$PY" -m adaptlang.cli compare "$OUT"/af-lm-eval/*-s* --baseline "$OUT/af-lm-eval/Baseline-s0" --out "$OUT/compare-af-lm-eval"
 fi

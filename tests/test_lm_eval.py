@@ -158,3 +158,31 @@ def test_run_puts_lm_eval_into_metrics_forgetting_and_report(tmp_path):
     assert "xcopa_acc" in metrics["forgetting"]["deltas"][later[0]]["lm_eval"]["overall"]
     report = (path / "report.md").read_text()
     assert "## lm_eval by class" in report and "Leakage" in report
+
+
+def test_reading_comprehension_from_release_files(model, tokenizer, tmp_path):
+    """af_xquad (the paper's generation task) offline: XQuAD's release JSON converted by
+    squad_local, then scored by exact match and F1; a file of another name is refused."""
+    from adaptlang.benchmarks import squad_local
+
+    release = {"version": "1.1", "data": [{"title": "t", "paragraphs": [
+        {"context": f"Paragraph {p} says the answer is word{p}.",
+         "qas": [{"id": f"{p}-{q}", "question": f"What does paragraph {p} say? ({q})",
+                  "answers": [{"text": f"word{p}", "answer_start": 25}]} for q in range(2)]} for p in range(3)]}]}
+    source = tmp_path / "xquad.en.json"
+    source.write_text(json.dumps(release), encoding="utf-8")
+    assert squad_local.main([str(source), "--out", str(tmp_path / "xquad")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "xquad" / "xquad.en" / "validation.jsonl").open()]
+    assert len(rows) == 6 and rows[5]["answers"] == {"text": ["word2"], "answer_start": [25]}
+    assert "word1" in rows[2]["context"] and rows[2]["id"] == "1-0"
+
+    res = run(model, tokenizer, config("eval.lm_eval.tasks=[af_xquad_en]",
+                                       f"eval.lm_eval.local_data.af_xquad={tmp_path / 'xquad'}"))
+    english = res["languages"]["en"]
+    assert english["af_xquad_n_examples"] == 6 and english["class"] == "pretraining"
+    assert 0.0 <= english["af_xquad_exact_match"] <= english["af_xquad_f1"] <= 1.0
+    assert "af_xquad_f1" in res["classes"]["pretraining"]
+
+    (tmp_path / "other.json").write_text("{}", encoding="utf-8")
+    assert squad_local.main([str(tmp_path / "other.json"), "--out", str(tmp_path / "o")]) == 2
+    assert not (tmp_path / "o").exists()
