@@ -10,7 +10,8 @@ Writes ``report.md``, ``report.html`` (self-contained: the plots are PNG data UR
 What is compared, exactly:
 
 * **Methods.** Runs whose resolved configs (``config.yaml``) are equal except for ``seed``,
-  ``name``, ``output_dir`` and ``overwrite`` are seeds of one *method*; its label is the
+  ``name``, ``output_dir`` and ``overwrite`` (and in paths that name the seed's own run
+  folder, ``.../AFA-s1/stages/instruct/model``) are seeds of one *method*; its label is the
   run name without its ``-s<seed>`` suffix (``xling+replay-s1`` -> ``xling+replay``).
   The baseline is a method too (all its seeds); by default the one whose strategies are
   exactly ``[mlm]`` (monolingual denoising, Instruct-Align section 4.4), else the first.
@@ -86,11 +87,17 @@ class Run:
         return [s for s, st in self.metrics.get("stages", {}).items() if st.get("eval")]
 
     def method_key(self) -> str:
-        """Equal for runs that differ only in seed (and name/output folder)."""
+        """Equal for runs that differ only in seed (and name/output folder), also where a path
+        names the seed's own earlier run (``model.name_or_path=.../zero-shot-s1/stages/tune/model``,
+        an ``adaptlang eval --run`` of ``.../AFA-s1/...``): ``-s<seed>`` before a ``/`` or at a
+        value's end counts as the seed."""
         if self.config is None:
             return json.dumps([self.stem, self.metrics.get("strategies")])
         cfg = {k: v for k, v in self.config.items() if k not in IGNORED_CONFIG_KEYS}
-        return json.dumps(cfg, sort_keys=True, default=str)
+        key = json.dumps(cfg, sort_keys=True, default=str)
+        if self.seed is None:
+            return key
+        return re.sub(rf'-s{self.seed}(?=[/\\\\"])', "-s<seed>", key)   # before /, \\ (JSON-escaped) or "
 
 
 @dataclass

@@ -37,8 +37,20 @@ DIRECTIONS = {
 LOG_SCALE = ("ppl_token", "ppl_char")
 
 
+# lm-evaluation-harness figures are named ``<task>_<metric>`` (lm_eval_tasks): the harness's
+# own metric names, higher is better for these (its ``higher_is_better`` for each of them)
+HARNESS_HIGHER = ("acc", "acc_norm", "f1", "exact_match", "mcc", "bleu", "chrf")
+
+
 def direction(metric: str) -> str | None:
-    return DIRECTIONS.get(metric)
+    """"lower" or "higher" is better, or None when the metric is not known."""
+    if metric in DIRECTIONS:
+        return DIRECTIONS[metric]
+    if any(metric.endswith("_" + name) for name in HARNESS_HIGHER):
+        return "higher"
+    if metric.endswith("perplexity") or metric.endswith("_bits_per_byte"):
+        return "lower"
+    return None
 
 
 def log_scale(metric: str) -> bool:

@@ -403,3 +403,29 @@ def test_learning_forgetting_frontier_one_point_per_run_and_a_line_over_merge_we
     assert (tmp_path / "cmp" / "plots" / "frontier.png").stat().st_size > 1000
     html = (tmp_path / "cmp" / "report.html").read_text()
     assert "Learning-forgetting frontier" in html and 'alt="Learning-forgetting frontier' in html
+
+
+def test_runs_from_their_seeds_own_models_are_one_method(tmp_path):
+    """`adaptlang eval --run` of each seed's model (or a stage started from each seed's earlier
+    run): the model paths differ only in the run folder's -s<seed>, so the seeds are one method."""
+    runs = [make_run(tmp_path, f"AFA-s{s}", [], s, values(10, s, 0),
+                     config_extra={"model": {"name_or_path": f"/runs/af/AFA-s{s}/stages/instruct/model"}})
+            for s in (0, 1, 12)]
+    runs.append(make_run(tmp_path, "BA-s1", [], 1, values(10, 1, 1),
+                         config_extra={"model": {"name_or_path": "/runs/af/BA-s1/stages/instruct/model"}}))
+    windows = [make_run(tmp_path, f"AFA-s{s}", [], s, values(10, s, 0),
+                        config_extra={"model": {"name_or_path": f"C:\\runs\\af\\AFA-s{s}\\stages\\instruct\\model"}})
+               for s in (2, 4)]
+    other_seed_path = make_run(tmp_path, "AFA-s3", [], 3, values(10, 3, 0),
+                               config_extra={"model": {"name_or_path": "/runs/af/AFA-s0/stages/instruct/model"}})
+    comp = build(runs + windows + [other_seed_path])
+    assert {k: v["seeds"] for k, v in comp["methods"].items()} == {
+        "AFA": [0, 1, 12], "BA": [1], "AFA (2)": [2, 4], "AFA (3)": [3]}
+
+
+def test_harness_metric_names_have_their_direction():
+    from adaptlang.forgetting import direction
+
+    assert [direction(m) for m in ("af_xcopa_acc", "xnli_acc_norm", "af_xquad_f1", "af_xquad_exact_match",
+                                   "wikitext_word_perplexity", "senti_stderr", "ppl_token")] == \
+        ["higher", "higher", "higher", "higher", "lower", None, "lower"]

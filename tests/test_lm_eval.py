@@ -156,6 +156,7 @@ def test_run_puts_lm_eval_into_metrics_forgetting_and_report(tmp_path):
         assert set(stage["eval"]["lm_eval"]["languages"]) == {"et", "tr"}
     later = [s for s in metrics["stages"] if s != metrics["forgetting"]["baseline"]]
     assert "xcopa_acc" in metrics["forgetting"]["deltas"][later[0]]["lm_eval"]["overall"]
+    assert metrics["forgetting"]["direction"]["xcopa_acc"] == "higher"   # so a drop counts as worse
     report = (path / "report.md").read_text()
     assert "## lm_eval by class" in report and "Leakage" in report
 
