@@ -70,7 +70,10 @@ def best_label(table: dict, cls: str, log: bool = False) -> str | None:
     if d is None or len(cells) < 2:
         return None
     pick = min if d == "lower" else max
-    return pick(cells, key=cells.get)
+    best = pick(cells, key=cells.get)
+    if list(cells.values()).count(cells[best]) > 1:  # a tie (e.g. every method at 0): no best
+        return None
+    return best
 
 
 def table_note(metric: str, log: bool) -> str:

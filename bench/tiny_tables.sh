@@ -3,7 +3,7 @@
 # Table 4 (zero-shot, mlm, (IA)1 r = 0 / 1000 / 10000) and the active-forgetting grid
 # (Baseline / BA / AFA), seeds 0 1 2, on one CPU core.
 #
-#   bash bench/tiny_tables.sh OUT_DIR [ia|ia5|af|af_lm_eval|all]    # e.g. /tmp/tiny-tables all
+#   bash bench/tiny_tables.sh OUT_DIR [ia|ia5|ia_sequence_mean|af|af_lm_eval|all]    # e.g. /tmp/tiny-tables all
 #
 # IA: the rows of one seed share their first two stages (pretrain, English tuning), so they
 # are trained once, as the zero-shot row (experiment=ia_zeroshot); each other row is the
@@ -11,6 +11,9 @@
 # NusaWrites after the last stage only, the first $ROWS test rows per language, 6 prompts.
 # ia5: Instruct-Align Table 5's other rows (objective ablations, r = 0), from the tune models
 # that `ia` left in OUT_DIR/ia (run `ia` first for the same seeds).
+# ia_sequence_mean: the runs `ia` (and `ia5`) left in OUT_DIR/ia, each last stage's model
+# evaluated again with the authors' scoring (eval.classify.scoring=sequence_mean, as
+# grid=ia_paper sets) by `adaptlang eval --run` into OUT_DIR/ia-sequence-mean.
 # AF: grid=af_paper, perplexity and isotropy (Tables 1-2) after the last stage only.
 # af_lm_eval: the AF paper's downstream tasks (Tables 7-11) on the instruct models that `af`
 # left in OUT_DIR/af, each evaluated by `adaptlang eval --run` into OUT_DIR/af-lm-eval:
@@ -18,7 +21,7 @@
 # adaptlang.benchmarks.squad_local xquad.*.json --out folder`, af_xquad; $LIMIT rows per language.
 # docs/reproduce.md says which seeds of each were run, in which order and at which commit.
 set -uo pipefail
-OUT=${1:?usage: bash bench/tiny_tables.sh OUT_DIR [ia|ia5|af|af_lm_eval|all]}
+OUT=${1:?usage: bash bench/tiny_tables.sh OUT_DIR [ia|ia5|ia_sequence_mean|af|af_lm_eval|all]}
 WHAT=${2:-all}
 PY=${PYTHON:-python}
 SEEDS=${SEEDS:-0 1 2}
@@ -55,6 +58,18 @@ if [[ $WHAT == ia5 || $WHAT == all ]]; then   # grid=ia_paper's Table 5 rows
     ia_row "$s" "${XLING[@]}" "strategy.xling.objectives=[word,span,sentence,monolingual]" name="ia+monolingual-s$s"
   done
   "$PY" -m adaptlang.cli compare "$OUT"/ia/*-s* --baseline "$OUT/ia/zero-shot-s0" --out "$OUT/compare-ia"
+fi
+
+if [[ $WHAT == ia_sequence_mean || $WHAT == all ]]; then
+  for s in $SEEDS; do
+    for run_dir in "$OUT"/ia/*-s"$s"; do
+      last=$("$PY" -c 'import json, sys; print(list(json.load(open(sys.argv[1]))["stages"])[-1])' "$run_dir/metrics.json")
+      "$PY" -m adaptlang.cli eval "$run_dir/stages/$last/model" --config "$run_dir/config.yaml" \
+        eval.classify.scoring=sequence_mean --run "$OUT/ia-sequence-mean/$(basename "$run_dir")"
+    done
+  done
+  "$PY" -m adaptlang.cli compare "$OUT"/ia-sequence-mean/*-s* --baseline "$OUT/ia-sequence-mean/zero-shot-s0" \
+    --out "$OUT/compare-ia-sequence-mean"
 fi
 
 if [[ $WHAT == af || $WHAT == all ]]; then

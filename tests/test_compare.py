@@ -429,3 +429,13 @@ def test_harness_metric_names_have_their_direction():
     assert [direction(m) for m in ("af_xcopa_acc", "xnli_acc_norm", "af_xquad_f1", "af_xquad_exact_match",
                                    "wikitext_word_perplexity", "senti_stderr", "ppl_token")] == \
         ["higher", "higher", "higher", "higher", "lower", None, "lower"]
+
+
+def test_best_mean_is_bold_only_when_one_method_has_it():
+    from adaptlang.compare_report import best_label
+
+    def table(means):
+        return {"direction": "higher", "rows": {k: {"overall": {"mean": v}} for k, v in means.items()}}
+    assert best_label(table({"a": 0.2, "b": 0.5, "c": 0.1}), "overall") == "b"
+    assert best_label(table({"a": 0.0, "b": 0.0, "c": 0.0}), "overall") is None
+    assert best_label(table({"a": 0.4, "b": 0.4, "c": 0.1}), "overall") is None
