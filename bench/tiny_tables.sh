@@ -33,6 +33,17 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1   # one core
 run() { "$PY" -m adaptlang.cli run "$@"; }
 IA_EVAL=(languages=nusax "eval.benchmarks=[nusax,nusawrites]" eval.stages=last
          "eval.classify.max_examples=$ROWS" "output_dir=$OUT/ia")
+compare_seeds() {  # FOLDER BASELINE_RUN OUT_NAME: every run in $OUT/FOLDER against BASELINE_RUN's method
+  "$PY" -m adaptlang.cli compare "$OUT/$1"/*-s* --baseline "$OUT/$1/$2" --out "$OUT/$3"
+}
+eval_again() {  # RUN_DIR INTO [key=value ...]: the run's last stage model, evaluated with the run's
+                # config and the overrides, as a run folder $OUT/INTO/<run name>
+  local run_dir=$1 into=$2 last
+  shift 2
+  last=$("$PY" -c 'import json, sys; print(list(json.load(open(sys.argv[1]))["stages"])[-1])' "$run_dir/metrics.json")
+  "$PY" -m adaptlang.cli eval "$run_dir/stages/$last/model" --config "$run_dir/config.yaml" "$@" \
+    --run "$OUT/$into/$(basename "$run_dir")"
+}
 ia_row() {  # the (IA)1 stage alone from seed $1's zero-shot tune model; the rest: the row's options
   local s=$1; shift
   run experiment=ia_instruct model=pretrained "model.name_or_path=$OUT/ia/zero-shot-s$s/stages/tune/model" \
@@ -47,7 +58,7 @@ if [[ $WHAT == ia || $WHAT == all ]]; then
       ia_row "$s" strategy=xling+replay "strategy.xling.known=[en,id]" strategy.replay.size=$r name="ia-r$r-s$s"
     done
   done
-  "$PY" -m adaptlang.cli compare "$OUT"/ia/*-s* --baseline "$OUT/ia/zero-shot-s0" --out "$OUT/compare-ia"
+  compare_seeds ia zero-shot-s0 compare-ia
 fi
 
 if [[ $WHAT == ia5 || $WHAT == all ]]; then   # grid=ia_paper's Table 5 rows
@@ -57,19 +68,16 @@ if [[ $WHAT == ia5 || $WHAT == all ]]; then   # grid=ia_paper's Table 5 rows
     ia_row "$s" "${XLING[@]}" "strategy.xling.objectives=[sentence]" name="ia-translation-s$s"
     ia_row "$s" "${XLING[@]}" "strategy.xling.objectives=[word,span,sentence,monolingual]" name="ia+monolingual-s$s"
   done
-  "$PY" -m adaptlang.cli compare "$OUT"/ia/*-s* --baseline "$OUT/ia/zero-shot-s0" --out "$OUT/compare-ia"
+  compare_seeds ia zero-shot-s0 compare-ia
 fi
 
 if [[ $WHAT == ia_sequence_mean || $WHAT == all ]]; then
   for s in $SEEDS; do
     for run_dir in "$OUT"/ia/*-s"$s"; do
-      last=$("$PY" -c 'import json, sys; print(list(json.load(open(sys.argv[1]))["stages"])[-1])' "$run_dir/metrics.json")
-      "$PY" -m adaptlang.cli eval "$run_dir/stages/$last/model" --config "$run_dir/config.yaml" \
-        eval.classify.scoring=sequence_mean --run "$OUT/ia-sequence-mean/$(basename "$run_dir")"
+      eval_again "$run_dir" ia-sequence-mean eval.classify.scoring=sequence_mean
     done
   done
-  "$PY" -m adaptlang.cli compare "$OUT"/ia-sequence-mean/*-s* --baseline "$OUT/ia-sequence-mean/zero-shot-s0" \
-    --out "$OUT/compare-ia-sequence-mean"
+  compare_seeds ia-sequence-mean zero-shot-s0 compare-ia-sequence-mean
 fi
 
 if [[ $WHAT == af || $WHAT == all ]]; then
@@ -77,18 +85,17 @@ if [[ $WHAT == af || $WHAT == all ]]; then
     run grid=af_paper seed="$s" "eval.benchmarks=[$AF_EVAL]" eval.stages=last \
       "output_dir=$OUT/af"
   done
-  "$PY" -m adaptlang.cli compare "$OUT"/af/*-s* --baseline "$OUT/af/Baseline-s0" --out "$OUT/compare-af"
+  compare_seeds af Baseline-s0 compare-af
 fi
 
 if [[ $WHAT == af_lm_eval || $WHAT == all ]]; then
   TASKS=af_xcopa; LOCAL=()
   if [[ -n $XQUAD ]]; then TASKS=af_xcopa,af_xquad; LOCAL=("eval.lm_eval.local_data.af_xquad=$XQUAD"); fi
   for s in $SEEDS; do
-    for run_dir in "$OUT"/af/*-s"$s"; do
-      "$PY" -m adaptlang.cli eval "$run_dir/stages/instruct/model" --config "$run_dir/config.yaml" \
-        "eval.benchmarks=[lm_eval]" "eval.lm_eval.tasks=[$TASKS]" "eval.lm_eval.limit=$LIMIT" "${LOCAL[@]}" \
-        --run "$OUT/af-lm-eval/$(basename "$run_dir")"
+    for run_dir in "$OUT"/af/*-s"$s"; do   # the last stage: instruct
+      eval_again "$run_dir" af-lm-eval "eval.benchmarks=[lm_eval]" "eval.lm_eval.tasks=[$TASKS]" \
+        "eval.lm_eval.limit=$LIMIT" "${LOCAL[@]}"
     done
   done
-  "$PY" -m adaptlang.cli compare "$OUT"/af-lm-eval/*-s* --baseline "$OUT/af-lm-eval/Baseline-s0" --out "$OUT/compare-af-lm-eval"
+  compare_seeds af-lm-eval Baseline-s0 compare-af-lm-eval
 fi
