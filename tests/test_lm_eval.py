@@ -187,3 +187,7 @@ def test_reading_comprehension_from_release_files(model, tokenizer, tmp_path):
     (tmp_path / "other.json").write_text("{}", encoding="utf-8")
     assert squad_local.main([str(tmp_path / "other.json"), "--out", str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o").exists()
+    (tmp_path / "bad" / "xquad.de.json").parent.mkdir()
+    (tmp_path / "bad" / "xquad.de.json").write_text('{"data": [{"title": "no paragraphs"}]}', encoding="utf-8")
+    assert squad_local.main([str(source), str(tmp_path / "bad" / "xquad.de.json"), "--out", str(tmp_path / "o")]) == 2
+    assert not (tmp_path / "o").exists()   # the good file is not written either

@@ -39,25 +39,21 @@ def rows_of(path: Path) -> list[dict]:
     """The question rows of one SQuAD-format file, in file order."""
     try:
         release = json.loads(path.read_text(encoding="utf-8"))
-        articles = release["data"]
+        return [{"id": qa["id"], "context": paragraph["context"], "question": qa["question"],
+                 "answers": {"text": [a["text"] for a in qa["answers"]],
+                             "answer_start": [a["answer_start"] for a in qa["answers"]]}}
+                for article in release["data"] for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{path}: not a SQuAD-format JSON file with a 'data' list ({type(exc).__name__})") from None
-    rows = []
-    for article in articles:
-        for paragraph in article["paragraphs"]:
-            for qa in paragraph["qas"]:
-                rows.append({"id": qa["id"], "context": paragraph["context"], "question": qa["question"],
-                             "answers": {"text": [a["text"] for a in qa["answers"]],
-                                         "answer_start": [a["answer_start"] for a in qa["answers"]]}})
-    return rows
+        raise UserError(f"{path}: not a SQuAD-format JSON file (data > paragraphs > qas with id, question, "
+                        f"answers; {type(exc).__name__}: {exc})") from None
 
 
 def convert(files: list[Path], out: Path) -> dict[str, int]:
     """Write each file's rows to ``out/<dataset name>/<split>.jsonl``; {written path: rows}."""
-    planned = [(path, *target_of(path)) for path in files]   # every name checked before writing
+    targets = [target_of(path) for path in files]   # every name, then every file, checked before writing
+    planned = [(rows_of(path), *target) for path, target in zip(files, targets)]
     written = {}
-    for path, name, split in planned:
-        rows = rows_of(path)
+    for rows, name, split in planned:
         target = out / name / f"{split}.jsonl"
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_suffix(".jsonl.partial")
@@ -75,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         written = convert(args.files, args.out)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
     for target, n in written.items():
         print(f"{n:6d} rows  {target}")
